@@ -1,0 +1,64 @@
+package clientapi
+
+import "net/http"
+
+// routes is the route table of the client-server API, in one place.
+// Handlers live in the file of their area (discovery.go, register.go, login.go, ...).
+func (s *Server) routes() []route {
+	get, post, put, del := http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete
+	root := []string{""}
+	synapseAdmin := []string{"/_synapse/admin/v1"}
+	return []route{
+		// Discovery and server information.
+		{method: get, prefixes: []string{"/_matrix/client"}, path: "/versions", auth: authOptional, h: s.getVersions},
+		{method: get, prefixes: root, path: "/.well-known/matrix/client", h: s.getWellKnownClient},
+		{method: get, prefixes: root, path: "/.well-known/matrix/server", h: s.getWellKnownServer},
+		{method: get, prefixes: root, path: "/health", raw: s.getHealth},
+		{method: get, prefixes: clientV3, path: "/capabilities", auth: authRequired, limited: true, h: s.getCapabilities},
+
+		// Registration.
+		{method: post, prefixes: clientV3, path: "/register", auth: authOptional, limited: true, h: s.postRegister},
+		{method: get, prefixes: clientV3, path: "/register/available", limited: true, h: s.getRegisterAvailable},
+		{method: get, prefixes: clientV1, path: "/register/m.login.registration_token/validity", limited: true, h: s.getRegistrationTokenValidity},
+		{method: get, prefixes: synapseAdmin, path: "/register", limited: true, h: s.getSharedSecretNonce},
+		{method: post, prefixes: synapseAdmin, path: "/register", limited: true, h: s.postSharedSecretRegister},
+
+		// Login, tokens, logout.
+		{method: get, prefixes: clientV3, path: "/login", limited: true, h: s.getLoginFlows},
+		{method: post, prefixes: clientV3, path: "/login", limited: true, h: s.postLogin},
+		{method: post, prefixes: clientV3, path: "/refresh", limited: true, h: s.postRefresh},
+		{method: post, prefixes: clientV3, path: "/logout", auth: authRequired, h: s.postLogout},
+		{method: post, prefixes: clientV3, path: "/logout/all", auth: authRequired, h: s.postLogoutAll},
+
+		// Account management.
+		{method: get, prefixes: clientV3, path: "/account/whoami", auth: authRequired, h: s.getWhoami},
+		{method: post, prefixes: clientV3, path: "/account/password", auth: authRequired, limited: true, h: s.postPassword},
+		{method: post, prefixes: clientV3, path: "/account/deactivate", auth: authRequired, limited: true, h: s.postDeactivate},
+
+		// Devices.
+		{method: get, prefixes: clientV3, path: "/devices", auth: authRequired, limited: true, h: s.getDevices},
+		{method: get, prefixes: clientV3, path: "/devices/{deviceId}", auth: authRequired, limited: true, h: s.getDevice},
+		{method: put, prefixes: clientV3, path: "/devices/{deviceId}", auth: authRequired, limited: true, h: s.putDevice},
+		{method: del, prefixes: clientV3, path: "/devices/{deviceId}", auth: authRequired, limited: true, h: s.deleteDevice},
+		{method: post, prefixes: clientV3, path: "/delete_devices", auth: authRequired, limited: true, h: s.postDeleteDevices},
+
+		// Profiles.
+		{method: get, prefixes: clientV3, path: "/profile/{userId}", auth: authOptional, limited: true, h: s.getProfile},
+		{method: get, prefixes: clientV3, path: "/profile/{userId}/{field}", auth: authOptional, limited: true, h: s.getProfileField},
+		{method: put, prefixes: clientV3, path: "/profile/{userId}/{field}", auth: authRequired, limited: true, h: s.putProfileField},
+		{method: del, prefixes: clientV3, path: "/profile/{userId}/{field}", auth: authRequired, limited: true, h: s.deleteProfileField},
+
+		// Account data.
+		{method: get, prefixes: clientV3, path: "/user/{userId}/account_data/{type}", auth: authRequired, limited: true, h: s.getAccountData},
+		{method: put, prefixes: clientV3, path: "/user/{userId}/account_data/{type}", auth: authRequired, limited: true, h: s.putAccountData},
+		{method: get, prefixes: clientV3, path: "/user/{userId}/rooms/{roomId}/account_data/{type}", auth: authRequired, limited: true, h: s.getAccountData},
+		{method: put, prefixes: clientV3, path: "/user/{userId}/rooms/{roomId}/account_data/{type}", auth: authRequired, limited: true, h: s.putAccountData},
+
+		// Filters.
+		{method: post, prefixes: clientV3, path: "/user/{userId}/filter", auth: authRequired, limited: true, h: s.postFilter},
+		{method: get, prefixes: clientV3, path: "/user/{userId}/filter/{filterId}", auth: authRequired, limited: true, h: s.getFilter},
+
+		// OpenID tokens for integrations.
+		{method: post, prefixes: clientV3, path: "/user/{userId}/openid/request_token", auth: authRequired, limited: true, h: s.postOpenIDToken},
+	}
+}

@@ -1,0 +1,267 @@
+// Package clientapi serves the Matrix client-server API: routing, authentication,
+// rate limits and the handlers, grouped by area in files of this package.
+package clientapi
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+
+	"github.com/myelin-chat/myelin/clientapi/auth"
+	"github.com/myelin-chat/myelin/clientapi/httputil"
+	"github.com/myelin-chat/myelin/clientapi/ratelimit"
+	"github.com/myelin-chat/myelin/config"
+	"github.com/myelin-chat/myelin/storage"
+)
+
+// Deps is what the client API needs from the rest of the server; cmd wires it.
+type Deps struct {
+	Config        *config.Config
+	DB            *storage.DB
+	Authenticator *auth.Authenticator
+	Accounts      *auth.Accounts
+	// Registry receives the API's metrics; nil disables them.
+	Registry prometheus.Registerer
+	// Version is the server version reported by /_matrix/federation/v1/version and logs.
+	Version string
+}
+
+// Server is the client-server API.
+type Server struct {
+	cfg      *config.Config
+	db       *storage.DB
+	authn    *auth.Authenticator
+	accounts *auth.Accounts
+	limiter  *ratelimit.Limiter
+	metrics  *metrics
+	version  string
+	router   *mux.Router
+}
+
+// NewServer builds the API and its route table.
+func NewServer(d Deps) *Server {
+	s := &Server{
+		cfg:      d.Config,
+		db:       d.DB,
+		authn:    d.Authenticator,
+		accounts: d.Accounts,
+		metrics:  newMetrics(d.Registry),
+		version:  d.Version,
+	}
+	if d.Config.RateLimits.Enabled {
+		s.limiter = ratelimit.New(d.Config.RateLimits.PerSecond, d.Config.RateLimits.Burst, d.Config.RateLimits.ExemptUsers)
+	}
+	s.router = s.buildRouter()
+	return s
+}
+
+// Handler returns the HTTP handler of the whole API, CORS and request limits included.
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, _ := httputil.WithRequestID(r.Context())
+		r = r.WithContext(ctx)
+		setCORS(w.Header())
+		if r.Method == http.MethodOptions {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.Limits.MaxRequestBytes)
+		s.router.ServeHTTP(w, r)
+	})
+}
+
+func setCORS(h http.Header) {
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, DELETE, OPTIONS")
+	h.Set("Access-Control-Allow-Headers", "Origin, X-Requested-With, Content-Type, Accept, Authorization")
+	h.Set("Access-Control-Expose-Headers", "ETag, Retry-After")
+}
+
+// authMode says whether a route needs an access token.
+type authMode int
+
+const (
+	authNone     authMode = iota // no token looked at
+	authRequired                 // 401 without a valid token
+	authOptional                 // device set when a valid token is given
+)
+
+// handlerFunc is the shape of every JSON endpoint: parse, call a component, return the
+// response body (or an httputil.Response) or an error rendered by httputil.WriteError.
+type handlerFunc func(r *http.Request) (any, error)
+
+// route is one row of the route table.
+type route struct {
+	method string
+	// prefixes are full URL prefixes (e.g. clientV3 = /_matrix/client/v3 and r0).
+	prefixes []string
+	path     string
+	auth     authMode
+	// limited applies the per-client rate limit.
+	limited bool
+	// raw handlers write their own response (media downloads, redirects).
+	h   handlerFunc
+	raw http.HandlerFunc
+}
+
+// Common prefix sets. Older clients and bots still call r0, so every v3 route is served there too.
+var (
+	clientV3 = []string{"/_matrix/client/v3", "/_matrix/client/r0"}
+	clientV1 = []string{"/_matrix/client/v1"}
+	unstable = []string{"/_matrix/client/unstable"}
+)
+
+func (s *Server) buildRouter() *mux.Router {
+	r := mux.NewRouter().SkipClean(true).UseEncodedPath()
+	for _, rt := range s.routes() {
+		for _, p := range rt.prefixes {
+			name := rt.method + " " + p + rt.path
+			r.Handle(p+rt.path, s.wrap(name, rt)).Methods(rt.method)
+		}
+	}
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		httputil.WriteError(w, req, httputil.Unrecognized("Unrecognized request"))
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		httputil.WriteError(w, req, httputil.NewError(http.StatusMethodNotAllowed, "M_UNRECOGNIZED", "Method not allowed for this endpoint"))
+	})
+	return r
+}
+
+type deviceKey struct{}
+
+// requestDevice returns the authenticated device of a request (nil when anonymous).
+func requestDevice(r *http.Request) *auth.Device {
+	d, _ := r.Context().Value(deviceKey{}).(*auth.Device)
+	return d
+}
+
+// pathVar returns a decoded path variable. The router matches on the encoded path so
+// that IDs containing '/' or '%' survive; decoding happens exactly once, here.
+func pathVar(r *http.Request, name string) string {
+	v := mux.Vars(r)[name]
+	if d, err := url.PathUnescape(v); err == nil {
+		return d
+	}
+	return v
+}
+
+// wrap adds authentication, rate limiting, metrics and logging to a route's handler.
+func (s *Server) wrap(name string, rt route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		s.serve(sw, r, rt)
+		elapsed := time.Since(start)
+		s.metrics.observe(name, r.Method, sw.status, elapsed)
+		fields := logrus.Fields{
+			"request_id": httputil.RequestID(r.Context()),
+			"method":     r.Method,
+			"path":       r.URL.EscapedPath(), // never the query string: it may hold access_token
+			"status":     sw.status,
+			"ms":         elapsed.Milliseconds(),
+		}
+		if d := requestDevice(r); d != nil {
+			fields["user_id"] = d.UserID
+		}
+		logrus.WithFields(fields).Debug("request")
+	})
+}
+
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route) {
+	if rt.auth != authNone {
+		d, err := s.authenticate(r)
+		if err != nil && (rt.auth == authRequired || !errors.Is(err, errNoToken)) {
+			httputil.WriteError(w, r, err)
+			return
+		}
+		if d != nil {
+			r = r.WithContext(context.WithValue(r.Context(), deviceKey{}, d))
+		}
+	}
+	if rt.limited {
+		key := clientIP(r)
+		if d := requestDevice(r); d != nil {
+			key = d.UserID
+		}
+		if ok, wait := s.limiter.Allow(key); !ok {
+			httputil.WriteError(w, r, httputil.LimitExceeded(wait.Milliseconds()+1))
+			return
+		}
+	}
+	if rt.raw != nil {
+		rt.raw(w, r)
+		return
+	}
+	res, err := rt.h(r)
+	if err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+	httputil.WriteResult(w, res)
+}
+
+var errNoToken = httputil.MissingToken("Missing access token")
+
+// accessToken returns the token from the Authorization header or the access_token query parameter.
+func accessToken(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); h != "" {
+		if tok, ok := strings.CutPrefix(h, "Bearer "); ok {
+			return strings.TrimSpace(tok)
+		}
+		return ""
+	}
+	return r.URL.Query().Get("access_token")
+}
+
+func (s *Server) authenticate(r *http.Request) (*auth.Device, error) {
+	tok := accessToken(r)
+	if tok == "" {
+		return nil, errNoToken
+	}
+	d, err := s.authn.Authenticate(r.Context(), tok)
+	switch {
+	case errors.Is(err, auth.ErrExpiredToken):
+		return nil, httputil.UnknownToken("Access token has expired").With("soft_logout", true)
+	case errors.Is(err, auth.ErrUnknownToken):
+		return nil, httputil.UnknownToken("Unknown access token").With("soft_logout", false)
+	case err != nil:
+		return nil, err
+	}
+	return d, nil
+}
+
+// clientIP is the peer address (without port). A reverse proxy's X-Forwarded-For is not
+// trusted by default, since any client could set it to dodge rate limits.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Flush lets streaming handlers flush through the wrapper.
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}

@@ -1,0 +1,124 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sirupsen/logrus"
+
+	"github.com/myelin-chat/myelin/clientapi"
+	"github.com/myelin-chat/myelin/clientapi/auth"
+	"github.com/myelin-chat/myelin/config"
+	"github.com/myelin-chat/myelin/storage"
+)
+
+// Server is a fully wired Myelin instance.
+type Server struct {
+	Config     *config.Config
+	DB         *storage.DB
+	SigningKey config.SigningKey
+	Accounts   *auth.Accounts
+	Client     *clientapi.Server
+	registry   *prometheus.Registry
+}
+
+// New opens the database and signing key and builds every component.
+func New(ctx context.Context, cfg *config.Config, version string) (*Server, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir %s: %w", cfg.DataDir, err)
+	}
+	key, created, err := config.LoadOrCreateSigningKey(cfg.Path(cfg.SigningKeyPath))
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		logrus.WithField("path", cfg.Path(cfg.SigningKeyPath)).WithField("key_id", key.ID).Info("generated a new signing key")
+	}
+	db, err := storage.Open(ctx, cfg.Database, cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	authn := auth.NewAuthenticator(db)
+	accounts := auth.NewAccounts(db, cfg, authn)
+	client := clientapi.NewServer(clientapi.Deps{
+		Config:        cfg,
+		DB:            db,
+		Authenticator: authn,
+		Accounts:      accounts,
+		Registry:      reg,
+		Version:       version,
+	})
+	return &Server{Config: cfg, DB: db, SigningKey: key, Accounts: accounts, Client: client, registry: reg}, nil
+}
+
+// Close releases the database.
+func (s *Server) Close() error { return s.DB.Close() }
+
+// Serve runs the listeners until ctx is cancelled, then shuts down gracefully:
+// in-flight requests get up to 10 s to finish, long-polls are woken to return at once.
+func (s *Server) Serve(ctx context.Context) error {
+	// Long-running handlers watch this context so shutdown is not held up by long-polls.
+	base, cancelBase := context.WithCancel(context.Background())
+	defer cancelBase()
+	var servers []*http.Server
+	errc := make(chan error, 3)
+	start := func(name, addr string, h http.Handler) error {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("listen %s on %s: %w", name, addr, err)
+		}
+		srv := &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			BaseContext:       func(net.Listener) context.Context { return base },
+		}
+		servers = append(servers, srv)
+		logrus.WithFields(logrus.Fields{"listener": name, "addr": ln.Addr().String()}).Info("listening")
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("%s listener: %w", name, err)
+			}
+		}()
+		return nil
+	}
+	if err := start("client", s.Config.Listen.Client, s.Client.Handler()); err != nil {
+		return err
+	}
+	if s.Config.Listen.Metrics != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+		if err := start("metrics", s.Config.Listen.Metrics, mux); err != nil {
+			return err
+		}
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	logrus.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go func() {
+		// Give ordinary requests a moment, then wake long-polls so they return promptly.
+		time.Sleep(500 * time.Millisecond)
+		cancelBase()
+	}()
+	for _, srv := range servers {
+		if serr := srv.Shutdown(shutdownCtx); serr != nil && err == nil {
+			err = fmt.Errorf("shutdown: %w", serr)
+		}
+	}
+	return err
+}

@@ -1,0 +1,320 @@
+// Package harness starts real myelin server processes for end-to-end tests: the
+// binary built from this repository, on free loopback ports, with a fresh SQLite
+// directory or PostgreSQL schema each.
+package harness
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/myelin-chat/myelin/config"
+	"github.com/myelin-chat/myelin/storage/storagetest"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// RepoRoot returns the repository root (the folder holding go.mod).
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// Binary builds cmd/myelin once per test process and returns its path.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "myelin-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "myelin")
+		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/myelin")
+		cmd.Dir = RepoRoot()
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/myelin: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// Options configure a test server.
+type Options struct {
+	// Engine is "sqlite" (default) or "postgres".
+	Engine string
+	// ServerName defaults to "hs1.test".
+	ServerName string
+	// Configure may adjust the generated configuration before it is written.
+	Configure func(cfg *config.Config)
+	// Args are extra command-line flags.
+	Args []string
+}
+
+// Server is a running myelin process.
+type Server struct {
+	t          testing.TB
+	URL        string // client API base URL, e.g. http://127.0.0.1:41234
+	ServerName string
+	DataDir    string
+	ConfigPath string
+	Engine     string
+	args       []string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	logs *bytes.Buffer
+	done chan struct{}
+}
+
+// Start launches a server and waits until /_matrix/client/versions answers.
+func Start(t testing.TB, opts Options) *Server {
+	t.Helper()
+	bin := Binary(t)
+	if opts.Engine == "" {
+		opts.Engine = "sqlite"
+	}
+	if opts.ServerName == "" {
+		opts.ServerName = "hs1.test"
+	}
+	dataDir := t.TempDir()
+	cfg := config.Default()
+	cfg.ServerName = opts.ServerName
+	cfg.DataDir = dataDir
+	cfg.Listen.Client = "127.0.0.1:0"
+	cfg.Database.DSN = storagetest.DSN(t, opts.Engine)
+	cfg.Database.SQLiteSynchronous = "normal"
+	cfg.Registration.Mode = config.RegistrationOpen
+	cfg.Passwords.BcryptCost = 4
+	cfg.RateLimits.Enabled = false
+	cfg.Logging.Format = "json"
+	cfg.Logging.Level = "info"
+	if opts.Configure != nil {
+		opts.Configure(cfg)
+	}
+	data, err := config.Generate(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dataDir, "myelin.yaml")
+	if err := os.WriteFile(cfgPath, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{t: t, ServerName: opts.ServerName, DataDir: dataDir, ConfigPath: cfgPath, Engine: opts.Engine,
+		args: append([]string{"--config", cfgPath}, opts.Args...)}
+	s.launch(bin, s.args)
+	t.Cleanup(func() {
+		s.Stop()
+		if t.Failed() {
+			t.Logf("server %s logs:\n%s", s.ServerName, s.Logs())
+		}
+	})
+	return s
+}
+
+// launch starts the process and waits for readiness. A restart reuses the previous address.
+func (s *Server) launch(bin string, args []string) {
+	s.t.Helper()
+	if s.URL != "" {
+		args = append(append([]string{}, args...), "--listen", strings.TrimPrefix(s.URL, "http://"))
+	}
+	cmd := exec.Command(bin, args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	cmd.Stdout = io.Discard
+	if err := cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	logs := &bytes.Buffer{}
+	addrc := make(chan string, 1)
+	done := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64*1024), 1<<20)
+		for sc.Scan() {
+			line := sc.Bytes()
+			s.mu.Lock()
+			logs.Write(line)
+			logs.WriteByte('\n')
+			s.mu.Unlock()
+			var entry struct {
+				Msg      string `json:"msg"`
+				Listener string `json:"listener"`
+				Addr     string `json:"addr"`
+			}
+			if json.Unmarshal(line, &entry) == nil && entry.Msg == "listening" && entry.Listener == "client" {
+				select {
+				case addrc <- entry.Addr:
+				default:
+				}
+			}
+		}
+		_ = cmd.Wait()
+		close(done)
+	}()
+	s.mu.Lock()
+	s.cmd, s.logs, s.done = cmd, logs, done
+	s.mu.Unlock()
+	select {
+	case addr := <-addrc:
+		s.URL = "http://" + addr
+	case <-done:
+		s.t.Fatalf("myelin exited before listening:\n%s", s.Logs())
+	case <-time.After(60 * time.Second):
+		s.t.Fatalf("myelin did not start listening within 60s:\n%s", s.Logs())
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(s.URL + "/_matrix/client/versions")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("myelin not ready: %v\n%s", err, s.Logs())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Logs returns everything the server wrote to stderr so far (all its runs).
+func (s *Server) Logs() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.logs == nil {
+		return ""
+	}
+	return s.logs.String()
+}
+
+// Stop sends SIGTERM and waits for a clean exit (SIGKILL after 15 s).
+func (s *Server) Stop() {
+	s.signal(syscall.SIGTERM, 15*time.Second)
+}
+
+// Kill sends SIGKILL, as a crash would.
+func (s *Server) Kill() {
+	s.signal(syscall.SIGKILL, 15*time.Second)
+}
+
+func (s *Server) signal(sig syscall.Signal, wait time.Duration) {
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return
+	}
+	select {
+	case <-done:
+		return
+	default:
+	}
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-done:
+	case <-time.After(wait):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+// Restart stops the server cleanly and starts it again on the same address and data.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Stop()
+	s.launch(Binary(s.t), s.args)
+}
+
+// Exited reports whether the process has ended.
+func (s *Server) Exited() bool {
+	s.mu.Lock()
+	done := s.done
+	s.mu.Unlock()
+	select {
+	case <-done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Do sends a request with an optional JSON body and access token and returns the status and decoded JSON body.
+func (s *Server) Do(t testing.TB, method, path, token string, body any) (int, map[string]any) {
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd = bytes.NewReader(b)
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		data, err := json.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(data)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, s.URL+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &out); err != nil {
+			t.Fatalf("%s %s: status %d, body is not a JSON object: %q", method, path, resp.StatusCode, raw)
+		}
+	}
+	return resp.StatusCode, out
+}
+
+// ForEachEngine runs fn as a subtest on SQLite and on PostgreSQL.
+func ForEachEngine(t *testing.T, fn func(t *testing.T, engine string)) {
+	for _, e := range storagetest.Engines {
+		t.Run(e, func(t *testing.T) {
+			if e == "postgres" {
+				storagetest.RequirePostgres(t)
+			}
+			fn(t, e)
+		})
+	}
+}

@@ -1,14 +1,8 @@
 package clientapi
 
-import (
-	"net/http"
-
-	"github.com/myelin-chat/myelin/clientapi/httputil"
-)
+import "net/http"
 
 // STUB: registration, login, logout and account handlers are being implemented.
-
-var errStub = httputil.NewError(http.StatusNotImplemented, "M_UNRECOGNIZED", "Not implemented yet")
 
 func (s *Server) postRegister(r *http.Request) (any, error)                 { return nil, errStub }
 func (s *Server) getRegisterAvailable(r *http.Request) (any, error)         { return nil, errStub }

@@ -71,8 +71,11 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	for k, v := range e.Extra {
 		body[k] = v
 	}
-	body["errcode"] = e.Code
-	body["error"] = e.Msg
+	// A UIA challenge (401 with flows and no failed stage) carries no errcode.
+	if e.Code != "" {
+		body["errcode"] = e.Code
+		body["error"] = e.Msg
+	}
 	if ms, ok := e.Extra["retry_after_ms"].(int64); ok && e.Status == http.StatusTooManyRequests {
 		w.Header().Set("Retry-After", strconv.FormatInt((ms+999)/1000, 10))
 	}

@@ -48,8 +48,11 @@ func (c *Config) Verify() error {
 	checkAddr("listen.client", c.Listen.Client, true)
 	checkAddr("listen.federation", c.Listen.Federation, false)
 	checkAddr("listen.metrics", c.Listen.Metrics, false)
-	if c.Listen.Federation != "" && (c.Listen.TLSCert == "") != (c.Listen.TLSKey == "") {
+	if (c.Listen.TLSCert == "") != (c.Listen.TLSKey == "") {
 		add("listen.tls_cert", "tls_cert and tls_key must be set together")
+	}
+	if c.Listen.Federation != "" && c.Listen.TLSCert == "" {
+		add("listen.federation", "the federation listener serves HTTPS only: set listen.tls_cert and listen.tls_key")
 	}
 	if c.Database.DSN == "" {
 		add("database.dsn", "must be set (a SQLite file path or a postgres:// URL)")

@@ -70,17 +70,22 @@ type Options struct {
 	Configure func(cfg *config.Config)
 	// Args are extra command-line flags.
 	Args []string
+	// Federation serves the federation API over TLS with a certificate from TestCA.
+	Federation bool
 }
 
 // Server is a running myelin process.
 type Server struct {
 	t          testing.TB
 	URL        string // client API base URL, e.g. http://127.0.0.1:41234
+	// FederationURL is the federation API base URL (https), when Options.Federation is set.
+	FederationURL string
 	ServerName string
 	DataDir    string
 	ConfigPath string
 	Engine     string
 	args       []string
+	federation bool
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -110,6 +115,14 @@ func Start(t testing.TB, opts Options) *Server {
 	cfg.RateLimits.Enabled = false
 	cfg.Logging.Format = "json"
 	cfg.Logging.Level = "info"
+	if opts.Federation {
+		ca := TestCA(t)
+		cfg.Listen.TLSCert, cfg.Listen.TLSKey = ca.Issue(t, dataDir, "127.0.0.1")
+		cfg.Listen.Federation = "127.0.0.1:0"
+		cfg.Federation.Enabled = true
+		cfg.Federation.CAFile = ca.Path
+		cfg.Federation.AllowPrivateAddresses = true
+	}
 	if opts.Configure != nil {
 		opts.Configure(cfg)
 	}
@@ -122,7 +135,7 @@ func Start(t testing.TB, opts Options) *Server {
 		t.Fatal(err)
 	}
 	s := &Server{t: t, ServerName: opts.ServerName, DataDir: dataDir, ConfigPath: cfgPath, Engine: opts.Engine,
-		args: append([]string{"--config", cfgPath}, opts.Args...)}
+		args: append([]string{"--config", cfgPath}, opts.Args...), federation: opts.Federation}
 	s.launch(bin, s.args)
 	t.Cleanup(func() {
 		s.Stop()
@@ -138,6 +151,9 @@ func (s *Server) launch(bin string, args []string) {
 	s.t.Helper()
 	if s.URL != "" {
 		args = append(append([]string{}, args...), "--listen", strings.TrimPrefix(s.URL, "http://"))
+	}
+	if s.FederationURL != "" {
+		args = append(args, "--federation-listen", strings.TrimPrefix(s.FederationURL, "https://"))
 	}
 	cmd := exec.Command(bin, args...)
 	stderr, err := cmd.StderrPipe()
@@ -165,10 +181,17 @@ func (s *Server) launch(bin string, args []string) {
 				Listener string `json:"listener"`
 				Addr     string `json:"addr"`
 			}
-			if json.Unmarshal(line, &entry) == nil && entry.Msg == "listening" && entry.Listener == "client" {
-				select {
-				case addrc <- entry.Addr:
-				default:
+			if json.Unmarshal(line, &entry) == nil && entry.Msg == "listening" {
+				switch entry.Listener {
+				case "client":
+					select {
+					case addrc <- entry.Addr:
+					default:
+					}
+				case "federation":
+					s.mu.Lock()
+					s.FederationURL = "https://" + entry.Addr
+					s.mu.Unlock()
 				}
 			}
 		}
@@ -191,7 +214,7 @@ func (s *Server) launch(bin string, args []string) {
 		resp, err := http.Get(s.URL + "/_matrix/client/versions")
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == http.StatusOK && (!s.federation || s.federationURL() != "") {
 				return
 			}
 		}
@@ -200,6 +223,12 @@ func (s *Server) launch(bin string, args []string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+func (s *Server) federationURL() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.FederationURL
 }
 
 // Logs returns everything the server wrote to stderr so far (all its runs).

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -17,6 +18,7 @@ import (
 	"github.com/myelin-chat/myelin/clientapi"
 	"github.com/myelin-chat/myelin/clientapi/auth"
 	"github.com/myelin-chat/myelin/config"
+	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -27,6 +29,7 @@ type Server struct {
 	SigningKey config.SigningKey
 	Accounts   *auth.Accounts
 	Client     *clientapi.Server
+	Federation *federation.Server
 	registry   *prometheus.Registry
 }
 
@@ -58,7 +61,8 @@ func New(ctx context.Context, cfg *config.Config, version string) (*Server, erro
 		Registry:      reg,
 		Version:       version,
 	})
-	return &Server{Config: cfg, DB: db, SigningKey: key, Accounts: accounts, Client: client, registry: reg}, nil
+	fed := federation.NewServer(cfg, key, version)
+	return &Server{Config: cfg, DB: db, SigningKey: key, Accounts: accounts, Client: client, Federation: fed, registry: reg}, nil
 }
 
 // Close releases the database.
@@ -72,10 +76,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer cancelBase()
 	var servers []*http.Server
 	errc := make(chan error, 3)
-	start := func(name, addr string, h http.Handler) error {
+	start := func(name, addr string, h http.Handler, tlsCfg *tls.Config) error {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			return fmt.Errorf("listen %s on %s: %w", name, addr, err)
+		}
+		if tlsCfg != nil {
+			ln = tls.NewListener(ln, tlsCfg)
 		}
 		srv := &http.Server{
 			Handler:           h,
@@ -92,13 +99,22 @@ func (s *Server) Serve(ctx context.Context) error {
 		}()
 		return nil
 	}
-	if err := start("client", s.Config.Listen.Client, s.Client.Handler()); err != nil {
+	if err := start("client", s.Config.Listen.Client, s.Client.Handler(), nil); err != nil {
 		return err
+	}
+	if s.Config.Listen.Federation != "" {
+		tlsCfg, err := federation.TLSConfig(s.Config)
+		if err != nil {
+			return fmt.Errorf("federation TLS: %w", err)
+		}
+		if err := start("federation", s.Config.Listen.Federation, s.Federation.Handler(), tlsCfg); err != nil {
+			return err
+		}
 	}
 	if s.Config.Listen.Metrics != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
-		if err := start("metrics", s.Config.Listen.Metrics, mux); err != nil {
+		if err := start("metrics", s.Config.Listen.Metrics, mux, nil); err != nil {
 			return err
 		}
 	}

@@ -76,16 +76,16 @@ type Options struct {
 
 // Server is a running myelin process.
 type Server struct {
-	t          testing.TB
-	URL        string // client API base URL, e.g. http://127.0.0.1:41234
+	t   testing.TB
+	URL string // client API base URL, e.g. http://127.0.0.1:41234
 	// FederationURL is the federation API base URL (https), when Options.Federation is set.
 	FederationURL string
-	ServerName string
-	DataDir    string
-	ConfigPath string
-	Engine     string
-	args       []string
-	federation bool
+	ServerName    string
+	DataDir       string
+	ConfigPath    string
+	Engine        string
+	args          []string
+	federation    bool
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd

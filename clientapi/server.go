@@ -44,6 +44,7 @@ type Server struct {
 	metrics  *metrics
 	version  string
 	router   *mux.Router
+	seen     deviceSeen // throttled device last-seen writes (devices.go)
 }
 
 // NewServer builds the API and its route table.
@@ -185,6 +186,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route) {
 		}
 		if d != nil {
 			r = r.WithContext(context.WithValue(r.Context(), deviceKey{}, d))
+			s.touchDevice(r, d)
 		}
 	}
 	if rt.limited {

@@ -156,3 +156,16 @@ func QueryKeySignatures(ctx context.Context, q Querier, targetUserIDs []string) 
 	})
 	return out, err
 }
+
+// InsertCrossSigningKeyIfAbsent stores a cross-signing key only when the user has no key
+// of that type yet, and reports whether it did. Concurrent callers cannot both succeed.
+func InsertCrossSigningKeyIfAbsent(ctx context.Context, tx *Tx, k CrossSigningKey) (bool, error) {
+	res, err := tx.ExecContext(ctx, `INSERT INTO e2e_cross_signing_keys (user_id, key_type, public_key, key_json, updated_ts)
+		VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, key_type) DO NOTHING`,
+		k.UserID, k.Type, k.PublicKey, string(k.KeyJSON), NowMS())
+	if err != nil {
+		return false, fmt.Errorf("insert %s key of %s: %w", k.Type, k.UserID, err)
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}

@@ -110,3 +110,26 @@ func PendingToDeviceCount(ctx context.Context, q Querier, userID, deviceID strin
 	}
 	return n, nil
 }
+
+// DeviceIDsOfUsers returns the device IDs of several users (user → sorted device IDs;
+// users without devices are absent).
+func DeviceIDsOfUsers(ctx context.Context, q Querier, userIDs []string) (map[string][]string, error) {
+	out := map[string][]string{}
+	err := chunks(userIDs, func(part []string) error {
+		rows, err := q.QueryContext(ctx, `SELECT user_id, device_id FROM devices WHERE user_id IN (`+placeholders(1, len(part))+`)
+			ORDER BY user_id, device_id`, stringArgs(nil, part)...)
+		if err != nil {
+			return fmt.Errorf("list devices: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var u, d string
+			if err := rows.Scan(&u, &d); err != nil {
+				return fmt.Errorf("list devices: %w", err)
+			}
+			out[u] = append(out[u], d)
+		}
+		return rows.Err()
+	})
+	return out, err
+}

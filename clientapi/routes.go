@@ -60,5 +60,12 @@ func (s *Server) routes() []route {
 
 		// OpenID tokens for integrations.
 		{method: post, prefixes: clientV3, path: "/user/{userId}/openid/request_token", auth: authRequired, limited: true, h: s.postOpenIDToken},
+
+		// Synapse-compatible admin API: registration tokens (admins only).
+		{method: get, prefixes: synapseAdmin, path: "/registration_tokens", auth: authRequired, limited: true, h: s.getRegistrationTokens},
+		{method: post, prefixes: synapseAdmin, path: "/registration_tokens/new", auth: authRequired, limited: true, h: s.postRegistrationToken},
+		{method: get, prefixes: synapseAdmin, path: "/registration_tokens/{token}", auth: authRequired, limited: true, h: s.getRegistrationToken},
+		{method: put, prefixes: synapseAdmin, path: "/registration_tokens/{token}", auth: authRequired, limited: true, h: s.putRegistrationToken},
+		{method: del, prefixes: synapseAdmin, path: "/registration_tokens/{token}", auth: authRequired, limited: true, h: s.deleteRegistrationToken},
 	}
 }

@@ -36,6 +36,9 @@ type Authenticator struct {
 	cache map[string]*Device // token hash -> device
 	// maxEntries bounds the cache; when full it is cleared (rare: one entry per live token).
 	maxEntries int
+	// gen counts invalidations. A lookup that started before an invalidation does not cache
+	// its result, so a token deleted while it was being loaded cannot linger in the cache.
+	gen uint64
 }
 
 // NewAuthenticator returns an Authenticator backed by db.
@@ -48,6 +51,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (*Device
 	hash := HashToken(token)
 	a.mu.RLock()
 	d, ok := a.cache[hash]
+	gen := a.gen
 	a.mu.RUnlock()
 	if !ok {
 		var err error
@@ -56,10 +60,12 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (*Device
 			return nil, err
 		}
 		a.mu.Lock()
-		if len(a.cache) >= a.maxEntries {
-			a.cache = map[string]*Device{}
+		if a.gen == gen {
+			if len(a.cache) >= a.maxEntries {
+				a.cache = map[string]*Device{}
+			}
+			a.cache[hash] = d
 		}
-		a.cache[hash] = d
 		a.mu.Unlock()
 	}
 	if d.ExpiresTS != 0 && a.now().UnixMilli() >= d.ExpiresTS {
@@ -92,6 +98,7 @@ func (a *Authenticator) load(ctx context.Context, hash string) (*Device, error) 
 // Invalidate drops token hashes from the cache. Call it after deleting tokens.
 func (a *Authenticator) Invalidate(hashes ...string) {
 	a.mu.Lock()
+	a.gen++
 	for _, h := range hashes {
 		delete(a.cache, h)
 	}
@@ -101,6 +108,7 @@ func (a *Authenticator) Invalidate(hashes ...string) {
 // InvalidateUser drops every cached token of a user (admin flag change, deactivation).
 func (a *Authenticator) InvalidateUser(userID string) {
 	a.mu.Lock()
+	a.gen++
 	for h, d := range a.cache {
 		if d.UserID == userID {
 			delete(a.cache, h)

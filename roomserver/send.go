@@ -1,0 +1,393 @@
+package roomserver
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/myelin-chat/myelin/roomserver/internal/state"
+)
+
+// maxPrevEvents caps the prev_events of a new local event.
+const maxPrevEvents = 10
+
+// maxEventSize is the spec's limit on the size of an event (canonical JSON).
+const maxEventSize = 65536
+
+// SendRequest asks for a new event from a local user.
+type SendRequest struct {
+	RoomID string
+	// Sender is the user ID of a local user.
+	Sender string
+	Type   string
+	// StateKey is nil for a message event.
+	StateKey *string
+	// Content is the event content: a JSON object as json.RawMessage or []byte, or a Go
+	// value that marshals to one.
+	Content any
+	// Redacts is the target of an m.room.redaction event.
+	Redacts string
+	// TxnID and DeviceID identify the client transaction (kept for local echo).
+	TxnID    string
+	DeviceID string
+	// Unsigned is put in the event's unsigned object (not signed, not hashed).
+	Unsigned map[string]any
+	// Timestamp is origin_server_ts (application services may set it); zero means now.
+	Timestamp time.Time
+}
+
+// SendEvent builds, signs, authorises and persists a new event from a local user. It
+// returns once the event has committed. Auth failures are M_FORBIDDEN; nothing is
+// stored then.
+func (rs *Roomserver) SendEvent(ctx context.Context, req SendRequest) (*Event, error) {
+	content, err := contentJSON(req.Content)
+	if err != nil {
+		return nil, err
+	}
+	if err := rs.checkLocalUser(req.Sender); err != nil {
+		return nil, err
+	}
+	if req.Type == "" {
+		return nil, spec.BadJSON("Event type is required")
+	}
+	if req.Type == spec.MRoomCreate {
+		return nil, spec.Forbidden("m.room.create can only be sent by creating a room")
+	}
+	r, err := rs.room(ctx, req.RoomID)
+	if err != nil {
+		return nil, err
+	}
+	unlock, err := rs.lockRoom(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	return rs.sendLocked(ctx, r, protoEvent{
+		sender: req.Sender, typ: req.Type, stateKey: req.StateKey, content: content,
+		redacts: req.Redacts, unsigned: req.Unsigned, ts: req.Timestamp,
+		txnID: req.TxnID, deviceID: req.DeviceID,
+	})
+}
+
+// protoEvent is what a local event is built from.
+type protoEvent struct {
+	sender   string
+	typ      string
+	stateKey *string
+	content  []byte
+	redacts  string
+	unsigned map[string]any
+	ts       time.Time
+	txnID    string
+	deviceID string
+}
+
+// sendLocked builds and persists one local event on top of the room's head. The
+// caller holds the room's lock.
+func (rs *Roomserver) sendLocked(ctx context.Context, r *room, p protoEvent) (*Event, error) {
+	head := r.head.Load()
+	if head == nil || head.create == nil {
+		return nil, errRoomNotFound(r.id)
+	}
+	prevs := head.extremities
+	if len(prevs) > maxPrevEvents {
+		prevs = slices.Clone(prevs)
+		sort.Slice(prevs, func(i, j int) bool { return prevs[i].Depth > prevs[j].Depth })
+		prevs = prevs[:maxPrevEvents]
+	}
+	needed, err := gomatrixserverlib.StateNeededForProtoEvent(&gomatrixserverlib.ProtoEvent{
+		SenderID: p.sender, Type: p.typ, StateKey: p.stateKey, Content: p.content, Version: r.verImpl,
+	})
+	if err != nil {
+		return nil, spec.BadJSON(err.Error())
+	}
+	auth, err := rs.authEventsFor(ctx, head.state, needed.Tuples())
+	if err != nil {
+		return nil, err
+	}
+	pdu, err := rs.build(r, prevs, p, auth)
+	if err != nil {
+		return nil, err
+	}
+	ne := &newEvent{pdu: pdu, chain: true, txnID: p.txnID, deviceID: p.deviceID}
+	if pdu.Type() == spec.MRoomRedaction {
+		if err := rs.checkLocalRedaction(ctx, r, head, pdu, auth, ne); err != nil {
+			return nil, err
+		}
+	}
+	if err := gomatrixserverlib.Allowed(pdu, auth, userIDForSender); err != nil {
+		return nil, forbidden(err)
+	}
+	if pdu.StateKey() != nil {
+		k, _, err := rs.stateKey(ctx, pdu.Type(), *pdu.StateKey(), true)
+		if err != nil {
+			return nil, err
+		}
+		ne.key, ne.hasKey = k, true
+	}
+	w := &roomWrite{r: r, oldHead: head, events: []*newEvent{ne}, moveHead: true, headFrom: 0}
+	w.exts = remainingExtremities(head.extremities, pdu.PrevEventIDs())
+	w.exts = append(w.exts, extRef{idx: 0})
+	if err := rs.commit(w); err != nil {
+		return nil, err
+	}
+	return ne.ev, nil
+}
+
+// remainingExtremities returns the extremities not referenced by prevs.
+func remainingExtremities(exts []extremity, prevs []string) []extRef {
+	var out []extRef
+	for _, x := range exts {
+		if !slices.Contains(prevs, x.ID) {
+			out = append(out, extRef{ext: x, idx: -1})
+		}
+	}
+	return out
+}
+
+// build makes and signs an event on top of prevs, with auth events chosen from auth
+// (which must hold the state the event needs).
+func (rs *Roomserver) build(r *room, prevs []extremity, p protoEvent, auth *gomatrixserverlib.AuthEvents) (gomatrixserverlib.PDU, error) {
+	var depth int64
+	prevIDs := make([]string, 0, len(prevs))
+	for _, x := range prevs {
+		prevIDs = append(prevIDs, x.ID)
+		depth = max(depth, x.Depth)
+	}
+	if depth < maxDepth {
+		depth++
+	}
+	proto := &gomatrixserverlib.ProtoEvent{
+		SenderID: p.sender,
+		Type:     p.typ,
+		StateKey: p.stateKey,
+		Content:  p.content,
+		Redacts:  p.redacts,
+		Depth:    depth,
+	}
+	if !(r.verImpl.DomainlessRoomIDs() && p.typ == spec.MRoomCreate) {
+		proto.RoomID = r.id
+	}
+	if len(prevIDs) > 0 {
+		proto.PrevEvents = prevIDs
+	} else {
+		proto.PrevEvents = []string{}
+	}
+	if len(p.unsigned) > 0 {
+		if err := proto.SetUnsigned(p.unsigned); err != nil {
+			return nil, spec.BadJSON("unsigned: " + err.Error())
+		}
+	}
+	builder := r.verImpl.NewEventBuilderFromProtoEvent(proto)
+	if err := builder.AddAuthEvents(auth); err != nil {
+		return nil, spec.BadJSON(err.Error())
+	}
+	ts := p.ts
+	if ts.IsZero() {
+		ts = rs.cfg.Now()
+	}
+	pdu, err := builder.Build(ts, rs.cfg.ServerName, rs.cfg.KeyID, rs.cfg.PrivateKey)
+	if err != nil {
+		return nil, spec.BadJSON("Invalid event: " + err.Error())
+	}
+	if len(pdu.JSON()) > maxEventSize {
+		return nil, spec.MatrixError{ErrCode: "M_TOO_LARGE", Err: "Event is larger than 65536 bytes"}
+	}
+	_ = pdu.EventID()
+	return pdu, nil
+}
+
+// maxDepth is the largest depth an event may have (2^63 - 1).
+const maxDepth = int64(^uint64(0) >> 1)
+
+// authEventsFor returns the state events of snap for the tuples, as an auth provider.
+func (rs *Roomserver) authEventsFor(ctx context.Context, snap *state.Snapshot, tuples []gomatrixserverlib.StateKeyTuple) (*gomatrixserverlib.AuthEvents, error) {
+	evs, err := rs.stateEventsFor(ctx, snap, tuples)
+	if err != nil {
+		return nil, err
+	}
+	pdus := make([]gomatrixserverlib.PDU, 0, len(evs))
+	for _, ev := range evs {
+		pdus = append(pdus, ev.PDU)
+	}
+	return gomatrixserverlib.NewAuthEvents(pdus)
+}
+
+// stateEventsFor returns the events of snap for the tuples that are present.
+func (rs *Roomserver) stateEventsFor(ctx context.Context, snap *state.Snapshot, tuples []gomatrixserverlib.StateKeyTuple) ([]*Event, error) {
+	ts := make([]tuple, len(tuples))
+	for i, t := range tuples {
+		ts[i] = tuple{t.EventType, t.StateKey}
+	}
+	keys, err := rs.stateKeys(ctx, ts, false)
+	if err != nil {
+		return nil, err
+	}
+	ks := make([]state.Key, 0, len(keys))
+	for _, k := range keys {
+		ks = append(ks, k)
+	}
+	found, err := rs.states.LookupMany(ctx, snap, ks)
+	if err != nil {
+		return nil, err
+	}
+	nids := make([]int64, 0, len(found))
+	for _, nid := range found {
+		nids = append(nids, nid)
+	}
+	evs, err := rs.eventsByNID(ctx, nids)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Event, 0, len(evs))
+	for _, nid := range nids {
+		if ev := evs[nid]; ev != nil {
+			out = append(out, ev)
+		}
+	}
+	return out, nil
+}
+
+// stateEvent returns the event of (type, state key) in snap, nil if absent.
+func (rs *Roomserver) stateEvent(ctx context.Context, snap *state.Snapshot, eventType, stateKey string) (*Event, error) {
+	evs, err := rs.stateEventsFor(ctx, snap, []gomatrixserverlib.StateKeyTuple{{EventType: eventType, StateKey: stateKey}})
+	if err != nil || len(evs) == 0 {
+		return nil, err
+	}
+	return evs[0], nil
+}
+
+// checkLocalRedaction applies the client-server rule for redactions: users may redact
+// their own events; redacting others' needs the redact power level. It records the
+// target in ne.
+func (rs *Roomserver) checkLocalRedaction(ctx context.Context, r *room, head *roomHead, pdu gomatrixserverlib.PDU,
+	auth *gomatrixserverlib.AuthEvents, ne *newEvent) error {
+	targetID := redactsOf(pdu)
+	if targetID == "" {
+		return spec.BadJSON("Redaction without a target event")
+	}
+	target, err := rs.eventByID(ctx, targetID)
+	if err != nil {
+		return err
+	}
+	if target == nil {
+		// Unknown target: allowed by the spec; applied if the event arrives later.
+		ne.pendingTarget = targetID
+		return nil
+	}
+	if target.RoomNID != r.nid {
+		return spec.BadJSON("Cannot redact an event from another room")
+	}
+	if target.SenderID() != pdu.SenderID() {
+		pls, err := rs.powerLevels(ctx, head.state, head.create)
+		if err != nil {
+			return err
+		}
+		if pls.level(pdu.SenderID()) < pls.Redact {
+			return spec.Forbidden("You don't have permission to redact this event")
+		}
+	}
+	if target.Rejected || target.Outlier {
+		ne.pendingTarget = targetID
+		return nil
+	}
+	ne.redactTarget = target
+	return nil
+}
+
+// powerLevels is a room's power levels with the v12 creator rule applied.
+type powerLevels struct {
+	gomatrixserverlib.PowerLevelContent
+	creators []string
+}
+
+func (p *powerLevels) level(user spec.SenderID) int64 {
+	if slices.Contains(p.creators, string(user)) {
+		return gomatrixserverlib.CreatorPowerLevel
+	}
+	return p.UserLevel(user)
+}
+
+// powerLevels returns the power levels of a state.
+func (rs *Roomserver) powerLevels(ctx context.Context, snap *state.Snapshot, create *Event) (*powerLevels, error) {
+	plEv, err := rs.stateEvent(ctx, snap, spec.MRoomPowerLevels, "")
+	if err != nil {
+		return nil, err
+	}
+	pdus := []gomatrixserverlib.PDU{}
+	if plEv != nil {
+		pdus = append(pdus, plEv.PDU)
+	}
+	var creator string
+	if create != nil {
+		pdus = append(pdus, create.PDU)
+		creator = string(create.SenderID())
+	}
+	auth, err := gomatrixserverlib.NewAuthEvents(pdus)
+	if err != nil {
+		return nil, err
+	}
+	c, err := gomatrixserverlib.NewPowerLevelContentFromAuthEvents(auth, creator)
+	if err != nil {
+		return nil, err
+	}
+	out := &powerLevels{PowerLevelContent: c}
+	if create != nil && gomatrixserverlib.MustGetRoomVersion(create.Version()).PrivilegedCreators() {
+		out.creators = gomatrixserverlib.CreatorsFromCreateEvent(create.PDU)
+	}
+	return out, nil
+}
+
+// checkLocalUser checks that userID is a valid user of this server.
+func (rs *Roomserver) checkLocalUser(userID string) error {
+	u, err := spec.NewUserID(userID, true)
+	if err != nil {
+		return spec.InvalidParam(fmt.Sprintf("Invalid user ID %q", userID))
+	}
+	if u.Domain() != rs.cfg.ServerName {
+		return spec.Forbidden(fmt.Sprintf("User %s is not local to this server", userID))
+	}
+	return nil
+}
+
+// contentJSON turns request content into a JSON object.
+func contentJSON(c any) ([]byte, error) {
+	var raw []byte
+	switch v := c.(type) {
+	case nil:
+		return []byte("{}"), nil
+	case json.RawMessage:
+		raw = v
+	case []byte:
+		raw = v
+	case spec.RawJSON:
+		raw = v
+	default:
+		var err error
+		if raw, err = json.Marshal(v); err != nil {
+			return nil, spec.BadJSON("Content is not valid JSON: " + err.Error())
+		}
+	}
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] != '{' || !json.Valid(raw) {
+		return nil, spec.BadJSON("Content must be a JSON object")
+	}
+	return raw, nil
+}
+
+// forbidden turns an auth failure into M_FORBIDDEN.
+func forbidden(err error) error {
+	var me spec.MatrixError
+	if errors.As(err, &me) {
+		return me
+	}
+	return spec.Forbidden(err.Error())
+}

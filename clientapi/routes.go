@@ -61,6 +61,39 @@ func (s *Server) routes() []route {
 		// OpenID tokens for integrations.
 		{method: post, prefixes: clientV3, path: "/user/{userId}/openid/request_token", auth: authRequired, limited: true, h: s.postOpenIDToken},
 
+		// End-to-end encryption keys (keys.go, crosssigning.go). Not rate limited: clients
+		// burst these legitimately (initial sync of a big account), and each is bounded.
+		{method: post, prefixes: clientV3, path: "/keys/upload", auth: authRequired, h: s.postKeysUpload},
+		{method: post, prefixes: clientV3, path: "/keys/query", auth: authRequired, h: s.postKeysQuery},
+		{method: post, prefixes: clientV3, path: "/keys/claim", auth: authRequired, h: s.postKeysClaim},
+		{method: post, prefixes: clientV3, path: "/keys/device_signing/upload", auth: authRequired, limited: true, h: s.postDeviceSigningUpload},
+		{method: post, prefixes: clientV3, path: "/keys/signatures/upload", auth: authRequired, limited: true, h: s.postSignaturesUpload},
+
+		// Server-side key backup (keybackup.go).
+		{method: post, prefixes: clientV3, path: "/room_keys/version", auth: authRequired, limited: true, h: s.postRoomKeysVersion},
+		{method: get, prefixes: clientV3, path: "/room_keys/version", auth: authRequired, h: s.getRoomKeysVersion},
+		{method: get, prefixes: clientV3, path: "/room_keys/version/{version}", auth: authRequired, h: s.getRoomKeysVersion},
+		{method: put, prefixes: clientV3, path: "/room_keys/version/{version}", auth: authRequired, limited: true, h: s.putRoomKeysVersion},
+		{method: del, prefixes: clientV3, path: "/room_keys/version/{version}", auth: authRequired, limited: true, h: s.deleteRoomKeysVersion},
+		{method: get, prefixes: clientV3, path: "/room_keys/keys", auth: authRequired, h: s.getRoomKeys},
+		{method: put, prefixes: clientV3, path: "/room_keys/keys", auth: authRequired, h: s.putRoomKeys},
+		{method: del, prefixes: clientV3, path: "/room_keys/keys", auth: authRequired, h: s.deleteRoomKeys},
+		{method: get, prefixes: clientV3, path: "/room_keys/keys/{roomId}", auth: authRequired, h: s.getRoomKeys},
+		{method: put, prefixes: clientV3, path: "/room_keys/keys/{roomId}", auth: authRequired, h: s.putRoomKeys},
+		{method: del, prefixes: clientV3, path: "/room_keys/keys/{roomId}", auth: authRequired, h: s.deleteRoomKeys},
+		{method: get, prefixes: clientV3, path: "/room_keys/keys/{roomId}/{sessionId}", auth: authRequired, h: s.getRoomKeys},
+		{method: put, prefixes: clientV3, path: "/room_keys/keys/{roomId}/{sessionId}", auth: authRequired, h: s.putRoomKeys},
+		{method: del, prefixes: clientV3, path: "/room_keys/keys/{roomId}/{sessionId}", auth: authRequired, h: s.deleteRoomKeys},
+
+		// Send-to-device messages (todevice.go).
+		{method: put, prefixes: clientV3, path: "/sendToDevice/{eventType}/{txnId}", auth: authRequired, h: s.putSendToDevice},
+
+		// Dehydrated devices, MSC3814 (dehydrated.go).
+		{method: put, prefixes: unstable, path: "/org.matrix.msc3814.v1/dehydrated_device", auth: authRequired, limited: true, h: s.putDehydratedDevice},
+		{method: get, prefixes: unstable, path: "/org.matrix.msc3814.v1/dehydrated_device", auth: authRequired, h: s.getDehydratedDevice},
+		{method: del, prefixes: unstable, path: "/org.matrix.msc3814.v1/dehydrated_device", auth: authRequired, limited: true, h: s.deleteDehydratedDevice},
+		{method: post, prefixes: unstable, path: "/org.matrix.msc3814.v1/dehydrated_device/{deviceId}/events", auth: authRequired, h: s.postDehydratedDeviceEvents},
+
 		// Synapse-compatible admin API: registration tokens (admins only).
 		{method: get, prefixes: synapseAdmin, path: "/registration_tokens", auth: authRequired, limited: true, h: s.getRegistrationTokens},
 		{method: post, prefixes: synapseAdmin, path: "/registration_tokens/new", auth: authRequired, limited: true, h: s.postRegistrationToken},

@@ -166,9 +166,11 @@ func (s *Server) wrap(name string, rt route) http.Handler {
 		fields := logrus.Fields{
 			"request_id": httputil.RequestID(r.Context()),
 			"method":     r.Method,
-			"path":       r.URL.EscapedPath(), // never the query string: it may hold access_token
-			"status":     sw.status,
-			"ms":         elapsed.Milliseconds(),
+			// The route template, not the path or query: those may carry secrets
+			// (access_token, registration tokens in admin paths).
+			"route":  name,
+			"status": sw.status,
+			"ms":     elapsed.Milliseconds(),
 		}
 		if d := requestDevice(r); d != nil {
 			fields["user_id"] = d.UserID

@@ -164,7 +164,14 @@ func (s *Server) launch(bin string, args []string) {
 	if err := cmd.Start(); err != nil {
 		s.t.Fatal(err)
 	}
-	logs := &bytes.Buffer{}
+	s.mu.Lock()
+	logs := s.logs
+	if logs == nil {
+		logs = &bytes.Buffer{}
+	} else {
+		logs.WriteString("---- restart ----\n")
+	}
+	s.mu.Unlock()
 	addrc := make(chan string, 1)
 	done := make(chan struct{})
 	go func() {

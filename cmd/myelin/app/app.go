@@ -74,9 +74,18 @@ func (s *Server) Serve(ctx context.Context) error {
 	// Long-running handlers watch this context so shutdown is not held up by long-polls.
 	base, cancelBase := context.WithCancel(context.Background())
 	defer cancelBase()
-	var servers []*http.Server
-	errc := make(chan error, 3)
-	start := func(name, addr string, h http.Handler, tlsCfg *tls.Config) error {
+	type listener struct {
+		name string
+		ln   net.Listener
+		h    http.Handler
+	}
+	var listeners []listener
+	defer func() {
+		for _, l := range listeners {
+			l.ln.Close()
+		}
+	}()
+	bind := func(name, addr string, h http.Handler, tlsCfg *tls.Config) error {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			return fmt.Errorf("listen %s on %s: %w", name, addr, err)
@@ -84,22 +93,10 @@ func (s *Server) Serve(ctx context.Context) error {
 		if tlsCfg != nil {
 			ln = tls.NewListener(ln, tlsCfg)
 		}
-		srv := &http.Server{
-			Handler:           h,
-			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-			BaseContext:       func(net.Listener) context.Context { return base },
-		}
-		servers = append(servers, srv)
-		logrus.WithFields(logrus.Fields{"listener": name, "addr": ln.Addr().String()}).Info("listening")
-		go func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("%s listener: %w", name, err)
-			}
-		}()
+		listeners = append(listeners, listener{name, ln, h})
 		return nil
 	}
-	if err := start("client", s.Config.Listen.Client, s.Client.Handler(), nil); err != nil {
+	if err := bind("client", s.Config.Listen.Client, s.Client.Handler(), nil); err != nil {
 		return err
 	}
 	if s.Config.Listen.Federation != "" {
@@ -107,16 +104,34 @@ func (s *Server) Serve(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("federation TLS: %w", err)
 		}
-		if err := start("federation", s.Config.Listen.Federation, s.Federation.Handler(), tlsCfg); err != nil {
+		if err := bind("federation", s.Config.Listen.Federation, s.Federation.Handler(), tlsCfg); err != nil {
 			return err
 		}
 	}
 	if s.Config.Listen.Metrics != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
-		if err := start("metrics", s.Config.Listen.Metrics, mux, nil); err != nil {
+		if err := bind("metrics", s.Config.Listen.Metrics, mux, nil); err != nil {
 			return err
 		}
+	}
+	// Serve only once every listener is bound: a server that answers on one port is up on all.
+	var servers []*http.Server
+	errc := make(chan error, len(listeners))
+	for _, l := range listeners {
+		srv := &http.Server{
+			Handler:           l.h,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			BaseContext:       func(net.Listener) context.Context { return base },
+		}
+		servers = append(servers, srv)
+		logrus.WithFields(logrus.Fields{"listener": l.name, "addr": l.ln.Addr().String()}).Info("listening")
+		go func(l listener) {
+			if err := srv.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("%s listener: %w", l.name, err)
+			}
+		}(l)
 	}
 	var err error
 	select {

@@ -56,17 +56,23 @@ func (rs *Roomserver) Join(ctx context.Context, req MembershipRequest) (*Event, 
 
 // Leave makes Sender leave the room (or reject an invite, or withdraw a knock).
 func (rs *Roomserver) Leave(ctx context.Context, req MembershipRequest) (*Event, error) {
-	return rs.changeMembership(ctx, req, req.Sender, spec.Leave, nil, nil)
+	return rs.changeMembership(ctx, req, req.Sender, spec.Leave, nil, inRoom("You are not in the room"))
+}
+
+// inRoom refuses a change for users who are not joined, invited or knocking
+// (gomatrixserverlib accepts leave -> leave, which the spec does not).
+func inRoom(msg string) func(string) error {
+	return func(cur string) error {
+		if cur != spec.Join && cur != spec.Invite && cur != spec.Knock {
+			return spec.Forbidden(msg)
+		}
+		return nil
+	}
 }
 
 // Kick removes Target from the room.
 func (rs *Roomserver) Kick(ctx context.Context, req MembershipRequest) (*Event, error) {
-	return rs.changeMembership(ctx, req, req.Target, spec.Leave, nil, func(cur string) error {
-		if cur != spec.Join && cur != spec.Invite && cur != spec.Knock {
-			return spec.Forbidden("The target user is not in the room")
-		}
-		return nil
-	})
+	return rs.changeMembership(ctx, req, req.Target, spec.Leave, nil, inRoom("The target user is not in the room"))
 }
 
 // Ban bans Target from the room.

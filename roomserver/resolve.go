@@ -69,10 +69,9 @@ func (rs *Roomserver) resolveStates(ctx context.Context, r *room, sets [][]state
 	if err != nil {
 		return nil, err
 	}
-	resolved, err := gomatrixserverlib.ResolveConflictsNew(r.version, stateSets, authEvents, userIDForSender,
-		func(eventID string) bool { return rejected[eventID] })
+	resolved, err := ResolveStateSets(r.version, stateSets, authEvents, func(eventID string) bool { return rejected[eventID] })
 	if err != nil {
-		return nil, fmt.Errorf("state resolution: %w", err)
+		return nil, err
 	}
 	out := make([]state.Entry, 0, len(resolved))
 	for _, pdu := range resolved {
@@ -94,6 +93,75 @@ func (rs *Roomserver) resolveStates(ctx context.Context, r *room, sets [][]state
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key.Compare(out[j].Key) < 0 })
 	return out, nil
+}
+
+// ResolveStateSets runs gomatrixserverlib's state resolution for a room version over
+// full state sets, with authEvents holding (at least) their auth chains.
+//
+// Room versions 1 to 11 use ResolveConflictsNew (state res v1, or v2 with the spec's
+// definition of the conflicted set: a key is conflicted unless every set has the same
+// event for it). For state res v2.1 (room version 12) the pinned gomatrixserverlib's
+// ResolveConflictsNew panics whenever power events conflict (it sorts them before it
+// has a create event, as v2.1 starts from an empty state), so v12 rooms are resolved
+// with the v2 algorithm (ResolveStateConflictsV2, as Dendrite does) over the same
+// conflicted/unconflicted split. Revisit when gomatrixserverlib's v2.1 works.
+func ResolveStateSets(version gomatrixserverlib.RoomVersion, stateSets [][]gomatrixserverlib.PDU,
+	authEvents []gomatrixserverlib.PDU, isRejected func(eventID string) bool) ([]gomatrixserverlib.PDU, error) {
+	verImpl, err := gomatrixserverlib.GetRoomVersion(version)
+	if err != nil {
+		return nil, err
+	}
+	if verImpl.StateResAlgorithm() != gomatrixserverlib.StateResV2_1 {
+		out, err := gomatrixserverlib.ResolveConflictsNew(version, stateSets, authEvents, userIDForSender, isRejected)
+		if err != nil {
+			return nil, fmt.Errorf("state resolution: %w", err)
+		}
+		return out, nil
+	}
+	conflicted, unconflicted := splitConflicted(stateSets)
+	out := gomatrixserverlib.ResolveStateConflictsV2(conflicted, unconflicted, authEvents, userIDForSender, isRejected)
+	if out == nil {
+		return nil, fmt.Errorf("state resolution: no create event among the auth events")
+	}
+	return out, nil
+}
+
+// splitConflicted splits state sets as the spec defines: a (type, state key) is
+// unconflicted when every set maps it to the same event, conflicted otherwise (also
+// when some sets lack it); every event of a conflicted key is conflicted.
+func splitConflicted(sets [][]gomatrixserverlib.PDU) (conflicted, unconflicted []gomatrixserverlib.PDU) {
+	byKey := map[gomatrixserverlib.StateKeyTuple]map[string]gomatrixserverlib.PDU{}
+	count := map[gomatrixserverlib.StateKeyTuple]int{}
+	var keys []gomatrixserverlib.StateKeyTuple
+	for _, set := range sets {
+		for _, p := range set {
+			k := gomatrixserverlib.StateKeyTuple{EventType: p.Type(), StateKey: *p.StateKey()}
+			if byKey[k] == nil {
+				byKey[k] = map[string]gomatrixserverlib.PDU{}
+				keys = append(keys, k)
+			}
+			byKey[k][p.EventID()] = p
+			count[k]++
+		}
+	}
+	for _, k := range keys {
+		evs := byKey[k]
+		if len(evs) == 1 && count[k] == len(sets) {
+			for _, p := range evs {
+				unconflicted = append(unconflicted, p)
+			}
+			continue
+		}
+		ids := make([]string, 0, len(evs))
+		for id := range evs {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		for _, id := range ids {
+			conflicted = append(conflicted, evs[id])
+		}
+	}
+	return conflicted, unconflicted
 }
 
 // authChain returns every event in the auth chains of the given events (known to this

@@ -53,7 +53,9 @@ func TestHistoryVisibility(t *testing.T) {
 				roomID := mustCreate(t, rs, CreateRoomRequest{Creator: alice, Preset: spec.PresetPublicChat,
 					InitialState: []StateEvent{{Type: spec.MRoomHistoryVisibility, Content: map[string]any{"history_visibility": vis}}}})
 				var evs []*Event
-				send := func(i int) { evs = append(evs, mustSend(t, rs, roomID, alice, "m.room.message", nil, msg(fmt.Sprint("E", i)))) }
+				send := func(i int) {
+					evs = append(evs, mustSend(t, rs, roomID, alice, "m.room.message", nil, msg(fmt.Sprint("E", i))))
+				}
 				send(1)
 				if _, err := rs.Invite(ctx, MembershipRequest{RoomID: roomID, Sender: alice, Target: bob}); err != nil {
 					t.Fatal(err)
@@ -111,4 +113,3 @@ func TestHistoryVisibility(t *testing.T) {
 		}
 	})
 }
-

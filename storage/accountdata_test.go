@@ -86,3 +86,28 @@ func TestAccountDataUpsertAndPositions(t *testing.T) {
 		}
 	})
 }
+
+func TestDeleteAllAccountData(t *testing.T) {
+	storagetest.ForEachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		for _, room := range []string{"", "!r:test"} {
+			if _, err := storage.SetAccountData(ctx, db, "@gone:test", room, "m.t", json.RawMessage(`{"a":1}`)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := storage.SetAccountData(ctx, db, "@stays:test", "", "m.t", json.RawMessage(`{"b":2}`)); err != nil {
+			t.Fatal(err)
+		}
+		if err := storage.DeleteAllAccountData(ctx, db, "@gone:test"); err != nil {
+			t.Fatal(err)
+		}
+		for _, room := range []string{"", "!r:test"} {
+			if _, err := storage.GetAccountData(ctx, db, "@gone:test", room, "m.t"); !errors.Is(err, storage.ErrNotFound) {
+				t.Fatalf("account data in %q survived: %v", room, err)
+			}
+		}
+		if _, err := storage.GetAccountData(ctx, db, "@stays:test", "", "m.t"); err != nil {
+			t.Fatalf("another user's account data was deleted: %v", err)
+		}
+	})
+}

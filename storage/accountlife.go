@@ -19,11 +19,21 @@ func InitProfile(ctx context.Context, q Querier, userID string, displayName *str
 	return nil
 }
 
-// EraseProfile clears a user's display name and avatar (deactivation with erase).
+// EraseProfile clears a user's whole profile: display name, avatar and custom fields
+// (deactivation with erase).
 func EraseProfile(ctx context.Context, q Querier, userID string) error {
 	_, err := q.ExecContext(ctx, `UPDATE profiles SET displayname = NULL, avatar_url = NULL WHERE user_id = $1`, userID)
 	if err != nil {
 		return fmt.Errorf("erase profile %s: %w", userID, err)
+	}
+	return DeleteCustomProfileFields(ctx, q, userID)
+}
+
+// DeleteAllAccountData removes every global and per-room account data entry of a user
+// (deactivation: nothing the user stored for their clients stays behind).
+func DeleteAllAccountData(ctx context.Context, q Querier, userID string) error {
+	if _, err := q.ExecContext(ctx, `DELETE FROM account_data WHERE user_id = $1`, userID); err != nil {
+		return fmt.Errorf("delete account data of %s: %w", userID, err)
 	}
 	return nil
 }

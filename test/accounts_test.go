@@ -315,6 +315,10 @@ func TestAccountsDeactivation(t *testing.T) {
 		if status, body := s.Do(t, "GET", profile, tok, nil); status != 200 || body["displayname"] != "dora" {
 			t.Fatalf("display name of a new account: %d %v", status, body)
 		}
+		const teamField = "/_matrix/client/v3/profile/@dora:hs1.test/org.example.team"
+		if status, body := s.Do(t, "PUT", teamField, tok, map[string]any{"org.example.team": "blue"}); status != 200 {
+			t.Fatalf("set custom profile field: %d %v", status, body)
+		}
 
 		status, body := s.Do(t, "POST", path, tok, map[string]any{})
 		acctExpect(t, "deactivate without auth", status, body, 401, "")
@@ -345,6 +349,9 @@ func TestAccountsDeactivation(t *testing.T) {
 		viewer := acctRegister(t, s, sec, "viewer", "viewer-password")
 		if status, body := s.Do(t, "GET", profile, viewer, nil); status == 200 && body["displayname"] == "dora" {
 			t.Fatalf("erase left the display name: %v", body)
+		}
+		if status, body := s.Do(t, "GET", "/_matrix/client/v3/profile/@dora:hs1.test", viewer, nil); body["org.example.team"] != nil {
+			t.Fatalf("erase left a custom profile field: %d %v", status, body)
 		}
 		sec.checkLogs(t, s)
 	})

@@ -19,6 +19,7 @@ import (
 	"github.com/myelin-chat/myelin/clientapi/httputil"
 	"github.com/myelin-chat/myelin/clientapi/ratelimit"
 	"github.com/myelin-chat/myelin/config"
+	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -28,6 +29,7 @@ type Deps struct {
 	DB            *storage.DB
 	Authenticator *auth.Authenticator
 	Accounts      *auth.Accounts
+	Rooms         *roomserver.Roomserver
 	// Registry receives the API's metrics; nil disables them.
 	Registry prometheus.Registerer
 	// Version is the server version reported by /_matrix/federation/v1/version and logs.
@@ -40,6 +42,7 @@ type Server struct {
 	db       *storage.DB
 	authn    *auth.Authenticator
 	accounts *auth.Accounts
+	rooms    *roomserver.Roomserver
 	limiter  *ratelimit.Limiter
 	metrics  *metrics
 	version  string
@@ -54,6 +57,7 @@ func NewServer(d Deps) *Server {
 		db:       d.DB,
 		authn:    d.Authenticator,
 		accounts: d.Accounts,
+		rooms:    d.Rooms,
 		metrics:  newMetrics(d.Registry),
 		version:  d.Version,
 	}

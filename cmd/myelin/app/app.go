@@ -19,6 +19,7 @@ import (
 	"github.com/myelin-chat/myelin/clientapi/auth"
 	"github.com/myelin-chat/myelin/config"
 	"github.com/myelin-chat/myelin/federation"
+	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -28,6 +29,7 @@ type Server struct {
 	DB         *storage.DB
 	SigningKey config.SigningKey
 	Accounts   *auth.Accounts
+	Rooms      *roomserver.Roomserver
 	Client     *clientapi.Server
 	Federation *federation.Server
 	registry   *prometheus.Registry
@@ -53,20 +55,45 @@ func New(ctx context.Context, cfg *config.Config, version string) (*Server, erro
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	authn := auth.NewAuthenticator(db)
 	accounts := auth.NewAccounts(db, cfg, authn)
+	rsCfg := roomserver.ConfigFrom(cfg, key)
+	rsCfg.Profiles = profileSource{db}
+	rooms, err := roomserver.New(ctx, db, rsCfg)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("start roomserver: %w", err)
+	}
 	client := clientapi.NewServer(clientapi.Deps{
 		Config:        cfg,
 		DB:            db,
 		Authenticator: authn,
 		Accounts:      accounts,
+		Rooms:         rooms,
 		Registry:      reg,
 		Version:       version,
 	})
 	fed := federation.NewServer(cfg, key, version)
-	return &Server{Config: cfg, DB: db, SigningKey: key, Accounts: accounts, Client: client, Federation: fed, registry: reg}, nil
+	return &Server{Config: cfg, DB: db, SigningKey: key, Accounts: accounts, Rooms: rooms, Client: client, Federation: fed, registry: reg}, nil
 }
 
-// Close releases the database.
-func (s *Server) Close() error { return s.DB.Close() }
+// profileSource gives the roomserver the profile to put in local users' member events.
+type profileSource struct{ db *storage.DB }
+
+func (p profileSource) Profile(ctx context.Context, userID string) (string, string, error) {
+	prof, err := storage.GetProfile(ctx, p.db, userID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return "", "", nil
+	}
+	return prof.DisplayName, prof.AvatarURL, err
+}
+
+// Close waits for queued room writes, then releases the database.
+func (s *Server) Close() error {
+	rerr := s.Rooms.Close()
+	if err := s.DB.Close(); err != nil {
+		return err
+	}
+	return rerr
+}
 
 // Serve runs the listeners until ctx is cancelled, then shuts down gracefully:
 // in-flight requests get up to 10 s to finish, long-polls are woken to return at once.

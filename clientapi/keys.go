@@ -26,7 +26,11 @@ func (s *Server) postKeysQuery(r *http.Request) (any, error) {
 	if err := httputil.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
-	return s.e2ee().Query(r.Context(), requestDevice(r).UserID, req)
+	resp, err := s.e2ee().Query(r.Context(), requestDevice(r).UserID, req)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Encode()
 }
 
 // postKeysClaim is POST /keys/claim.

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -789,7 +790,8 @@ func e2eOpenDB(t testing.TB, s *harness.Server) *storage.DB {
 }
 
 // BenchmarkKeysQuery1000Users measures POST /keys/query over HTTP for 1,000 users with 3
-// devices each and cross-signing keys (what a client asks when it joins a big room).
+// devices each and cross-signing keys (what a client asks when it joins a big room): from
+// sending the request to having read the whole answer (checked once before timing).
 func BenchmarkKeysQuery1000Users(b *testing.B) {
 	for _, engine := range storagetest.Engines {
 		b.Run(engine, func(b *testing.B) {
@@ -824,11 +826,12 @@ func BenchmarkKeysQuery1000Users(b *testing.B) {
 				if err != nil || resp.StatusCode != 200 {
 					b.Fatalf("query: %v", err)
 				}
-				var out map[string]json.RawMessage
-				if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+				n, err := io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if err != nil {
 					b.Fatal(err)
 				}
-				resp.Body.Close()
+				b.SetBytes(n)
 			}
 		})
 	}

@@ -372,11 +372,11 @@ func (s *Service) Query(ctx context.Context, requester string, req QueryRequest)
 		visible[k][sg.SignerUserID][sg.SignerKeyID] = sg.Signature
 	}
 	for _, d := range devices {
-		var unsigned any
+		unsigned := []byte("{}")
 		if d.DisplayName != nil && *d.DisplayName != "" {
-			unsigned = deviceUnsigned{DeviceDisplayName: *d.DisplayName}
-		} else {
-			unsigned = struct{}{}
+			if unsigned, err = json.Marshal(deviceUnsigned{DeviceDisplayName: *d.DisplayName}); err != nil {
+				return nil, err
+			}
 		}
 		js, err := mergeSignatures(d.KeyJSON, visible[[2]string{d.UserID, d.DeviceID}], unsigned)
 		if err != nil {
@@ -479,4 +479,84 @@ func (s *Service) Claim(ctx context.Context, req ClaimRequest) (*ClaimResponse, 
 		resp.OneTimeKeys[c.user][c.device] = map[string]json.RawMessage{c.key.FullKeyID(): c.key.KeyJSON}
 	}
 	return resp, nil
+}
+
+// Encode returns the JSON of the answer. The key objects in it were validated and
+// canonicalised when stored, so they are copied as they are, without the validation and
+// compaction pass encoding/json gives every json.RawMessage: for a large account that pass
+// costs as much as the rest of the query.
+func (r *QueryResponse) Encode() (json.RawMessage, error) {
+	size := 256
+	for _, devs := range r.DeviceKeys {
+		for _, js := range devs {
+			size += len(js) + 32
+		}
+	}
+	for _, m := range []map[string]json.RawMessage{r.MasterKeys, r.SelfSigningKeys, r.UserSigningKeys} {
+		for _, js := range m {
+			size += len(js) + 64
+		}
+	}
+	b := make([]byte, 0, size)
+	failures, err := json.Marshal(r.Failures)
+	if err != nil {
+		return nil, err
+	}
+	b = append(b, `{"failures":`...)
+	b = append(b, failures...)
+	b = append(b, `,"device_keys":{`...)
+	first := true
+	for user, devs := range r.DeviceKeys {
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = appendJSONString(b, user)
+		b = append(b, ':', '{')
+		firstDev := true
+		for dev, js := range devs {
+			if !firstDev {
+				b = append(b, ',')
+			}
+			firstDev = false
+			b = appendJSONString(b, dev)
+			b = append(b, ':')
+			b = append(b, js...)
+		}
+		b = append(b, '}')
+	}
+	b = append(b, '}')
+	for _, part := range []struct {
+		name string
+		keys map[string]json.RawMessage
+	}{{"master_keys", r.MasterKeys}, {"self_signing_keys", r.SelfSigningKeys}, {"user_signing_keys", r.UserSigningKeys}} {
+		b = append(b, `,"`...)
+		b = append(b, part.name...)
+		b = append(b, `":{`...)
+		first := true
+		for user, js := range part.keys {
+			if !first {
+				b = append(b, ',')
+			}
+			first = false
+			b = appendJSONString(b, user)
+			b = append(b, ':')
+			b = append(b, js...)
+		}
+		b = append(b, '}')
+	}
+	return append(b, '}'), nil
+}
+
+// appendJSONString appends s as a JSON string.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+			quoted, _ := json.Marshal(s)
+			return append(b, quoted...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/tidwall/gjson"
 
 	"github.com/myelin-chat/myelin/clientapi/httputil"
 )
@@ -147,20 +148,21 @@ func validKeyName(name string) (algorithm, id string, ok bool) {
 }
 
 // mergeSignatures adds signatures (signer user → key ID → signature) to a signed JSON
-// object and sets its unsigned field when unsigned is not nil.
-func mergeSignatures(obj json.RawMessage, add map[string]map[string]string, unsigned any) (json.RawMessage, error) {
+// object and sets its "unsigned" field to the JSON unsigned when that is not nil. The
+// object is one stored by this package (valid, without "unsigned"), so the new parts are
+// spliced into it instead of decoding and re-encoding the whole object: /keys/query does
+// this for thousands of devices at once.
+func mergeSignatures(obj json.RawMessage, add map[string]map[string]string, unsigned []byte) (json.RawMessage, error) {
 	if len(add) == 0 && unsigned == nil {
 		return obj, nil
 	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(obj, &fields); err != nil {
-		return nil, err
-	}
+	out := []byte(obj)
 	if len(add) > 0 {
+		res := gjson.GetBytes(out, "signatures")
 		sigs := map[string]map[string]string{}
-		if raw, ok := fields["signatures"]; ok && !isNull(raw) {
-			if err := json.Unmarshal(raw, &sigs); err != nil {
-				return nil, err
+		if res.Exists() && res.Type != gjson.Null {
+			if err := json.Unmarshal([]byte(res.Raw), &sigs); err != nil {
+				return nil, fmt.Errorf("stored signatures: %w", err)
 			}
 		}
 		for user, m := range add {
@@ -175,14 +177,32 @@ func mergeSignatures(obj json.RawMessage, add map[string]map[string]string, unsi
 		if err != nil {
 			return nil, err
 		}
-		fields["signatures"] = raw
+		if res.Exists() && res.Index > 0 {
+			spliced := make([]byte, 0, len(out)-len(res.Raw)+len(raw))
+			spliced = append(spliced, out[:res.Index]...)
+			spliced = append(spliced, raw...)
+			out = append(spliced, out[res.Index+len(res.Raw):]...)
+		} else {
+			out = insertField(out, "signatures", raw)
+		}
 	}
 	if unsigned != nil {
-		raw, err := json.Marshal(unsigned)
-		if err != nil {
-			return nil, err
-		}
-		fields["unsigned"] = raw
+		out = insertField(out, "unsigned", unsigned)
 	}
-	return json.Marshal(fields)
+	return out, nil
+}
+
+// insertField adds "name": value to a JSON object that does not have the field yet.
+func insertField(obj []byte, name string, value []byte) []byte {
+	end := bytes.LastIndexByte(obj, '}')
+	out := make([]byte, 0, len(obj)+len(name)+len(value)+4)
+	out = append(out, obj[:end]...)
+	if len(bytes.TrimSpace(obj[1:end])) > 0 {
+		out = append(out, ',')
+	}
+	out = append(out, '"')
+	out = append(out, name...)
+	out = append(out, '"', ':')
+	out = append(out, value...)
+	return append(out, '}')
 }

@@ -318,7 +318,8 @@ func UnusedFallbackKeyTypes(ctx context.Context, q Querier, userID, deviceID str
 }
 
 // DeleteDeviceE2EE removes everything end-to-end encryption keeps for a device: identity,
-// one-time and fallback keys, signatures of its keys, and its to-device inbox. When the
+// one-time and fallback keys, signatures of its keys, its to-device inbox, and its
+// dehydrated-device record if it was the user's dehydrated device. When the
 // device had identity keys it records a device-list change so that other users' clients
 // forget it. Call it in the transaction that deletes the device.
 func DeleteDeviceE2EE(ctx context.Context, tx *Tx, userID, deviceID string) error {
@@ -332,6 +333,7 @@ func DeleteDeviceE2EE(ctx context.Context, tx *Tx, userID, deviceID string) erro
 		`DELETE FROM e2e_fallback_keys WHERE user_id = $1 AND device_id = $2`,
 		`DELETE FROM e2e_key_signatures WHERE target_user_id = $1 AND target_key_id = $2`,
 		`DELETE FROM e2e_to_device_inbox WHERE user_id = $1 AND device_id = $2`,
+		`DELETE FROM e2e_dehydrated_devices WHERE user_id = $1 AND device_id = $2`,
 	} {
 		if _, err := tx.ExecContext(ctx, stmt, userID, deviceID); err != nil {
 			return fmt.Errorf("delete e2ee data of %s/%s: %w", userID, deviceID, err)
@@ -339,6 +341,34 @@ func DeleteDeviceE2EE(ctx context.Context, tx *Tx, userID, deviceID string) erro
 	}
 	if hadKeys > 0 {
 		if _, err := RecordDeviceListChange(ctx, tx, userID, deviceID, ""); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DeleteUserE2EE removes what end-to-end encryption keeps for a user beyond their devices
+// (call DeleteDeviceE2EE for each device too): cross-signing keys, signatures made by or
+// for the user, server-side key backups and the dehydrated-device record. It records a
+// device-list change when the user had cross-signing keys. For account deactivation.
+func DeleteUserE2EE(ctx context.Context, tx *Tx, userID string) error {
+	res, err := tx.ExecContext(ctx, `DELETE FROM e2e_cross_signing_keys WHERE user_id = $1`, userID)
+	if err != nil {
+		return fmt.Errorf("delete cross-signing keys of %s: %w", userID, err)
+	}
+	hadKeys, _ := res.RowsAffected()
+	for _, stmt := range []string{
+		`DELETE FROM e2e_key_signatures WHERE target_user_id = $1 OR signer_user_id = $1`,
+		`DELETE FROM e2e_backup_sessions WHERE user_id = $1`,
+		`UPDATE e2e_backup_versions SET deleted = TRUE WHERE user_id = $1`,
+		`DELETE FROM e2e_dehydrated_devices WHERE user_id = $1`,
+	} {
+		if _, err := tx.ExecContext(ctx, stmt, userID); err != nil {
+			return fmt.Errorf("delete e2ee data of %s: %w", userID, err)
+		}
+	}
+	if hadKeys > 0 {
+		if _, err := RecordDeviceListChange(ctx, tx, userID, "", ""); err != nil {
 			return err
 		}
 	}

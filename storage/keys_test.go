@@ -311,3 +311,51 @@ func TestDeviceListChanges(t *testing.T) {
 		}
 	})
 }
+
+func TestDeleteUserE2EE(t *testing.T) {
+	storagetest.ForEachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		addDevice(t, db, "@a:hs", "DH")
+		withTx(t, db, func(tx *storage.Tx) error {
+			if err := storage.PutCrossSigningKey(ctx, tx, storage.CrossSigningKey{UserID: "@a:hs", Type: "master", PublicKey: "M", KeyJSON: json.RawMessage(`{}`)}); err != nil {
+				return err
+			}
+			if err := storage.PutKeySignatures(ctx, tx, []storage.KeySignature{
+				{TargetUserID: "@b:hs", TargetKeyID: "MB", SignerUserID: "@a:hs", SignerKeyID: "ed25519:U", Signature: "s"},
+				{TargetUserID: "@b:hs", TargetKeyID: "MB", SignerUserID: "@c:hs", SignerKeyID: "ed25519:U", Signature: "s"},
+			}); err != nil {
+				return err
+			}
+			v, err := storage.CreateBackupVersion(ctx, tx, "@a:hs", "alg", json.RawMessage(`{}`))
+			if err != nil {
+				return err
+			}
+			if _, err := storage.PutBackupSessions(ctx, tx, "@a:hs", v, []storage.BackupSession{{RoomID: "!r", SessionID: "s", SessionData: json.RawMessage(`{}`)}}); err != nil {
+				return err
+			}
+			return storage.PutDehydratedDevice(ctx, tx, storage.DehydratedDevice{UserID: "@a:hs", DeviceID: "DH", DeviceData: json.RawMessage(`{}`)})
+		})
+		// Deleting the dehydrated device's device forgets the dehydrated device.
+		withTx(t, db, func(tx *storage.Tx) error { return storage.DeleteDeviceE2EE(ctx, tx, "@a:hs", "DH") })
+		if _, err := storage.GetDehydratedDevice(ctx, db, "@a:hs"); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("dehydrated device after deleting its device: %v", err)
+		}
+		before, _ := storage.CurrentStreamPosition(ctx, db, storage.StreamDeviceList)
+		withTx(t, db, func(tx *storage.Tx) error { return storage.DeleteUserE2EE(ctx, tx, "@a:hs") })
+		if keys, _ := storage.GetCrossSigningKeys(ctx, db, "@a:hs"); len(keys) != 0 {
+			t.Fatalf("cross-signing keys left: %v", keys)
+		}
+		if sigs, _ := storage.QueryKeySignatures(ctx, db, []string{"@b:hs"}); len(sigs) != 1 || sigs[0].SignerUserID != "@c:hs" {
+			t.Fatalf("signatures left: %+v", sigs)
+		}
+		if _, err := storage.LatestBackupVersion(ctx, db, "@a:hs"); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("backup left: %v", err)
+		}
+		if n, _ := storage.CountBackupSessions(ctx, db, "@a:hs", 1); n != 0 {
+			t.Fatalf("backup keys left: %d", n)
+		}
+		if users, _ := storage.DeviceListChangedUsers(ctx, db, "@x:hs", before, 0); len(users) != 1 {
+			t.Fatalf("no device-list change recorded: %v", users)
+		}
+	})
+}

@@ -149,7 +149,13 @@ func parseOneTimeKeys(in map[string]json.RawMessage, what, userID, deviceID, ed 
 		}
 		var js json.RawMessage
 		var str string
+		if isNull(raw) {
+			return nil, httputil.BadJSON("%s: %s must be a key", what, name)
+		}
 		if err := json.Unmarshal(raw, &str); err == nil {
+			if str == "" {
+				return nil, httputil.BadJSON("%s: %s must be a key", what, name)
+			}
 			if len(alg) > 7 && alg[:7] == "signed_" {
 				return nil, httputil.BadJSON("%s: %s must be a signed key object", what, name)
 			}

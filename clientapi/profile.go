@@ -208,4 +208,7 @@ func (s *Server) changeProfile(ctx context.Context, userID, field string, value 
 // components exist.
 func (s *Server) profileChanged(ctx context.Context, userID, field string, before, after storage.Profile) {
 	logrus.WithFields(logrus.Fields{"user_id": userID, "field": field, "request_id": httputil.RequestID(ctx)}).Debug("profile changed")
+	if (field == "displayname" || field == "avatar_url") && s.rooms != nil {
+		s.updateMemberProfiles(ctx, userID)
+	}
 }

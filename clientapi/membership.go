@@ -1,0 +1,285 @@
+package clientapi
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/sirupsen/logrus"
+
+	"github.com/myelin-chat/myelin/clientapi/httputil"
+	"github.com/myelin-chat/myelin/roomserver"
+	"github.com/myelin-chat/myelin/syncapi/filter"
+)
+
+// targetBody is the body of invite, kick, ban and unban.
+type targetBody struct {
+	UserID string `json:"user_id"`
+	Reason string `json:"reason"`
+}
+
+func decodeTarget(r *http.Request) (*targetBody, error) {
+	var b targetBody
+	if err := httputil.DecodeJSON(r, &b); err != nil {
+		return nil, err
+	}
+	if b.UserID == "" {
+		return nil, httputil.MissingParam("user_id is required")
+	}
+	if _, err := spec.NewUserID(b.UserID, true); err != nil {
+		return nil, httputil.InvalidParam("Invalid user ID %q", b.UserID)
+	}
+	return &b, nil
+}
+
+type membershipFunc func(context.Context, roomserver.MembershipRequest) (*roomserver.Event, error)
+
+// targetHandler builds the handler of an endpoint acting on another user.
+func (s *Server) targetHandler(pick func() membershipFunc) handlerFunc {
+	return func(r *http.Request) (any, error) {
+		b, err := decodeTarget(r)
+		if err != nil {
+			return nil, err
+		}
+		d := requestDevice(r)
+		if _, err := pick()(r.Context(), roomserver.MembershipRequest{
+			RoomID: pathVar(r, "roomId"), Sender: d.UserID, Target: b.UserID, Reason: b.Reason, DeviceID: d.DeviceID,
+		}); err != nil {
+			return nil, sendError(err)
+		}
+		return struct{}{}, nil
+	}
+}
+
+func (s *Server) postInvite(r *http.Request) (any, error) {
+	return s.targetHandler(func() membershipFunc { return s.rooms.Invite })(r)
+}
+func (s *Server) postKick(r *http.Request) (any, error) {
+	return s.targetHandler(func() membershipFunc { return s.rooms.Kick })(r)
+}
+func (s *Server) postBan(r *http.Request) (any, error) {
+	return s.targetHandler(func() membershipFunc { return s.rooms.Ban })(r)
+}
+func (s *Server) postUnban(r *http.Request) (any, error) {
+	return s.targetHandler(func() membershipFunc { return s.rooms.Unban })(r)
+}
+
+type reasonBody struct {
+	Reason string `json:"reason"`
+}
+
+// resolveRoom turns a room ID or alias of a path into a room ID.
+func (s *Server) resolveRoom(ctx context.Context, idOrAlias string) (string, error) {
+	switch {
+	case strings.HasPrefix(idOrAlias, "!"):
+		if _, err := spec.NewRoomID(idOrAlias); err != nil {
+			return "", httputil.InvalidParam("Invalid room ID %q", idOrAlias)
+		}
+		return idOrAlias, nil
+	case strings.HasPrefix(idOrAlias, "#"):
+		if !containsColon(idOrAlias) {
+			return "", httputil.InvalidParam("Invalid room alias %q", idOrAlias)
+		}
+		return s.lookupAlias(ctx, idOrAlias)
+	}
+	return "", httputil.InvalidParam("%q is neither a room ID nor a room alias", idOrAlias)
+}
+
+// lookupAlias resolves a room alias. The alias directory belongs to another component;
+// until it exists every alias is unknown.
+func (s *Server) lookupAlias(_ context.Context, alias string) (string, error) {
+	return "", httputil.NotFound("Room alias %s not found", alias)
+}
+
+// joinRoom joins the requesting user to roomID.
+func (s *Server) joinRoom(r *http.Request, roomID string) (any, error) {
+	var b reasonBody
+	if err := httputil.DecodeJSON(r, &b); err != nil {
+		return nil, err
+	}
+	d := requestDevice(r)
+	if _, err := s.rooms.Join(r.Context(), roomserver.MembershipRequest{
+		RoomID: roomID, Sender: d.UserID, Reason: b.Reason, DeviceID: d.DeviceID,
+	}); err != nil {
+		return nil, err
+	}
+	return map[string]string{"room_id": roomID}, nil
+}
+
+// postJoinRoomID is POST /rooms/{roomId}/join.
+func (s *Server) postJoinRoomID(r *http.Request) (any, error) {
+	return s.joinRoom(r, pathVar(r, "roomId"))
+}
+
+// postJoin is POST /join/{roomIdOrAlias} (server_name/via are only needed for rooms
+// on other servers).
+func (s *Server) postJoin(r *http.Request) (any, error) {
+	roomID, err := s.resolveRoom(r.Context(), pathVar(r, "roomIdOrAlias"))
+	if err != nil {
+		return nil, err
+	}
+	return s.joinRoom(r, roomID)
+}
+
+// postKnock is POST /knock/{roomIdOrAlias}.
+func (s *Server) postKnock(r *http.Request) (any, error) {
+	roomID, err := s.resolveRoom(r.Context(), pathVar(r, "roomIdOrAlias"))
+	if err != nil {
+		return nil, err
+	}
+	var b reasonBody
+	if err := httputil.DecodeJSON(r, &b); err != nil {
+		return nil, err
+	}
+	d := requestDevice(r)
+	if _, err := s.rooms.Knock(r.Context(), roomserver.MembershipRequest{
+		RoomID: roomID, Sender: d.UserID, Reason: b.Reason, DeviceID: d.DeviceID,
+	}); err != nil {
+		return nil, err
+	}
+	return map[string]string{"room_id": roomID}, nil
+}
+
+// postLeave is POST /rooms/{roomId}/leave.
+func (s *Server) postLeave(r *http.Request) (any, error) {
+	var b reasonBody
+	if err := httputil.DecodeJSON(r, &b); err != nil {
+		return nil, err
+	}
+	d := requestDevice(r)
+	if _, err := s.rooms.Leave(r.Context(), roomserver.MembershipRequest{
+		RoomID: pathVar(r, "roomId"), Sender: d.UserID, Reason: b.Reason, DeviceID: d.DeviceID,
+	}); err != nil {
+		return nil, err
+	}
+	return struct{}{}, nil
+}
+
+// postForget is POST /rooms/{roomId}/forget.
+func (s *Server) postForget(r *http.Request) (any, error) {
+	d := requestDevice(r)
+	if err := s.rooms.Forget(r.Context(), pathVar(r, "roomId"), d.UserID); err != nil {
+		return nil, err
+	}
+	return struct{}{}, nil
+}
+
+// getJoinedRooms is GET /joined_rooms.
+func (s *Server) getJoinedRooms(r *http.Request) (any, error) {
+	rooms, err := s.rooms.JoinedRooms(r.Context(), requestDevice(r).UserID)
+	if err != nil {
+		return nil, err
+	}
+	if rooms == nil {
+		rooms = []string{}
+	}
+	return map[string][]string{"joined_rooms": rooms}, nil
+}
+
+// parseAt reads the "at" parameter of /members: a pagination token of /messages or a
+// stream position (as /sync's next_batch carries it, optionally prefixed with "s").
+func parseAt(at string) (int64, error) {
+	if p, err := roomserver.ParsePosition(at); err == nil {
+		return max(p.Stream, 1), nil
+	}
+	digits := strings.TrimPrefix(at, "s")
+	if i := strings.IndexAny(digits, "_."); i > 0 {
+		digits = digits[:i]
+	}
+	n, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil || n < 0 {
+		return 0, httputil.InvalidParam("Invalid at token %q", at)
+	}
+	return max(n, 1), nil
+}
+
+// getMembers is GET /rooms/{roomId}/members.
+func (s *Server) getMembers(r *http.Request) (any, error) {
+	roomID := pathVar(r, "roomId")
+	q := r.URL.Query()
+	d := requestDevice(r)
+	req := roomserver.MembersRequest{RoomID: roomID, Membership: q.Get("membership"), NotMembership: q.Get("not_membership")}
+	for _, m := range []string{req.Membership, req.NotMembership} {
+		switch m {
+		case "", spec.Join, spec.Invite, spec.Knock, spec.Leave, spec.Ban:
+		default:
+			return nil, httputil.InvalidParam("Unknown membership %q", m)
+		}
+	}
+	if at := q.Get("at"); at != "" {
+		n, err := parseAt(at)
+		if err != nil {
+			return nil, err
+		}
+		req.AtStream = n
+	}
+	v, err := s.stateViewFor(r.Context(), roomID, d.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if v.atEvent != "" {
+		// A user who left sees the members as they were when they left.
+		if req.AtStream == 0 || req.AtStream > v.memberEv.StreamPos {
+			req.AtStream = v.memberEv.StreamPos
+		}
+	}
+	evs, err := s.rooms.Members(r.Context(), req)
+	if err != nil {
+		return nil, err
+	}
+	chunk, err := s.formatter(d.UserID, d.DeviceID, filter.FormatClient).events(r.Context(), evs)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"chunk": chunk}, nil
+}
+
+// getJoinedMembers is GET /rooms/{roomId}/joined_members.
+func (s *Server) getJoinedMembers(r *http.Request) (any, error) {
+	roomID := pathVar(r, "roomId")
+	d := requestDevice(r)
+	v, err := s.stateViewFor(r.Context(), roomID, d.UserID)
+	if err != nil {
+		return nil, err
+	}
+	req := roomserver.MembersRequest{RoomID: roomID, Membership: spec.Join}
+	if v.atEvent != "" {
+		req.AtStream = v.memberEv.StreamPos
+	}
+	evs, err := s.rooms.Members(r.Context(), req)
+	if err != nil {
+		return nil, err
+	}
+	type member struct {
+		DisplayName *string `json:"display_name"`
+		AvatarURL   *string `json:"avatar_url"`
+	}
+	joined := make(map[string]member, len(evs))
+	for _, ev := range evs {
+		var c struct {
+			DisplayName *string `json:"displayname"`
+			AvatarURL   *string `json:"avatar_url"`
+		}
+		_ = json.Unmarshal(ev.Content(), &c)
+		joined[*ev.StateKey()] = member{DisplayName: c.DisplayName, AvatarURL: c.AvatarURL}
+	}
+	return map[string]any{"joined": joined}, nil
+}
+
+// updateMemberProfiles sends a new m.room.member event with the user's current
+// displayname and avatar_url into every room the user is joined to.
+func (s *Server) updateMemberProfiles(ctx context.Context, userID string) {
+	rooms, err := s.rooms.JoinedRooms(ctx, userID)
+	if err != nil {
+		logrus.WithError(err).WithField("user_id", userID).Warn("profile change: listing joined rooms")
+		return
+	}
+	for _, roomID := range rooms {
+		if _, err := s.rooms.Join(ctx, roomserver.MembershipRequest{RoomID: roomID, Sender: userID}); err != nil {
+			logrus.WithError(err).WithFields(logrus.Fields{"user_id": userID, "room_id": roomID}).Warn("profile change: updating member event")
+		}
+	}
+}

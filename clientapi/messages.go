@@ -1,0 +1,334 @@
+package clientapi
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/myelin-chat/myelin/clientapi/httputil"
+	"github.com/myelin-chat/myelin/roomserver"
+	"github.com/myelin-chat/myelin/syncapi/filter"
+)
+
+// getRoomEvent is GET /rooms/{roomId}/event/{eventId}: 404 for events the user may
+// not see (history visibility).
+func (s *Server) getRoomEvent(r *http.Request) (any, error) {
+	roomID, eventID := pathVar(r, "roomId"), pathVar(r, "eventId")
+	d := requestDevice(r)
+	ev, err := s.rooms.EventForUser(r.Context(), d.UserID, roomID, eventID)
+	if err != nil {
+		return nil, err
+	}
+	return s.formatter(d.UserID, d.DeviceID, filter.FormatClient).one(r.Context(), ev)
+}
+
+// parseRoomEventFilter parses the filter query parameter (a RoomEventFilter).
+func parseRoomEventFilter(raw string) (*filter.RoomEventFilter, error) {
+	if strings.TrimSpace(raw) == "" {
+		return nil, nil
+	}
+	wrapped := []byte(`{"room":{"timeline":` + raw + `}}`)
+	if !json.Valid([]byte(raw)) || strings.TrimSpace(raw)[0] != '{' {
+		return nil, httputil.NotJSON("filter is not a JSON object")
+	}
+	f, err := filter.Parse(wrapped)
+	if err != nil {
+		return nil, httputil.BadJSON("%s", strings.ReplaceAll(err.Error(), "room.timeline.", ""))
+	}
+	return f.GetRoom().GetTimeline(), nil
+}
+
+// parseLimit reads the limit query parameter.
+func parseLimit(r *http.Request, def, maxLimit int) (int, error) {
+	s := r.URL.Query().Get("limit")
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return 0, httputil.InvalidParam("limit must be a non-negative integer")
+	}
+	return min(n, maxLimit), nil
+}
+
+// sqlTypes returns the types of a filter list that the database can match exactly
+// (nil when any of them is a wildcard pattern; the filter then applies in Go).
+func sqlTypes(types []string) []string {
+	for _, t := range types {
+		if strings.Contains(t, "*") {
+			return nil
+		}
+	}
+	return types
+}
+
+// applyFilter keeps the events that pass rf.
+func applyFilter(rf *filter.RoomEventFilter, evs []*roomserver.Event) []*roomserver.Event {
+	if rf == nil {
+		return evs
+	}
+	out := evs[:0:0]
+	for _, ev := range evs {
+		if rf.Matches(ev.RoomID().String(), ev.Type(), string(ev.SenderID()), hasURL(ev.Content())) {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+func hasURL(content []byte) bool {
+	var c struct {
+		URL json.RawMessage `json:"url"`
+	}
+	_ = json.Unmarshal(content, &c)
+	return len(c.URL) > 0 && string(c.URL) != "null"
+}
+
+// checkCanRead refuses users who never had a membership in a room that is not
+// world_readable (403, as /messages specifies); users who left, were invited or
+// banned get what history visibility lets them see.
+func (s *Server) checkCanRead(ctx context.Context, roomID, userID string) error {
+	m, _, err := s.rooms.Membership(ctx, roomID, userID)
+	if err != nil {
+		if me, ok := err.(spec.MatrixError); ok && me.ErrCode == spec.ErrorNotFound {
+			return errNotMember
+		}
+		return err
+	}
+	if m != "" {
+		return nil
+	}
+	ok, err := s.worldReadable(ctx, roomID)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errNotMember
+	}
+	return nil
+}
+
+// lazyMembers returns the member events of the senders of evs, each as of the first
+// event of that sender in evs.
+func (s *Server) lazyMembers(ctx context.Context, evs []*roomserver.Event) ([]*roomserver.Event, error) {
+	seen := map[string]bool{}
+	var out []*roomserver.Event
+	for _, ev := range evs {
+		sender := string(ev.SenderID())
+		if seen[sender] {
+			continue
+		}
+		seen[sender] = true
+		m, err := s.rooms.StateEventAt(ctx, ev.EventID(), spec.MRoomMember, sender, true)
+		if err != nil {
+			return nil, err
+		}
+		if m != nil {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+// maxEmptyPages bounds how many pages /messages reads past events hidden by history
+// visibility or the filter before answering with an empty chunk.
+const maxEmptyPages = 10
+
+// getMessages is GET /rooms/{roomId}/messages.
+func (s *Server) getMessages(r *http.Request) (any, error) {
+	roomID := pathVar(r, "roomId")
+	q := r.URL.Query()
+	d := requestDevice(r)
+	req := roomserver.MessagesRequest{RoomID: roomID, Viewer: d.UserID}
+	switch q.Get("dir") {
+	case "b":
+		req.Dir, req.From = roomserver.Backward, roomserver.End
+	case "f":
+		req.Dir, req.From = roomserver.Forward, roomserver.Start
+	case "":
+		return nil, httputil.MissingParam("dir is required")
+	default:
+		return nil, httputil.InvalidParam("dir must be \"b\" or \"f\"")
+	}
+	if from := q.Get("from"); from != "" {
+		p, err := roomserver.ParsePosition(from)
+		if err != nil {
+			return nil, httputil.InvalidParam("Invalid from token")
+		}
+		req.From = p
+	}
+	if to := q.Get("to"); to != "" {
+		p, err := roomserver.ParsePosition(to)
+		if err != nil {
+			return nil, httputil.InvalidParam("Invalid to token")
+		}
+		req.To = &p
+	}
+	limit, err := parseLimit(r, 10, 1000)
+	if err != nil {
+		return nil, err
+	}
+	rf, err := parseRoomEventFilter(q.Get("filter"))
+	if err != nil {
+		return nil, err
+	}
+	if rf != nil {
+		req.Types, req.NotTypes = sqlTypes(rf.Types), sqlTypes(rf.NotTypes)
+		if rf.Limit != nil && q.Get("limit") == "" {
+			limit = min(*rf.Limit, 1000)
+		}
+	}
+	if err := s.checkCanRead(r.Context(), roomID, d.UserID); err != nil {
+		return nil, err
+	}
+	start := req.From
+	resp := map[string]any{"start": start.String(), "chunk": []any{}}
+	if limit == 0 {
+		return resp, nil
+	}
+	req.Limit = limit
+	var evs []*roomserver.Event
+	var next *roomserver.Position
+	for i := 0; i < maxEmptyPages; i++ {
+		page, err := s.rooms.Messages(r.Context(), req)
+		if err != nil {
+			return nil, err
+		}
+		evs, next = applyFilter(rf, page.Events), page.Next
+		if len(evs) > 0 || next == nil {
+			break
+		}
+		req.From = *next
+	}
+	f := s.formatter(d.UserID, d.DeviceID, filter.FormatClient)
+	chunk, err := f.events(r.Context(), evs)
+	if err != nil {
+		return nil, err
+	}
+	resp["chunk"] = chunk
+	if next != nil {
+		resp["end"] = next.String()
+	}
+	if rf.LazyLoad() && len(evs) > 0 {
+		members, err := s.lazyMembers(r.Context(), evs)
+		if err != nil {
+			return nil, err
+		}
+		state, err := f.events(r.Context(), members)
+		if err != nil {
+			return nil, err
+		}
+		resp["state"] = state
+	}
+	return resp, nil
+}
+
+// getContext is GET /rooms/{roomId}/context/{eventId}.
+func (s *Server) getContext(r *http.Request) (any, error) {
+	roomID, eventID := pathVar(r, "roomId"), pathVar(r, "eventId")
+	d := requestDevice(r)
+	limit, err := parseLimit(r, 10, 100)
+	if err != nil {
+		return nil, err
+	}
+	rf, err := parseRoomEventFilter(r.URL.Query().Get("filter"))
+	if err != nil {
+		return nil, err
+	}
+	ev, err := s.rooms.EventForUser(r.Context(), d.UserID, roomID, eventID)
+	if err != nil {
+		return nil, err
+	}
+	var types, notTypes []string
+	if rf != nil {
+		types, notTypes = sqlTypes(rf.Types), sqlTypes(rf.NotTypes)
+	}
+	pos := ev.Position()
+	nBefore := limit / 2
+	nAfter := limit - nBefore
+	f := s.formatter(d.UserID, d.DeviceID, filter.FormatClient)
+	resp := map[string]any{}
+
+	startPos := roomserver.Position{Depth: pos.Depth, Stream: pos.Stream - 1}
+	var before []*roomserver.Event
+	if nBefore > 0 {
+		page, err := s.rooms.Messages(r.Context(), roomserver.MessagesRequest{RoomID: roomID, Viewer: d.UserID,
+			From: startPos, Dir: roomserver.Backward, Limit: nBefore, Types: types, NotTypes: notTypes})
+		if err != nil {
+			return nil, err
+		}
+		before = applyFilter(rf, page.Events)
+		if page.Next != nil {
+			startPos = *page.Next
+		} else if len(page.Events) > 0 {
+			startPos = roomserver.Start
+		}
+	}
+	endPos := pos
+	var after []*roomserver.Event
+	if nAfter > 0 {
+		page, err := s.rooms.Messages(r.Context(), roomserver.MessagesRequest{RoomID: roomID, Viewer: d.UserID,
+			From: pos, Dir: roomserver.Forward, Limit: nAfter, Types: types, NotTypes: notTypes})
+		if err != nil {
+			return nil, err
+		}
+		after = applyFilter(rf, page.Events)
+		if n := len(page.Events); n > 0 {
+			endPos = page.Events[n-1].Position()
+		}
+	}
+	all := append(append([]*roomserver.Event{ev}, before...), after...)
+	if err := f.load(r.Context(), all); err != nil {
+		return nil, err
+	}
+	resp["event"] = f.event(ev, true)
+	resp["events_before"], _ = f.events(r.Context(), before)
+	resp["events_after"], _ = f.events(r.Context(), after)
+	resp["start"] = startPos.String()
+	resp["end"] = endPos.String()
+
+	// The state at the last event returned.
+	last := ev
+	if len(after) > 0 {
+		last = after[len(after)-1]
+	}
+	var state []*roomserver.Event
+	if rf.LazyLoad() {
+		state, err = s.lazyMembersAt(r.Context(), last.EventID(), all)
+	} else {
+		state, err = s.rooms.StateAtEvent(r.Context(), last.EventID(), true)
+	}
+	if err != nil {
+		return nil, err
+	}
+	resp["state"], err = f.events(r.Context(), state)
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// lazyMembersAt returns the member events of the senders of evs in the state after atEvent.
+func (s *Server) lazyMembersAt(ctx context.Context, atEvent string, evs []*roomserver.Event) ([]*roomserver.Event, error) {
+	seen := map[string]bool{}
+	var out []*roomserver.Event
+	for _, ev := range evs {
+		sender := string(ev.SenderID())
+		if seen[sender] {
+			continue
+		}
+		seen[sender] = true
+		m, err := s.rooms.StateEventAt(ctx, atEvent, spec.MRoomMember, sender, true)
+		if err != nil {
+			return nil, err
+		}
+		if m != nil {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}

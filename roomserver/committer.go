@@ -10,6 +10,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/myelin-chat/myelin/storage"
+	"github.com/myelin-chat/myelin/storage/roomstore"
 )
 
 // commitJob is one unit of work for the committer: usually the events of one room
@@ -27,11 +28,28 @@ type commitJob struct {
 	done    chan struct{}
 }
 
-// txWriter is what a job writes through.
+// txWriter is what a job writes through. Event rows and room heads are collected and
+// written for the whole batch at once (multi-row statements) before the commit.
 type txWriter struct {
 	q       storage.Querier
 	tracker *streamTracker
 	txn     *streamTxn
+	events  []*roomstore.Event
+	heads   []roomstore.RoomHead
+}
+
+// addEvent queues an event row.
+func (w *txWriter) addEvent(e *roomstore.Event) { w.events = append(w.events, e) }
+
+// setHead queues a room's new head.
+func (w *txWriter) setHead(h roomstore.RoomHead) { w.heads = append(w.heads, h) }
+
+// flush writes the queued rows.
+func (w *txWriter) flush(ctx context.Context) error {
+	if err := roomstore.InsertEvents(ctx, w.q, w.events); err != nil {
+		return err
+	}
+	return roomstore.UpdateRoomHeads(ctx, w.q, w.heads)
 }
 
 // alloc hands out n event NIDs (stream positions) in this transaction.
@@ -147,7 +165,7 @@ func (c *committer) runTx(ctx context.Context, batch []*commitJob) error {
 				return err
 			}
 		}
-		return nil
+		return w.flush(ctx)
 	})
 	if err != nil {
 		c.tracker.finish(txn, false)

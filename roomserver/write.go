@@ -203,12 +203,7 @@ func (rs *Roomserver) runWrite(ctx context.Context, tw *txWriter, w *roomWrite) 
 			DeviceID:       ne.deviceID,
 			JSON:           pdu.JSON(),
 		}
-		if err := roomstore.InsertEvent(ctx, q, row); err != nil {
-			if err == storage.ErrExists {
-				return nil, fmt.Errorf("event %s is already stored: %w", row.EventID, err)
-			}
-			return nil, err
-		}
+		tw.addEvent(row)
 		if ne.redactedBy != "" {
 			if err := roomstore.DeletePendingRedaction(ctx, q, ne.redactedBy); err != nil {
 				return nil, err
@@ -282,9 +277,7 @@ func (rs *Roomserver) runWrite(ctx context.Context, tw *txWriter, w *roomWrite) 
 	for i, x := range head.extremities {
 		extNIDs[i] = x.NID
 	}
-	if err := roomstore.UpdateRoomHead(ctx, q, w.roomNID, headState.NID, extNIDs, lastNID); err != nil {
-		return nil, err
-	}
+	tw.setHead(roomstore.RoomHead{RoomNID: w.roomNID, SnapshotNID: headState.NID, Extremities: extNIDs, LastEventNID: lastNID})
 
 	// The current state table follows the head.
 	diff, err := rs.states.Diff(ctx, oldState, headState)

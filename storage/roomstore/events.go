@@ -79,6 +79,38 @@ func InsertEvent(ctx context.Context, q storage.Querier, e *Event) error {
 	return nil
 }
 
+// InsertEvents stores event rows with multi-row INSERTs (one round trip per 100
+// events); storage.ErrExists if an event ID is already stored.
+func InsertEvents(ctx context.Context, q storage.Querier, events []*Event) error {
+	return chunk(events, 100, func(part []*Event) error {
+		var b strings.Builder
+		b.WriteString(`INSERT INTO room_events (` + eventColumns + `) VALUES `)
+		args := make([]any, 0, len(part)*24)
+		for i, e := range part {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("(" + placeholders(len(args)+1, 24) + ")")
+			var sk any
+			if e.StateKey != nil {
+				sk = *e.StateKey
+			}
+			args = append(args, e.NID, e.EventID, e.RoomNID, nullInt(e.StreamPos), e.Depth, e.Type, sk,
+				e.TypeNID, e.StateKeyNID, e.Sender, e.OriginServerTS, nullStr(e.Membership), e.StateBefore, e.StateAfter,
+				nullStr(e.ReplacesID), e.Outlier, e.Rejected, e.SoftFailed, nullStr(e.RedactedBy), nullStr(e.RelType),
+				nullStr(e.RelatesTo), nullStr(e.TxnID), nullStr(e.DeviceID), string(e.JSON))
+		}
+		_, err := q.ExecContext(ctx, b.String(), args...)
+		if storage.IsUniqueViolation(err) {
+			return storage.ErrExists
+		}
+		if err != nil {
+			return fmt.Errorf("insert %d events: %w", len(part), err)
+		}
+		return nil
+	})
+}
+
 func scanEvent(rows interface{ Scan(...any) error }) (*Event, error) {
 	var e Event
 	var stream sql.NullInt64

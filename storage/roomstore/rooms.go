@@ -98,6 +98,36 @@ func UpdateRoomHead(ctx context.Context, q storage.Querier, roomNID, snapshotNID
 	return nil
 }
 
+// RoomHead is the new head of a room for UpdateRoomHeads.
+type RoomHead struct {
+	RoomNID      int64
+	SnapshotNID  int64
+	Extremities  []int64
+	LastEventNID int64
+}
+
+// UpdateRoomHeads stores the heads of several rooms in one statement per 100 rooms.
+func UpdateRoomHeads(ctx context.Context, q storage.Querier, heads []RoomHead) error {
+	return chunk(heads, 100, func(part []RoomHead) error {
+		var b strings.Builder
+		b.WriteString(`UPDATE rooms SET state_snapshot_nid = v.column2, extremities = v.column3, last_event_nid = v.column4 FROM (VALUES `)
+		args := make([]any, 0, len(part)*4)
+		for i, h := range part {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			n := len(args)
+			fmt.Fprintf(&b, "(CAST($%d AS BIGINT), CAST($%d AS BIGINT), CAST($%d AS TEXT), CAST($%d AS BIGINT))", n+1, n+2, n+3, n+4)
+			args = append(args, h.RoomNID, h.SnapshotNID, encodeNIDs(h.Extremities), h.LastEventNID)
+		}
+		b.WriteString(`) AS v WHERE rooms.room_nid = v.column1`)
+		if _, err := q.ExecContext(ctx, b.String(), args...); err != nil {
+			return fmt.Errorf("update %d room heads: %w", len(part), err)
+		}
+		return nil
+	})
+}
+
 func encodeNIDs(nids []int64) string {
 	var b strings.Builder
 	b.WriteByte('[')

@@ -79,6 +79,7 @@ func (s *Server) putAccountData(r *http.Request) (any, error) {
 	if _, err := storage.SetAccountData(r.Context(), s.db, userID, roomID, dataType, content); err != nil {
 		return nil, err
 	}
+	s.sync.OnAccountData(userID) // wakes the user's /sync long-polls
 	return struct{}{}, nil
 }
 

@@ -17,7 +17,11 @@ func (s *Server) postKeysUpload(r *http.Request) (any, error) {
 		return nil, err
 	}
 	d := requestDevice(r)
-	return s.e2ee().Upload(r.Context(), d.UserID, d.DeviceID, req)
+	resp, err := s.e2ee().Upload(r.Context(), d.UserID, d.DeviceID, req)
+	if err == nil {
+		s.sync.OnKeysChanged(d.UserID, len(req.DeviceKeys) > 0) // wakes /sync long-polls
+	}
+	return resp, err
 }
 
 // postKeysQuery is POST /keys/query.

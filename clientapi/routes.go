@@ -123,6 +123,14 @@ func (s *Server) routes() []route {
 		{method: del, prefixes: unstable, path: "/org.matrix.msc3814.v1/dehydrated_device", auth: authRequired, limited: true, h: s.deleteDehydratedDevice},
 		{method: post, prefixes: unstable, path: "/org.matrix.msc3814.v1/dehydrated_device/{deviceId}/events", auth: authRequired, h: s.postDehydratedDeviceEvents},
 
+		// Sync, typing, receipts, read markers and presence (sync.go, typing.go, receipts.go, presence.go).
+		{method: get, prefixes: clientV3, path: "/sync", auth: authRequired, h: s.getSync},
+		{method: put, prefixes: clientV3, path: "/rooms/{roomId}/typing/{userId}", auth: authRequired, limited: true, h: s.putTyping},
+		{method: post, prefixes: clientV3, path: "/rooms/{roomId}/receipt/{receiptType}/{eventId}", auth: authRequired, limited: true, h: s.postReceipt},
+		{method: post, prefixes: clientV3, path: "/rooms/{roomId}/read_markers", auth: authRequired, limited: true, h: s.postReadMarkers},
+		{method: get, prefixes: clientV3, path: "/presence/{userId}/status", auth: authRequired, limited: true, h: s.getPresence},
+		{method: put, prefixes: clientV3, path: "/presence/{userId}/status", auth: authRequired, limited: true, h: s.putPresence},
+
 		// Synapse-compatible admin API: registration tokens (admins only).
 		{method: get, prefixes: synapseAdmin, path: "/registration_tokens", auth: authRequired, limited: true, h: s.getRegistrationTokens},
 		{method: post, prefixes: synapseAdmin, path: "/registration_tokens/new", auth: authRequired, limited: true, h: s.postRegistrationToken},

@@ -21,6 +21,7 @@ import (
 	"github.com/myelin-chat/myelin/config"
 	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/storage"
+	"github.com/myelin-chat/myelin/syncapi"
 )
 
 // Deps is what the client API needs from the rest of the server; cmd wires it.
@@ -30,6 +31,9 @@ type Deps struct {
 	Authenticator *auth.Authenticator
 	Accounts      *auth.Accounts
 	Rooms         *roomserver.Roomserver
+	// Sync is the sync component (/sync, typing, receipts, presence); writers of the
+	// streams it follows call its On* methods to wake long-polls. Nil disables /sync.
+	Sync *syncapi.Service
 	// Registry receives the API's metrics; nil disables them.
 	Registry prometheus.Registerer
 	// Version is the server version reported by /_matrix/federation/v1/version and logs.
@@ -43,6 +47,7 @@ type Server struct {
 	authn    *auth.Authenticator
 	accounts *auth.Accounts
 	rooms    *roomserver.Roomserver
+	sync     *syncapi.Service
 	limiter  *ratelimit.Limiter
 	metrics  *metrics
 	version  string
@@ -58,6 +63,7 @@ func NewServer(d Deps) *Server {
 		authn:    d.Authenticator,
 		accounts: d.Accounts,
 		rooms:    d.Rooms,
+		sync:     d.Sync,
 		metrics:  newMetrics(d.Registry),
 		version:  d.Version,
 	}

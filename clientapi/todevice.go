@@ -19,5 +19,8 @@ func (s *Server) putSendToDevice(r *http.Request) (any, error) {
 	if _, err := s.e2ee().SendToDevice(r.Context(), d.UserID, d.DeviceID, pathVar(r, "eventType"), pathVar(r, "txnId"), body.Messages); err != nil {
 		return nil, err
 	}
+	for userID := range body.Messages {
+		s.sync.OnToDevice(userID) // wakes the recipients' /sync long-polls
+	}
 	return struct{}{}, nil
 }

@@ -8,8 +8,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"time"
 
+	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -21,6 +23,7 @@ import (
 	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/storage"
+	"github.com/myelin-chat/myelin/syncapi"
 )
 
 // Server is a fully wired Myelin instance.
@@ -30,6 +33,7 @@ type Server struct {
 	SigningKey config.SigningKey
 	Accounts   *auth.Accounts
 	Rooms      *roomserver.Roomserver
+	Sync       *syncapi.Service
 	Client     *clientapi.Server
 	Federation *federation.Server
 	registry   *prometheus.Registry
@@ -57,22 +61,29 @@ func New(ctx context.Context, cfg *config.Config, version string) (*Server, erro
 	accounts := auth.NewAccounts(db, cfg, authn)
 	rsCfg := roomserver.ConfigFrom(cfg, key)
 	rsCfg.Profiles = profileSource{db}
+	// The sync service hears of every new room event (to wake /sync long-polls); it
+	// needs the roomserver for its queries, so it is given it once built.
+	syncOut := &lateOutput{}
+	rsCfg.Output = roomserver.Outputs{syncOut}
 	rooms, err := roomserver.New(ctx, db, rsCfg)
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("start roomserver: %w", err)
 	}
+	syncSvc := syncapi.New(syncapi.Config{DB: db, Rooms: rooms, ServerName: spec.ServerName(cfg.ServerName)})
+	syncOut.set(syncSvc)
 	client := clientapi.NewServer(clientapi.Deps{
 		Config:        cfg,
 		DB:            db,
 		Authenticator: authn,
 		Accounts:      accounts,
 		Rooms:         rooms,
+		Sync:          syncSvc,
 		Registry:      reg,
 		Version:       version,
 	})
 	fed := federation.NewServer(cfg, key, version)
-	return &Server{Config: cfg, DB: db, SigningKey: key, Accounts: accounts, Rooms: rooms, Client: client, Federation: fed, registry: reg}, nil
+	return &Server{Config: cfg, DB: db, SigningKey: key, Accounts: accounts, Rooms: rooms, Sync: syncSvc, Client: client, Federation: fed, registry: reg}, nil
 }
 
 // profileSource gives the roomserver the profile to put in local users' member events.
@@ -89,6 +100,7 @@ func (p profileSource) Profile(ctx context.Context, userID string) (string, stri
 // Close waits for queued room writes, then releases the database.
 func (s *Server) Close() error {
 	rerr := s.Rooms.Close()
+	s.Sync.Close()
 	if err := s.DB.Close(); err != nil {
 		return err
 	}
@@ -179,4 +191,20 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 	}
 	return err
+}
+
+// lateOutput forwards room events to an output set after the roomserver is built (the
+// sync service needs the roomserver to answer queries). Events before set are dropped:
+// nothing waits on /sync before the server serves.
+type lateOutput struct {
+	out atomic.Pointer[roomserver.Output]
+}
+
+func (l *lateOutput) set(o roomserver.Output) { l.out.Store(&o) }
+
+// OnNewEvent implements roomserver.Output.
+func (l *lateOutput) OnNewEvent(ev roomserver.OutputEvent) {
+	if o := l.out.Load(); o != nil {
+		(*o).OnNewEvent(ev)
+	}
 }

@@ -1,0 +1,98 @@
+package clientapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/myelin-chat/myelin/clientapi/httputil"
+	"github.com/myelin-chat/myelin/roomserver"
+	"github.com/myelin-chat/myelin/storage"
+	"github.com/myelin-chat/myelin/syncapi"
+	"github.com/myelin-chat/myelin/syncapi/filter"
+)
+
+// maxSyncTimeout caps the long-poll timeout of /sync.
+const maxSyncTimeout = 5 * time.Minute
+
+// getSync serves GET /sync.
+func (s *Server) getSync(r *http.Request) (any, error) {
+	if s.sync == nil {
+		return nil, httputil.Unrecognized("/sync is not available")
+	}
+	d := requestDevice(r)
+	q := r.URL.Query()
+	req := syncapi.Request{UserID: d.UserID, DeviceID: d.DeviceID, SetPresence: q.Get("set_presence")}
+	switch req.SetPresence {
+	case "", syncapi.PresenceOnline, syncapi.PresenceOffline, syncapi.PresenceUnavailable:
+	default:
+		return nil, httputil.InvalidParam("set_presence must be online, offline or unavailable")
+	}
+	if v := q.Get("since"); v != "" {
+		tok, err := syncapi.ParseToken(v)
+		if err != nil {
+			return nil, httputil.InvalidParam("Invalid since token")
+		}
+		req.Since = &tok
+	}
+	if v := q.Get("timeout"); v != "" {
+		ms, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || ms < 0 {
+			return nil, httputil.InvalidParam("timeout must be a number of milliseconds")
+		}
+		req.Timeout = min(time.Duration(ms)*time.Millisecond, maxSyncTimeout)
+	}
+	switch q.Get("full_state") {
+	case "", "false":
+	case "true":
+		req.FullState = true
+	default:
+		return nil, httputil.InvalidParam("full_state must be true or false")
+	}
+	f, err := s.syncFilter(r.Context(), d.UserID, q.Get("filter"))
+	if err != nil {
+		return nil, err
+	}
+	req.Filter = f
+	fmtr := s.formatter(d.UserID, d.DeviceID, f.Format())
+	req.Format = func(ctx context.Context, evs []*roomserver.Event) ([]any, error) {
+		if len(evs) == 0 {
+			return []any{}, nil
+		}
+		return fmtr.events(ctx, evs)
+	}
+	return s.sync.Sync(r.Context(), req)
+}
+
+// syncFilter resolves /sync's filter parameter: a filter ID or an inline JSON filter.
+func (s *Server) syncFilter(ctx context.Context, userID, param string) (*filter.Filter, error) {
+	if param == "" {
+		return filter.Default(), nil
+	}
+	if strings.HasPrefix(strings.TrimSpace(param), "{") {
+		f, err := filter.Parse([]byte(param))
+		if err != nil {
+			return nil, filterError(err)
+		}
+		return f, nil
+	}
+	id, err := strconv.ParseInt(param, 10, 64)
+	if err != nil {
+		return nil, httputil.InvalidParam("filter must be a filter ID or a JSON filter")
+	}
+	raw, err := storage.GetFilter(ctx, s.db, userID, id)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, httputil.InvalidParam("No such filter")
+	}
+	if err != nil {
+		return nil, err
+	}
+	f, err := filter.Parse(raw)
+	if err != nil {
+		return nil, filterError(err)
+	}
+	return f, nil
+}

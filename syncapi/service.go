@@ -1,0 +1,301 @@
+package syncapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/sirupsen/logrus"
+
+	"github.com/myelin-chat/myelin/roomserver"
+	"github.com/myelin-chat/myelin/storage"
+)
+
+// UnreadCounts are a room's notification counts (syncapi/push computes them).
+type UnreadCounts struct {
+	Notifications int64
+	Highlights    int64
+	// Threads holds per-thread counts (thread root event ID → counts) when asked for.
+	Threads map[string]UnreadCounts
+}
+
+// UnreadCounter gives /sync the notification counts of a room; nil leaves them out.
+type UnreadCounter interface {
+	UnreadCounts(ctx context.Context, userID, roomID string, threads bool) (UnreadCounts, error)
+}
+
+// ReadMarker is told when a user reads up to an event (m.read / m.read.private
+// receipts), so notification counts can be reset; nil ignores it.
+type ReadMarker interface {
+	MarkRead(ctx context.Context, userID, roomID, eventID, threadID string) error
+}
+
+// Config is what the sync service needs.
+type Config struct {
+	DB    *storage.DB
+	Rooms *roomserver.Roomserver
+	// Notifier defaults to a LocalNotifier.
+	Notifier Notifier
+	Unread   UnreadCounter
+	Reads    ReadMarker
+	// ServerName decides which senders are local (for presence activity).
+	ServerName spec.ServerName
+}
+
+// Service is the sync component. It implements roomserver.Output.
+type Service struct {
+	db       *storage.DB
+	rooms    *roomserver.Roomserver
+	notifier Notifier
+	unread   UnreadCounter
+	reads    ReadMarker
+	server   spec.ServerName
+	typing   *Typing
+	presence *presenceTracker
+	lazy     *lazyCache
+
+	activity chan string
+	stop     context.CancelFunc
+}
+
+// New builds the service and starts its background work (presence timeouts); Close stops it.
+func New(cfg Config) *Service {
+	s := &Service{db: cfg.DB, rooms: cfg.Rooms, notifier: cfg.Notifier, unread: cfg.Unread, reads: cfg.Reads,
+		server: cfg.ServerName, lazy: newLazyCache(), activity: make(chan string, 1024)}
+	if s.notifier == nil {
+		s.notifier = NewLocalNotifier()
+	}
+	s.typing = newTyping(func(roomID string) { s.notifier.WakeRooms(roomID) })
+	s.presence = newPresenceTracker(cfg.DB, s.wakeRoomMates)
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stop = cancel
+	go s.presence.run(ctx)
+	go s.runActivity(ctx)
+	return s
+}
+
+// Close stops the background work.
+func (s *Service) Close() {
+	if s != nil && s.stop != nil {
+		s.stop()
+	}
+}
+
+// Notifier returns the notifier that wakes long-polls.
+func (s *Service) Notifier() Notifier { return s.notifier }
+
+// OnNewEvent implements roomserver.Output: it wakes the room's long-polls and, for
+// membership events, the target's (invites, joins from elsewhere). It returns at once.
+func (s *Service) OnNewEvent(ev roomserver.OutputEvent) {
+	e := ev.Event
+	s.notifier.WakeRooms(e.RoomID().String())
+	if e.Type() == spec.MRoomMember && e.StateKey() != nil {
+		s.notifier.WakeUsers(*e.StateKey())
+	}
+	sender := string(e.SenderID())
+	if s.server != "" && strings.HasSuffix(sender, ":"+string(s.server)) {
+		select {
+		case s.activity <- sender:
+		default: // presence activity is best effort; never block the commit goroutine
+		}
+	}
+}
+
+func (s *Service) runActivity(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case u := <-s.activity:
+			s.presence.active(ctx, u)
+		}
+	}
+}
+
+// OnAccountData wakes a user's long-polls after an account data write.
+func (s *Service) OnAccountData(userID string) {
+	if s != nil {
+		s.notifier.WakeUsers(userID)
+	}
+}
+
+// OnToDevice wakes the long-polls of users who received send-to-device messages.
+func (s *Service) OnToDevice(userIDs ...string) {
+	if s != nil {
+		s.notifier.WakeUsers(userIDs...)
+	}
+}
+
+// OnKeysChanged wakes a user's long-polls (one-time key counts) and, when its device
+// list changed, those of everyone sharing a room with it.
+func (s *Service) OnKeysChanged(userID string, deviceListChanged bool) {
+	if s == nil {
+		return
+	}
+	s.notifier.WakeUsers(userID)
+	if deviceListChanged {
+		go s.wakeRoomMates(context.Background(), userID)
+	}
+}
+
+// wakeRoomMates wakes the long-polls of a user and of the rooms it is joined to.
+func (s *Service) wakeRoomMates(ctx context.Context, userID string) {
+	s.notifier.WakeUsers(userID)
+	rooms, err := s.rooms.JoinedRooms(ctx, userID)
+	if err != nil {
+		logrus.WithError(err).WithField("user_id", userID).Warn("cannot wake room-mates")
+		return
+	}
+	s.notifier.WakeRooms(rooms...)
+}
+
+// SetTyping handles PUT /rooms/{roomId}/typing/{userId}: userID must be joined.
+func (s *Service) SetTyping(ctx context.Context, roomID, userID string, typing bool, timeout time.Duration) error {
+	if err := s.requireJoined(ctx, roomID, userID); err != nil {
+		return err
+	}
+	s.typing.Set(roomID, userID, typing, timeout)
+	return nil
+}
+
+func (s *Service) requireJoined(ctx context.Context, roomID, userID string) error {
+	m, _, err := s.rooms.Membership(ctx, roomID, userID)
+	if err != nil {
+		if isNotFound(err) {
+			return forbidden("You are not in this room")
+		}
+		return err
+	}
+	if m != spec.Join {
+		return forbidden("You are not in this room")
+	}
+	return nil
+}
+
+func isNotFound(err error) bool {
+	var me spec.MatrixError
+	if errors.As(err, &me) {
+		return me.ErrCode == spec.ErrorNotFound
+	}
+	var mp *spec.MatrixError
+	return errors.As(err, &mp) && mp.ErrCode == spec.ErrorNotFound
+}
+
+func forbidden(msg string) error { return spec.Forbidden(msg) }
+func badParam(msg string) error  { return spec.InvalidParam(msg) }
+
+// Receipt types.
+const (
+	ReceiptRead        = "m.read"
+	ReceiptReadPrivate = "m.read.private"
+	FullyRead          = "m.fully_read"
+)
+
+// PostReceipt stores a receipt (m.read, m.read.private) or the read marker
+// (m.fully_read) of userID on eventID, after checking the user is joined and the event
+// belongs to the room. threadID is "" (unthreaded), "main" or a thread root event ID.
+func (s *Service) PostReceipt(ctx context.Context, roomID, userID, receiptType, eventID, threadID string) error {
+	switch receiptType {
+	case ReceiptRead, ReceiptReadPrivate, FullyRead:
+	default:
+		return badParam("Unknown receipt type " + receiptType)
+	}
+	if receiptType == FullyRead && threadID != "" {
+		return badParam("m.fully_read cannot have a thread_id")
+	}
+	if err := s.requireJoined(ctx, roomID, userID); err != nil {
+		return err
+	}
+	ev, err := s.rooms.EventForUser(ctx, userID, roomID, eventID)
+	if err != nil {
+		return err
+	}
+	if threadID != "" && threadID != "main" {
+		if !strings.HasPrefix(threadID, "$") {
+			return badParam("thread_id must be \"main\" or an event ID")
+		}
+		if _, err := s.rooms.EventForUser(ctx, userID, roomID, threadID); err != nil {
+			return badParam("thread_id is not an event of this room")
+		}
+		// The event must belong to the thread: the root itself or an event in it.
+		if ev.EventID() != threadID && !(ev.RelType == "m.thread" && ev.RelatesTo == threadID) {
+			return badParam("The event is not part of thread " + threadID)
+		}
+	}
+	if receiptType == FullyRead {
+		content, _ := json.Marshal(map[string]string{"event_id": eventID})
+		if _, err := storage.SetAccountData(ctx, s.db, userID, roomID, FullyRead, content); err != nil {
+			return err
+		}
+		s.notifier.WakeUsers(userID)
+		return nil
+	}
+	err = s.db.WithTx(ctx, func(tx *storage.Tx) error {
+		_, err := storage.PutReceipt(ctx, tx, storage.Receipt{RoomID: roomID, Type: receiptType, UserID: userID,
+			ThreadID: threadID, EventID: eventID, TS: storage.NowMS()})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if s.reads != nil {
+		if err := s.reads.MarkRead(ctx, userID, roomID, eventID, threadID); err != nil {
+			logrus.WithError(err).WithField("room_id", roomID).Warn("mark read failed")
+		}
+	}
+	if receiptType == ReceiptReadPrivate {
+		s.notifier.WakeUsers(userID)
+	} else {
+		s.notifier.WakeRooms(roomID)
+	}
+	return nil
+}
+
+// SetPresence handles PUT /presence/{userId}/status.
+func (s *Service) SetPresence(ctx context.Context, userID, state string, statusMsg *string) error {
+	switch state {
+	case PresenceOnline, PresenceUnavailable, PresenceOffline:
+	default:
+		return badParam("presence must be online, unavailable or offline")
+	}
+	return s.presence.set(ctx, userID, state, statusMsg, state == PresenceOnline)
+}
+
+// GetPresence handles GET /presence/{userId}/status: requester sees its own presence
+// and that of users it shares a room with.
+func (s *Service) GetPresence(ctx context.Context, requester, userID string) (PresenceView, error) {
+	if requester != userID {
+		ok, err := s.shareRoom(ctx, requester, userID)
+		if err != nil {
+			return PresenceView{}, err
+		}
+		if !ok {
+			return PresenceView{}, forbidden("You do not share a room with this user")
+		}
+	}
+	return s.presence.get(ctx, userID)
+}
+
+func (s *Service) shareRoom(ctx context.Context, a, b string) (bool, error) {
+	ra, err := s.rooms.JoinedRooms(ctx, a)
+	if err != nil {
+		return false, err
+	}
+	rb, err := s.rooms.JoinedRooms(ctx, b)
+	if err != nil {
+		return false, err
+	}
+	set := make(map[string]bool, len(ra))
+	for _, r := range ra {
+		set[r] = true
+	}
+	for _, r := range rb {
+		if set[r] {
+			return true, nil
+		}
+	}
+	return false, nil
+}

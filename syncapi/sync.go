@@ -1,0 +1,913 @@
+package syncapi
+
+import (
+	"context"
+	"encoding/json"
+	"sort"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/myelin-chat/myelin/roomserver"
+	"github.com/myelin-chat/myelin/storage"
+	"github.com/myelin-chat/myelin/syncapi/filter"
+)
+
+// Request is a parsed /sync request.
+type Request struct {
+	UserID   string
+	DeviceID string
+	// Since is nil for an initial sync.
+	Since     *Token
+	Filter    *filter.Filter
+	FullState bool
+	// SetPresence is online (default), unavailable or offline.
+	SetPresence string
+	Timeout     time.Duration
+	// Format renders room events as the client sees them (clientapi's formatter).
+	Format func(ctx context.Context, evs []*roomserver.Event) ([]any, error)
+}
+
+// Response is the /sync response body.
+type Response struct {
+	NextBatch        string         `json:"next_batch"`
+	Rooms            *Rooms         `json:"rooms,omitempty"`
+	Presence         *EventList     `json:"presence,omitempty"`
+	AccountData      *EventList     `json:"account_data,omitempty"`
+	ToDevice         *EventList     `json:"to_device,omitempty"`
+	DeviceLists      *DeviceLists   `json:"device_lists,omitempty"`
+	OTKCounts        map[string]int `json:"device_one_time_keys_count"`
+	FallbackKeyTypes []string       `json:"device_unused_fallback_key_types"`
+
+	next Token
+}
+
+// Next returns the response's next_batch token.
+func (r *Response) Next() Token { return r.next }
+
+// EventList is {"events": [...]}.
+type EventList struct {
+	Events []any `json:"events"`
+}
+
+// DeviceLists is the device_lists section.
+type DeviceLists struct {
+	Changed []string `json:"changed,omitempty"`
+	Left    []string `json:"left,omitempty"`
+}
+
+// Rooms is the rooms section.
+type Rooms struct {
+	Join   map[string]*JoinedRoom  `json:"join,omitempty"`
+	Invite map[string]*InvitedRoom `json:"invite,omitempty"`
+	Knock  map[string]*KnockedRoom `json:"knock,omitempty"`
+	Leave  map[string]*LeftRoom    `json:"leave,omitempty"`
+}
+
+// Timeline is a room's timeline section.
+type Timeline struct {
+	Events    []any  `json:"events"`
+	Limited   bool   `json:"limited"`
+	PrevBatch string `json:"prev_batch,omitempty"`
+}
+
+// Summary is a joined room's summary.
+type Summary struct {
+	Heroes             []string `json:"m.heroes,omitempty"`
+	JoinedMemberCount  *int     `json:"m.joined_member_count,omitempty"`
+	InvitedMemberCount *int     `json:"m.invited_member_count,omitempty"`
+}
+
+// NotificationCounts are unread notification counts.
+type NotificationCounts struct {
+	HighlightCount    int64 `json:"highlight_count"`
+	NotificationCount int64 `json:"notification_count"`
+}
+
+// JoinedRoom is a room of rooms.join.
+type JoinedRoom struct {
+	Summary                   *Summary                      `json:"summary,omitempty"`
+	State                     EventList                     `json:"state"`
+	Timeline                  Timeline                      `json:"timeline"`
+	Ephemeral                 EventList                     `json:"ephemeral"`
+	AccountData               EventList                     `json:"account_data"`
+	UnreadNotifications       *NotificationCounts           `json:"unread_notifications,omitempty"`
+	UnreadThreadNotifications map[string]NotificationCounts `json:"unread_thread_notifications,omitempty"`
+}
+
+// InvitedRoom is a room of rooms.invite.
+type InvitedRoom struct {
+	InviteState EventList `json:"invite_state"`
+}
+
+// KnockedRoom is a room of rooms.knock.
+type KnockedRoom struct {
+	KnockState EventList `json:"knock_state"`
+}
+
+// LeftRoom is a room of rooms.leave.
+type LeftRoom struct {
+	State       EventList `json:"state"`
+	Timeline    Timeline  `json:"timeline"`
+	AccountData EventList `json:"account_data"`
+}
+
+// strippedEvent is a stripped state event (invite_state, knock_state).
+type strippedEvent struct {
+	Content  json.RawMessage `json:"content"`
+	Sender   string          `json:"sender"`
+	StateKey string          `json:"state_key"`
+	Type     string          `json:"type"`
+}
+
+// basicEvent is an event with only a type and content (account data, typing, receipts).
+type basicEvent struct {
+	Type    string `json:"type"`
+	Content any    `json:"content"`
+}
+
+// presenceEvent is an m.presence event.
+type presenceEvent struct {
+	Type    string       `json:"type"`
+	Sender  string       `json:"sender"`
+	Content PresenceView `json:"content"`
+}
+
+func (r *Response) empty() bool {
+	if r.Rooms != nil && (len(r.Rooms.Join) > 0 || len(r.Rooms.Invite) > 0 || len(r.Rooms.Knock) > 0 || len(r.Rooms.Leave) > 0) {
+		return false
+	}
+	if r.Presence != nil && len(r.Presence.Events) > 0 || r.AccountData != nil && len(r.AccountData.Events) > 0 ||
+		r.ToDevice != nil && len(r.ToDevice.Events) > 0 {
+		return false
+	}
+	return r.DeviceLists == nil || len(r.DeviceLists.Changed) == 0 && len(r.DeviceLists.Left) == 0
+}
+
+// CurrentToken returns the current position of every stream.
+func (s *Service) CurrentToken(ctx context.Context) (Token, error) {
+	pos, err := storage.StreamPositions(ctx, s.db)
+	if err != nil {
+		return Token{}, err
+	}
+	return Token{
+		Events:      s.rooms.StreamPosition(),
+		AccountData: pos[storage.StreamAccountData],
+		Receipts:    pos[storage.StreamReceipts],
+		Typing:      s.typing.Pos(),
+		Presence:    pos[storage.StreamPresence],
+		ToDevice:    pos[storage.StreamToDevice],
+		DeviceLists: pos[storage.StreamDeviceList],
+	}, nil
+}
+
+// Sync answers a /sync request. With a since token and a timeout it waits until there
+// is something to return or the timeout passes (then it returns an empty response).
+func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
+	done := s.presence.syncStarted(ctx, req.UserID, req.SetPresence)
+	defer done()
+	if req.Since == nil || req.FullState || req.Timeout <= 0 {
+		return s.build(ctx, req, nil)
+	}
+	timer := time.NewTimer(req.Timeout)
+	defer timer.Stop()
+	for {
+		ms, err := s.rooms.RoomsOfUser(ctx, req.UserID, "")
+		if err != nil {
+			return nil, err
+		}
+		var roomIDs []string
+		for _, m := range ms {
+			if m.Membership == spec.Join {
+				roomIDs = append(roomIDs, m.RoomID)
+			}
+		}
+		// Listen before reading: whatever is written after the read wakes us.
+		l := s.notifier.Listen(req.UserID, req.DeviceID, roomIDs)
+		resp, err := s.build(ctx, req, ms)
+		if err != nil || !resp.empty() {
+			l.Close()
+			return resp, err
+		}
+		select {
+		case <-l.C:
+			l.Close()
+		case <-timer.C:
+			l.Close()
+			return resp, nil
+		case <-ctx.Done():
+			l.Close()
+			return resp, nil
+		}
+	}
+}
+
+// syncState is the work of one build.
+type syncState struct {
+	req     Request
+	since   Token // zero for initial
+	to      Token
+	initial bool
+	full    bool // initial or full_state
+	resp    *Response
+	shared  map[string]bool // users sharing a joined room with the requester (lazy)
+	joined  []string
+	changed map[string]bool // device_lists.changed candidates
+	left    map[string]bool
+}
+
+func (s *Service) build(ctx context.Context, req Request, ms []roomserver.RoomMembership) (*Response, error) {
+	st := &syncState{req: req, initial: req.Since == nil, changed: map[string]bool{}, left: map[string]bool{}}
+	if req.Since != nil {
+		st.since = *req.Since
+	}
+	st.full = st.initial || req.FullState
+	if st.initial {
+		s.lazy.reset(req.UserID, req.DeviceID)
+	}
+	var err error
+	if ms == nil {
+		if ms, err = s.rooms.RoomsOfUser(ctx, req.UserID, ""); err != nil {
+			return nil, err
+		}
+	}
+	cur, err := s.CurrentToken(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st.to = cur.atLeast(st.since)
+	st.resp = &Response{Rooms: &Rooms{Join: map[string]*JoinedRoom{}, Invite: map[string]*InvitedRoom{},
+		Knock: map[string]*KnockedRoom{}, Leave: map[string]*LeftRoom{}}}
+	rf := req.Filter.GetRoom()
+
+	for _, m := range ms {
+		if m.Membership == spec.Join {
+			st.joined = append(st.joined, m.RoomID)
+		}
+	}
+	// Room account data, by room.
+	ad, err := storage.AccountDataSince(ctx, s.db, req.UserID, st.since.AccountData, st.to.AccountData)
+	if err != nil {
+		return nil, err
+	}
+	roomAD := map[string][]any{}
+	var globalAD []any
+	adf := req.Filter.GetAccountData()
+	radf := rf.GetAccountData()
+	for _, a := range ad {
+		if a.RoomID == "" {
+			if adf.Matches(a.Type, req.UserID) {
+				globalAD = append(globalAD, basicEvent{Type: a.Type, Content: a.Content})
+			}
+		} else if radf.Matches(a.RoomID, a.Type, req.UserID, false) {
+			roomAD[a.RoomID] = append(roomAD[a.RoomID], basicEvent{Type: a.Type, Content: a.Content})
+		}
+	}
+	// Receipts of joined rooms.
+	receipts, err := s.receipts(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+
+	for _, m := range ms {
+		if !rf.MatchesRoom(m.RoomID) || m.StreamPos > st.to.Events {
+			continue
+		}
+		changedSince := m.StreamPos > st.since.Events
+		switch m.Membership {
+		case spec.Join:
+			jr, err := s.joinedRoom(ctx, st, m, roomAD[m.RoomID], receipts[m.RoomID])
+			if err != nil {
+				return nil, err
+			}
+			if jr != nil {
+				st.resp.Rooms.Join[m.RoomID] = jr
+			}
+		case spec.Invite:
+			if st.full || changedSince {
+				ir, err := s.invitedRoom(ctx, m)
+				if err != nil {
+					return nil, err
+				}
+				st.resp.Rooms.Invite[m.RoomID] = &InvitedRoom{InviteState: EventList{Events: ir}}
+			}
+		case "knock":
+			if st.full || changedSince {
+				ir, err := s.invitedRoom(ctx, m)
+				if err != nil {
+					return nil, err
+				}
+				st.resp.Rooms.Knock[m.RoomID] = &KnockedRoom{KnockState: EventList{Events: ir}}
+			}
+		case spec.Leave, spec.Ban:
+			if (st.full && rf.IncludesLeave()) || (!st.initial && changedSince) {
+				lr, err := s.leftRoom(ctx, st, m, roomAD[m.RoomID])
+				if err != nil {
+					return nil, err
+				}
+				if lr != nil {
+					st.resp.Rooms.Leave[m.RoomID] = lr
+				}
+			}
+		}
+	}
+	if len(globalAD) > 0 || st.full {
+		st.resp.AccountData = &EventList{Events: nonNil(globalAD)}
+	}
+	if err := s.presenceSection(ctx, st); err != nil {
+		return nil, err
+	}
+	if err := s.toDevice(ctx, st); err != nil {
+		return nil, err
+	}
+	if err := s.deviceLists(ctx, st); err != nil {
+		return nil, err
+	}
+	if st.resp.OTKCounts, err = storage.OneTimeKeyCounts(ctx, s.db, req.UserID, req.DeviceID); err != nil {
+		return nil, err
+	}
+	if st.resp.OTKCounts == nil {
+		st.resp.OTKCounts = map[string]int{}
+	}
+	if st.resp.FallbackKeyTypes, err = storage.UnusedFallbackKeyTypes(ctx, s.db, req.UserID, req.DeviceID); err != nil {
+		return nil, err
+	}
+	if st.resp.FallbackKeyTypes == nil {
+		st.resp.FallbackKeyTypes = []string{}
+	}
+	st.resp.next = st.to
+	st.resp.NextBatch = st.to.String()
+	return st.resp, nil
+}
+
+func nonNil(evs []any) []any {
+	if evs == nil {
+		return []any{}
+	}
+	return evs
+}
+
+// receipts returns the m.receipt event content of each joined room with new receipts.
+func (s *Service) receipts(ctx context.Context, st *syncState) (map[string]map[string]map[string]map[string]any, error) {
+	if len(st.joined) == 0 || st.since.Receipts >= st.to.Receipts {
+		return nil, nil
+	}
+	rs, err := storage.ReceiptsSince(ctx, s.db, st.joined, st.since.Receipts, st.to.Receipts)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]map[string]map[string]map[string]any{} // room → event → type → user → receipt
+	for _, r := range rs {
+		if r.Type == ReceiptReadPrivate && r.UserID != st.req.UserID {
+			continue
+		}
+		room := out[r.RoomID]
+		if room == nil {
+			room = map[string]map[string]map[string]any{}
+			out[r.RoomID] = room
+		}
+		ev := room[r.EventID]
+		if ev == nil {
+			ev = map[string]map[string]any{}
+			room[r.EventID] = ev
+		}
+		users := ev[r.Type]
+		if users == nil {
+			users = map[string]any{}
+			ev[r.Type] = users
+		}
+		rec := map[string]any{"ts": r.TS}
+		if r.ThreadID != "" {
+			rec["thread_id"] = r.ThreadID
+		}
+		users[r.UserID] = rec
+	}
+	return out, nil
+}
+
+// timeline returns up to limit events of a room with from < stream position <= to that
+// the user may see and that pass the filter, oldest first; limited when there were more.
+// droppedState reports state events of the window left out by the filter.
+func (s *Service) timeline(ctx context.Context, st *syncState, roomID string, from, to int64, limit int,
+	tf *filter.RoomEventFilter) (evs []*roomserver.Event, limited, droppedState bool, err error) {
+	const maxPages = 20
+	pageSize := max(limit+1, 20)
+	upper := to
+	for page := 0; page < maxPages; page++ {
+		raw, err := s.rooms.StreamEvents(ctx, roomID, from, upper, pageSize, true)
+		if err != nil {
+			return nil, false, false, err
+		}
+		if len(raw) == 0 {
+			break
+		}
+		upper = raw[len(raw)-1].StreamPos - 1
+		vis, err := s.rooms.VisibleEvents(ctx, st.req.UserID, raw)
+		if err != nil {
+			return nil, false, false, err
+		}
+		for _, ev := range vis {
+			if !tf.Matches(roomID, ev.Type(), string(ev.SenderID()), hasURL(ev)) {
+				if ev.IsState() {
+					droppedState = true
+				}
+				continue
+			}
+			if len(evs) == limit {
+				limited = true
+				break
+			}
+			evs = append(evs, ev)
+		}
+		if limited || len(raw) < pageSize {
+			break
+		}
+		if page == maxPages-1 {
+			limited = true
+		}
+	}
+	for i, j := 0, len(evs)-1; i < j; i, j = i+1, j-1 {
+		evs[i], evs[j] = evs[j], evs[i]
+	}
+	return evs, limited, droppedState, nil
+}
+
+func hasURL(ev *roomserver.Event) bool {
+	var c struct {
+		URL json.RawMessage `json:"url"`
+	}
+	return json.Unmarshal(ev.Content(), &c) == nil && len(c.URL) > 0
+}
+
+// roomWindow builds the timeline and state of a room for the window (from, to].
+// full asks for the complete state at the start of the timeline.
+func (s *Service) roomWindow(ctx context.Context, st *syncState, roomID string, from, to int64, full bool) (
+	tl Timeline, state []*roomserver.Event, timeline []*roomserver.Event, err error) {
+	rf := st.req.Filter.GetRoom()
+	tf := rf.GetTimeline()
+	limit := tf.LimitOr(filter.DefaultTimelineLimit)
+	evs, limited, droppedState, err := s.timeline(ctx, st, roomID, from, to, limit, tf)
+	if err != nil {
+		return tl, nil, nil, err
+	}
+	tl.Limited = limited
+	if len(evs) > 0 {
+		first := evs[0]
+		tl.PrevBatch = roomserver.Position{Depth: first.Depth(), Stream: first.StreamPos - 1}.String()
+	} else {
+		pos, err := s.rooms.PositionAtStream(ctx, roomID, to)
+		if err != nil {
+			return tl, nil, nil, err
+		}
+		tl.PrevBatch = pos.String()
+	}
+	// The state before the timeline: all of it when full, else what changed since from.
+	if full || limited || droppedState {
+		var all []*roomserver.Event
+		switch {
+		case len(evs) > 0:
+			all, err = s.rooms.StateAtEvent(ctx, evs[0].EventID(), false)
+		default:
+			var last []*roomserver.Event
+			if last, err = s.rooms.StreamEvents(ctx, roomID, 0, to, 1, true); err == nil && len(last) > 0 {
+				all, err = s.rooms.StateAtEvent(ctx, last[0].EventID(), true)
+			}
+		}
+		if err != nil {
+			return tl, nil, nil, err
+		}
+		inTimeline := make(map[string]bool, len(evs))
+		for _, ev := range evs {
+			inTimeline[ev.EventID()] = true
+		}
+		for _, ev := range all {
+			if inTimeline[ev.EventID()] {
+				continue
+			}
+			if full || ev.StreamPos > from {
+				state = append(state, ev)
+			}
+		}
+	}
+	state, err = s.filterState(ctx, st, roomID, state, evs, full)
+	if err != nil {
+		return tl, nil, nil, err
+	}
+	return tl, state, evs, nil
+}
+
+// filterState applies the state filter and lazy-loading of members.
+func (s *Service) filterState(ctx context.Context, st *syncState, roomID string, state, timeline []*roomserver.Event, full bool) ([]*roomserver.Event, error) {
+	sf := st.req.Filter.GetRoom().GetState()
+	lazy := sf.LazyLoad()
+	needed := map[string]bool{}
+	if lazy {
+		for _, ev := range timeline {
+			needed[string(ev.SenderID())] = true
+		}
+		if full {
+			needed[st.req.UserID] = true
+		}
+	}
+	out := state[:0:0]
+	have := map[string]bool{}
+	for _, ev := range state {
+		if !sf.Matches(roomID, ev.Type(), string(ev.SenderID()), hasURL(ev)) {
+			continue
+		}
+		if lazy && ev.Type() == spec.MRoomMember {
+			u := *ev.StateKey()
+			if !needed[u] {
+				continue
+			}
+			if !sf.RedundantMembers() && s.lazy.sent(st.req.UserID, st.req.DeviceID, roomID, u, ev.EventID()) {
+				have[u] = true
+				continue
+			}
+			have[u] = true
+		}
+		out = append(out, ev)
+	}
+	if lazy && len(timeline) > 0 && sf.Matches(roomID, spec.MRoomMember, "", false) {
+		// Members of timeline senders that are not in the state delta.
+		users := make([]string, 0, len(needed))
+		for u := range needed {
+			users = append(users, u)
+		}
+		sort.Strings(users)
+		for _, u := range users {
+			if have[u] {
+				continue
+			}
+			ev, err := s.rooms.StateEventAt(ctx, timeline[0].EventID(), spec.MRoomMember, u, false)
+			if err != nil {
+				return nil, err
+			}
+			if ev == nil {
+				continue
+			}
+			if !sf.RedundantMembers() && s.lazy.sent(st.req.UserID, st.req.DeviceID, roomID, u, ev.EventID()) {
+				continue
+			}
+			out = append(out, ev)
+		}
+	}
+	if lazy {
+		sent := map[string]string{}
+		for _, ev := range out {
+			if ev.Type() == spec.MRoomMember {
+				sent[*ev.StateKey()] = ev.EventID()
+			}
+		}
+		for _, ev := range timeline {
+			if ev.Type() == spec.MRoomMember && ev.StateKey() != nil {
+				sent[*ev.StateKey()] = ev.EventID()
+			}
+		}
+		s.lazy.record(st.req.UserID, st.req.DeviceID, roomID, sent)
+	}
+	return out, nil
+}
+
+// newlyJoined reports whether the user's join to a room happened after since (and it
+// was not joined before, e.g. a profile change).
+func (s *Service) newlyJoined(ctx context.Context, st *syncState, m roomserver.RoomMembership) (bool, error) {
+	if st.initial || m.StreamPos <= st.since.Events {
+		return false, nil
+	}
+	ev, err := s.rooms.Event(ctx, m.EventID)
+	if err != nil {
+		return false, err
+	}
+	for ev != nil && ev.StreamPos > st.since.Events {
+		if ev.ReplacesState == "" {
+			return true, nil
+		}
+		prev, err := s.rooms.Events(ctx, []string{ev.ReplacesState})
+		if err != nil {
+			return false, err
+		}
+		p := prev[ev.ReplacesState]
+		if p == nil {
+			return true, nil
+		}
+		if p.StreamPos <= st.since.Events {
+			return p.Membership != spec.Join, nil
+		}
+		ev = p
+	}
+	return true, nil
+}
+
+func (s *Service) joinedRoom(ctx context.Context, st *syncState, m roomserver.RoomMembership, ad []any,
+	receipts map[string]map[string]map[string]any) (*JoinedRoom, error) {
+	newly, err := s.newlyJoined(ctx, st, m)
+	if err != nil {
+		return nil, err
+	}
+	full := st.full || newly
+	from := st.since.Events
+	if full {
+		from = 0
+	}
+	tl, state, timeline, err := s.roomWindow(ctx, st, m.RoomID, from, st.to.Events, full)
+	if err != nil {
+		return nil, err
+	}
+	jr := &JoinedRoom{Timeline: tl, State: EventList{Events: []any{}}, AccountData: EventList{Events: nonNil(ad)},
+		Ephemeral: EventList{Events: []any{}}}
+	// Ephemeral: typing and receipts.
+	ef := st.req.Filter.GetRoom().GetEphemeral()
+	if ef.Matches(m.RoomID, "m.typing", "", false) {
+		since := st.since.Typing
+		if full {
+			since = 0
+		}
+		if users, changed := s.typing.Since(m.RoomID, since); changed {
+			jr.Ephemeral.Events = append(jr.Ephemeral.Events, basicEvent{Type: "m.typing", Content: map[string]any{"user_ids": nonNilStrings(users)}})
+		}
+	}
+	if len(receipts) > 0 && ef.Matches(m.RoomID, "m.receipt", "", false) {
+		jr.Ephemeral.Events = append(jr.Ephemeral.Events, basicEvent{Type: "m.receipt", Content: receipts})
+	}
+	if !full && len(timeline) == 0 && len(state) == 0 && len(jr.Ephemeral.Events) == 0 && len(ad) == 0 {
+		return nil, nil
+	}
+	if jr.Timeline.Events, err = st.req.Format(ctx, timeline); err != nil {
+		return nil, err
+	}
+	if jr.State.Events, err = st.req.Format(ctx, state); err != nil {
+		return nil, err
+	}
+	memberChange := full
+	for _, evs := range [][]*roomserver.Event{state, timeline} {
+		for _, ev := range evs {
+			if ev.Type() != spec.MRoomMember || ev.StateKey() == nil {
+				continue
+			}
+			memberChange = true
+			if u := *ev.StateKey(); u != st.req.UserID && !st.initial {
+				if ev.Membership == spec.Join {
+					st.changed[u] = true
+				} else if ev.Membership == spec.Leave || ev.Membership == spec.Ban {
+					st.left[u] = true
+				}
+			}
+		}
+	}
+	if newly {
+		members, err := s.rooms.JoinedMembers(ctx, m.RoomID)
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range members {
+			if u != st.req.UserID {
+				st.changed[u] = true
+			}
+		}
+	}
+	if memberChange {
+		if jr.Summary, err = s.summary(ctx, st, m.RoomID); err != nil {
+			return nil, err
+		}
+	}
+	if s.unread != nil {
+		tf := st.req.Filter.GetRoom().GetTimeline()
+		c, err := s.unread.UnreadCounts(ctx, st.req.UserID, m.RoomID, tf.ThreadNotifications())
+		if err != nil {
+			return nil, err
+		}
+		jr.UnreadNotifications = &NotificationCounts{HighlightCount: c.Highlights, NotificationCount: c.Notifications}
+		if tf.ThreadNotifications() && len(c.Threads) > 0 {
+			jr.UnreadThreadNotifications = map[string]NotificationCounts{}
+			for id, tc := range c.Threads {
+				jr.UnreadThreadNotifications[id] = NotificationCounts{HighlightCount: tc.Highlights, NotificationCount: tc.Notifications}
+			}
+		}
+	}
+	return jr, nil
+}
+
+func nonNilStrings(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// summary builds m.heroes and the member counts of a room.
+func (s *Service) summary(ctx context.Context, st *syncState, roomID string) (*Summary, error) {
+	members, err := s.rooms.Members(ctx, roomserver.MembersRequest{RoomID: roomID})
+	if err != nil {
+		return nil, err
+	}
+	var joined, invited int
+	var heroes, others []string
+	for _, ev := range members {
+		u := *ev.StateKey()
+		switch ev.Membership {
+		case spec.Join:
+			joined++
+		case spec.Invite:
+			invited++
+		}
+		if u == st.req.UserID {
+			continue
+		}
+		if ev.Membership == spec.Join || ev.Membership == spec.Invite {
+			heroes = append(heroes, u)
+		} else {
+			others = append(others, u)
+		}
+	}
+	if len(heroes) == 0 {
+		heroes = others
+	}
+	if len(heroes) > 5 {
+		heroes = heroes[:5]
+	}
+	return &Summary{Heroes: heroes, JoinedMemberCount: &joined, InvitedMemberCount: &invited}, nil
+}
+
+// strippedTypes are the state events of invite_state and knock_state.
+var strippedTypes = []string{spec.MRoomCreate, spec.MRoomJoinRules, spec.MRoomName, "m.room.avatar",
+	spec.MRoomCanonicalAlias, "m.room.encryption", "m.room.topic"}
+
+func (s *Service) invitedRoom(ctx context.Context, m roomserver.RoomMembership) ([]any, error) {
+	out := []any{}
+	for _, t := range strippedTypes {
+		ev, err := s.rooms.CurrentStateEvent(ctx, m.RoomID, t, "")
+		if err != nil {
+			return nil, err
+		}
+		if ev != nil {
+			out = append(out, stripped(ev))
+		}
+	}
+	ev, err := s.rooms.Event(ctx, m.EventID)
+	if err != nil {
+		return nil, err
+	}
+	// The inviter's own member event, then the invite itself.
+	if sender := string(ev.SenderID()); sender != *ev.StateKey() {
+		if inv, err := s.rooms.CurrentStateEvent(ctx, m.RoomID, spec.MRoomMember, sender); err != nil {
+			return nil, err
+		} else if inv != nil {
+			out = append(out, stripped(inv))
+		}
+	}
+	out = append(out, stripped(ev))
+	return out, nil
+}
+
+func stripped(ev *roomserver.Event) strippedEvent {
+	c := json.RawMessage(ev.Content())
+	if len(c) == 0 {
+		c = json.RawMessage("{}")
+	}
+	return strippedEvent{Content: c, Sender: string(ev.SenderID()), StateKey: *ev.StateKey(), Type: ev.Type()}
+}
+
+func (s *Service) leftRoom(ctx context.Context, st *syncState, m roomserver.RoomMembership, ad []any) (*LeftRoom, error) {
+	from := st.since.Events
+	full := st.full
+	if full {
+		from = 0
+	}
+	tl, state, timeline, err := s.roomWindow(ctx, st, m.RoomID, from, m.StreamPos, full)
+	if err != nil {
+		return nil, err
+	}
+	lr := &LeftRoom{Timeline: tl, AccountData: EventList{Events: nonNil(ad)}}
+	if lr.Timeline.Events, err = st.req.Format(ctx, timeline); err != nil {
+		return nil, err
+	}
+	if lr.State.Events, err = st.req.Format(ctx, state); err != nil {
+		return nil, err
+	}
+	if !st.initial {
+		members, err := s.rooms.JoinedMembers(ctx, m.RoomID)
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range members {
+			st.left[u] = true
+		}
+	}
+	return lr, nil
+}
+
+// sharedUsers returns the users sharing a joined room with the requester (and itself).
+func (s *Service) sharedUsers(ctx context.Context, st *syncState) (map[string]bool, error) {
+	if st.shared != nil {
+		return st.shared, nil
+	}
+	st.shared = map[string]bool{st.req.UserID: true}
+	for _, r := range st.joined {
+		members, err := s.rooms.JoinedMembers(ctx, r)
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range members {
+			st.shared[u] = true
+		}
+	}
+	return st.shared, nil
+}
+
+func (s *Service) presenceSection(ctx context.Context, st *syncState) error {
+	pf := st.req.Filter.GetPresence()
+	if st.since.Presence >= st.to.Presence || pf.LimitOr(1) == 0 {
+		return nil
+	}
+	rows, err := storage.PresenceSince(ctx, s.db, nil, st.since.Presence, st.to.Presence)
+	if err != nil || len(rows) == 0 {
+		return err
+	}
+	shared, err := s.sharedUsers(ctx, st)
+	if err != nil {
+		return err
+	}
+	var evs []any
+	for _, p := range rows {
+		if !shared[p.UserID] || !pf.Matches("m.presence", p.UserID) {
+			continue
+		}
+		evs = append(evs, presenceEvent{Type: "m.presence", Sender: p.UserID, Content: s.presence.view(p)})
+	}
+	if limit := pf.LimitOr(len(evs)); len(evs) > limit {
+		evs = evs[len(evs)-limit:]
+	}
+	if len(evs) > 0 {
+		st.resp.Presence = &EventList{Events: evs}
+	}
+	return nil
+}
+
+// toDevice delivers the device's inbox; messages up to since were received and are deleted.
+func (s *Service) toDevice(ctx context.Context, st *syncState) error {
+	const limit = 100
+	if st.since.ToDevice > 0 {
+		if _, err := storage.AckToDevice(ctx, s.db, st.req.UserID, st.req.DeviceID, st.since.ToDevice); err != nil {
+			return err
+		}
+	}
+	msgs, err := storage.ToDeviceSince(ctx, s.db, st.req.UserID, st.req.DeviceID, st.since.ToDevice, limit)
+	if err != nil {
+		return err
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	evs := make([]any, len(msgs))
+	for i, m := range msgs {
+		evs[i] = m
+	}
+	st.resp.ToDevice = &EventList{Events: evs}
+	last := msgs[len(msgs)-1].Pos
+	if len(msgs) == limit {
+		st.to.ToDevice = last
+	} else {
+		st.to.ToDevice = max(st.to.ToDevice, last)
+	}
+	return nil
+}
+
+func (s *Service) deviceLists(ctx context.Context, st *syncState) error {
+	if st.initial {
+		return nil
+	}
+	if st.since.DeviceLists < st.to.DeviceLists {
+		users, err := storage.DeviceListChangedUsers(ctx, s.db, st.req.UserID, st.since.DeviceLists, st.to.DeviceLists)
+		if err != nil {
+			return err
+		}
+		for _, u := range users {
+			st.changed[u] = true
+		}
+	}
+	if len(st.changed) == 0 && len(st.left) == 0 {
+		return nil
+	}
+	shared, err := s.sharedUsers(ctx, st)
+	if err != nil {
+		return err
+	}
+	dl := &DeviceLists{}
+	for u := range st.changed {
+		if shared[u] {
+			dl.Changed = append(dl.Changed, u)
+		}
+	}
+	for u := range st.left {
+		if !shared[u] {
+			dl.Left = append(dl.Left, u)
+		}
+	}
+	sort.Strings(dl.Changed)
+	sort.Strings(dl.Left)
+	if len(dl.Changed) > 0 || len(dl.Left) > 0 {
+		st.resp.DeviceLists = dl
+	}
+	return nil
+}

@@ -17,7 +17,10 @@ var supportedVersions = []string{
 }
 
 // unstableFeatures are MSC flags clients look for in /versions.
-var unstableFeatures = map[string]bool{}
+var unstableFeatures = map[string]bool{
+	// Dehydrated devices (clientapi/dehydrated.go).
+	"org.matrix.msc3814": true,
+}
 
 func (s *Server) getVersions(r *http.Request) (any, error) {
 	return map[string]any{

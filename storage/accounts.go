@@ -189,11 +189,16 @@ func UpdateDeviceLastSeen(ctx context.Context, q Querier, userID, deviceID strin
 	return nil
 }
 
-// DeleteDevice removes a device with all its access and refresh tokens and returns the
-// hashes of the access tokens removed, so that caches can drop them.
+// DeleteDevice removes a device with all its access and refresh tokens and its
+// end-to-end encryption data (keys, to-device inbox; other users' clients are told via
+// the device-list stream), and returns the hashes of the access tokens removed, so that
+// caches can drop them.
 func DeleteDevice(ctx context.Context, tx *Tx, userID, deviceID string) ([]string, error) {
 	hashes, err := queryStrings(ctx, tx, `SELECT token_hash FROM access_tokens WHERE user_id = $1 AND device_id = $2`, userID, deviceID)
 	if err != nil {
+		return nil, err
+	}
+	if err := DeleteDeviceE2EE(ctx, tx, userID, deviceID); err != nil {
 		return nil, err
 	}
 	for _, stmt := range []string{

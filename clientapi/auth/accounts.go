@@ -338,6 +338,9 @@ func (a *Accounts) Deactivate(ctx context.Context, d *Device, path string, erase
 		if err := storage.DeleteAllAccountData(ctx, tx, d.UserID); err != nil {
 			return err
 		}
+		if err := storage.DeleteUserE2EE(ctx, tx, d.UserID); err != nil {
+			return err
+		}
 		if erase {
 			if err := storage.EraseProfile(ctx, tx, d.UserID); err != nil {
 				return err

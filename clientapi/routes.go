@@ -117,6 +117,29 @@ func (s *Server) routes() []route {
 		{method: post, prefixes: clientV3, path: "/rooms/{roomId}/report/{eventId}", auth: authRequired, limited: true, h: s.postReportEvent},
 		{method: post, prefixes: clientV3, path: "/rooms/{roomId}/report", auth: authRequired, limited: true, h: s.postReportRoom},
 
+		// Room aliases, room directory, upgrades, tags, spaces, user directory, relations
+		// (directory.go, publicrooms.go, upgrade.go, tags.go, hierarchy.go,
+		// userdirectory.go, relations.go, timestamp.go).
+		{method: put, prefixes: clientV3, path: "/directory/room/{roomAlias}", auth: authRequired, limited: true, h: s.putDirectoryRoom},
+		{method: get, prefixes: clientV3, path: "/directory/room/{roomAlias}", auth: authOptional, limited: true, h: s.getDirectoryRoom},
+		{method: del, prefixes: clientV3, path: "/directory/room/{roomAlias}", auth: authRequired, limited: true, h: s.deleteDirectoryRoom},
+		{method: get, prefixes: clientV3, path: "/rooms/{roomId}/aliases", auth: authRequired, limited: true, h: s.getRoomAliases},
+		{method: get, prefixes: clientV3, path: "/directory/list/room/{roomId}", auth: authOptional, limited: true, h: s.getDirectoryListRoom},
+		{method: put, prefixes: clientV3, path: "/directory/list/room/{roomId}", auth: authRequired, limited: true, h: s.putDirectoryListRoom},
+		{method: get, prefixes: clientV3, path: "/publicRooms", auth: authOptional, limited: true, h: s.getPublicRooms},
+		{method: post, prefixes: clientV3, path: "/publicRooms", auth: authRequired, limited: true, h: s.postPublicRooms},
+		{method: post, prefixes: clientV3, path: "/rooms/{roomId}/upgrade", auth: authRequired, limited: true, h: s.postRoomUpgrade},
+		{method: get, prefixes: clientV3, path: "/user/{userId}/rooms/{roomId}/tags", auth: authRequired, h: s.getRoomTags},
+		{method: put, prefixes: clientV3, path: "/user/{userId}/rooms/{roomId}/tags/{tag}", auth: authRequired, limited: true, h: s.putRoomTag},
+		{method: del, prefixes: clientV3, path: "/user/{userId}/rooms/{roomId}/tags/{tag}", auth: authRequired, limited: true, h: s.deleteRoomTag},
+		{method: get, prefixes: clientV1, path: "/rooms/{roomId}/hierarchy", auth: authRequired, limited: true, h: s.getHierarchy},
+		{method: post, prefixes: clientV3, path: "/user_directory/search", auth: authRequired, limited: true, h: s.postUserDirectorySearch},
+		{method: get, prefixes: clientV1, path: "/rooms/{roomId}/relations/{eventId}", auth: authRequired, h: s.getRelations},
+		{method: get, prefixes: clientV1, path: "/rooms/{roomId}/relations/{eventId}/{relType}", auth: authRequired, h: s.getRelations},
+		{method: get, prefixes: clientV1, path: "/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}", auth: authRequired, h: s.getRelations},
+		{method: get, prefixes: clientV1, path: "/rooms/{roomId}/threads", auth: authRequired, h: s.getThreads},
+		{method: get, prefixes: clientV1, path: "/rooms/{roomId}/timestamp_to_event", auth: authRequired, h: s.getTimestampToEvent},
+
 		// Dehydrated devices, MSC3814 (dehydrated.go).
 		{method: put, prefixes: unstable, path: "/org.matrix.msc3814.v1/dehydrated_device", auth: authRequired, limited: true, h: s.putDehydratedDevice},
 		{method: get, prefixes: unstable, path: "/org.matrix.msc3814.v1/dehydrated_device", auth: authRequired, h: s.getDehydratedDevice},

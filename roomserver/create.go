@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -251,7 +252,24 @@ func (rs *Roomserver) CreateRoom(ctx context.Context, req CreateRoomRequest) (st
 		}
 	}
 
-	return rs.createRoomEvents(ctx, verImpl, events)
+	// Room IDs of version 12 are hashes of the create event: the same user creating two
+	// identical rooms within a millisecond would collide, so retry with a later
+	// timestamp (and, before v12, with a new random room ID).
+	ts := req.Timestamp
+	if ts.IsZero() {
+		ts = rs.cfg.Now()
+	}
+	for attempt := 0; ; attempt++ {
+		for i := range events {
+			events[i].ts = ts.Add(time.Duration(attempt) * time.Millisecond)
+		}
+		roomID, err := rs.createRoomEvents(ctx, verImpl, events)
+		var me spec.MatrixError
+		if attempt < 3 && errors.As(err, &me) && me.ErrCode == spec.ErrorRoomInUse {
+			continue
+		}
+		return roomID, err
+	}
 }
 
 // createRoomEvents builds, authorises and persists the initial events of a new room.

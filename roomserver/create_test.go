@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -158,6 +159,18 @@ func TestCreateRoomErrors(t *testing.T) {
 		pl, _ := rs.CurrentStateEvent(ctx, roomID, spec.MRoomPowerLevels, "")
 		if contentField(t, pl, "events_default") != float64(20) || contentField(t, pl, "state_default") != float64(50) {
 			t.Fatalf("override not applied: %s", pl.Content())
+		}
+	})
+}
+
+func TestCreateIdenticalV12Rooms(t *testing.T) {
+	storagetest.ForEachDB(t, func(t *testing.T, db *storage.DB) {
+		frozen := time.UnixMilli(1_700_000_000_000)
+		rs := newRS(t, db, func(c *Config) { c.Now = func() time.Time { return frozen } })
+		a := mustCreate(t, rs, CreateRoomRequest{Creator: user("alice"), RoomVersion: "12"})
+		b := mustCreate(t, rs, CreateRoomRequest{Creator: user("alice"), RoomVersion: "12"})
+		if a == b {
+			t.Fatal("two rooms share an ID")
 		}
 	})
 }

@@ -72,12 +72,12 @@ func TestRoomsCreate(t *testing.T) {
 
 		roomID := rmCreate(t, alice, &mautrix.ReqCreateRoom{
 			Preset: "private_chat", Name: "Ops", Topic: "Operations",
-			Invite:                    []id.UserID{bob.UserID},
-			IsDirect:                  true,
-			CreationContent:           map[string]any{"m.federate": false},
-			PowerLevelOverride:        &event.PowerLevelsEventContent{EventsDefault: 0, StateDefaultPtr: ptr(40), Users: map[id.UserID]int{alice.UserID: 100}},
-			InitialState:              []*event.Event{{Type: event.StateHistoryVisibility, Content: event.Content{Raw: map[string]any{"history_visibility": "joined"}}}},
-			RoomVersion:               "10",
+			Invite:             []id.UserID{bob.UserID},
+			IsDirect:           true,
+			CreationContent:    map[string]any{"m.federate": false},
+			PowerLevelOverride: &event.PowerLevelsEventContent{EventsDefault: 0, StateDefaultPtr: ptr(40), Users: map[id.UserID]int{alice.UserID: 100}},
+			InitialState:       []*event.Event{{Type: event.StateHistoryVisibility, Content: event.Content{Raw: map[string]any{"history_visibility": "joined"}}}},
+			RoomVersion:        "10",
 		})
 		var name event.RoomNameEventContent
 		if err := alice.StateEvent(ctx, roomID, event.StateRoomName, "", &name); err != nil || name.Name != "Ops" {

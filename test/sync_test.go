@@ -302,4 +302,341 @@ func TestSyncLongPollWakes(t *testing.T) {
 	})
 }
 
-var _ = fmt.Sprintf
+
+// TestSyncLimitedTimelineBackPagination: a client away while 50 messages arrive gets a
+// limited timeline of the newest ones, and back-paginating from prev_batch with
+// /messages returns the rest with no duplicates and no holes.
+func TestSyncLimitedTimelineBackPagination(t *testing.T) {
+	forEachSyncEngine(t, func(t *testing.T, e *syncEnv) {
+		alice, bob := e.register("alice"), e.register("bob")
+		roomID := e.sharedRoom(alice, bob)
+		r1 := doSync(t, bob, mautrix.ReqSync{})
+		var want []string
+		for i := range 50 {
+			body := fmt.Sprintf("msg %02d", i)
+			// Half through HTTP (with a transaction ID), half through the Go API.
+			if i%2 == 0 {
+				if _, err := alice.SendText(e.ctx, id.RoomID(roomID), body); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				e.send(alice, roomID, body)
+			}
+			want = append(want, body)
+		}
+		r2 := doSync(t, bob, mautrix.ReqSync{Since: r1.NextBatch, FilterID: inlineFilter(map[string]any{"room": map[string]any{"timeline": map[string]any{"limit": 5}}})})
+		jr := r2.Rooms.Join[id.RoomID(roomID)]
+		if jr == nil || !jr.Timeline.Limited {
+			t.Fatalf("expected a limited timeline, got %+v", jr)
+		}
+		got := timelineBodies(jr.Timeline.Events)
+		if strings.Join(got, ",") != strings.Join(want[45:], ",") {
+			t.Fatalf("limited timeline = %v, want %v", got, want[45:])
+		}
+		seen := map[string]bool{}
+		for _, ev := range jr.Timeline.Events {
+			seen[ev.ID.String()] = true
+		}
+		// Back-paginate the gap.
+		from := jr.Timeline.PrevBatch
+		var older []string
+		for page := 0; page < 20 && from != ""; page++ {
+			resp, err := bob.Messages(e.ctx, id.RoomID(roomID), from, "", mautrix.DirectionBackward, nil, 7)
+			if err != nil {
+				t.Fatalf("messages: %v", err)
+			}
+			for _, ev := range resp.Chunk {
+				if seen[ev.ID.String()] {
+					t.Fatalf("duplicate event %s (%v) in back-pagination", ev.ID, ev.Content.Raw["body"])
+				}
+				seen[ev.ID.String()] = true
+				if ev.Type == event.EventMessage {
+					older = append([]string{ev.Content.Raw["body"].(string)}, older...)
+				}
+			}
+			from = resp.End
+		}
+		if strings.Join(older, ",") != strings.Join(want[:45], ",") {
+			t.Fatalf("back-paginated %v, want %v", older, want[:45])
+		}
+		// The sender's own sync shows transaction_id on events sent by this device only.
+		ra := doSync(t, alice, mautrix.ReqSync{FilterID: inlineFilter(map[string]any{"room": map[string]any{"timeline": map[string]any{"limit": 2}}})})
+		evs := ra.Rooms.Join[id.RoomID(roomID)].Timeline.Events
+		if len(evs) != 2 || evs[0].Unsigned.TransactionID == "" || evs[1].Unsigned.TransactionID != "" {
+			t.Errorf("transaction IDs: %q %q", evs[0].Unsigned.TransactionID, evs[1].Unsigned.TransactionID)
+		}
+		if rb := r2.Rooms.Join[id.RoomID(roomID)].Timeline.Events; rb[0].Unsigned.TransactionID != "" {
+			t.Error("transaction_id leaked to another user")
+		}
+	})
+}
+
+// TestSyncLimitedStateDelta: when the timeline is limited, state that changed in the
+// gap comes in the state section.
+func TestSyncLimitedStateDelta(t *testing.T) {
+	forEachSyncEngine(t, func(t *testing.T, e *syncEnv) {
+		alice, bob := e.register("alice"), e.register("bob")
+		roomID := e.sharedRoom(alice, bob)
+		r1 := doSync(t, bob, mautrix.ReqSync{})
+		e.sendState(alice, roomID, "m.room.topic", "", map[string]any{"topic": "in the gap"})
+		for i := range 5 {
+			e.send(alice, roomID, fmt.Sprintf("m%d", i))
+		}
+		r2 := doSync(t, bob, mautrix.ReqSync{Since: r1.NextBatch, FilterID: inlineFilter(map[string]any{"room": map[string]any{"timeline": map[string]any{"limit": 2}}})})
+		jr := r2.Rooms.Join[id.RoomID(roomID)]
+		if jr == nil || !jr.Timeline.Limited {
+			t.Fatal("expected limited timeline")
+		}
+		if !hasState(jr.State.Events, "m.room.topic", "") {
+			t.Fatalf("state delta lacks the topic change: %v", eventIDs(jr.State.Events))
+		}
+		if hasState(jr.State.Events, "m.room.create", "") {
+			t.Error("state delta has the unchanged create event")
+		}
+	})
+}
+
+// TestSyncMembershipSections: invites with stripped invite_state, a newly joined room
+// with full state and timeline, leave/kick/ban in rooms.leave, include_leave.
+func TestSyncMembershipSections(t *testing.T) {
+	forEachSyncEngine(t, func(t *testing.T, e *syncEnv) {
+		alice, bob := e.register("alice"), e.register("bob")
+		roomID := e.createRoom(alice, roomserver.CreateRoomRequest{Preset: "private_chat", Name: "Secret plans", Topic: "topic"})
+		for i := range 3 {
+			e.send(alice, roomID, fmt.Sprintf("before %d", i))
+		}
+		r0 := doSync(t, bob, mautrix.ReqSync{})
+		e.membership("invite", alice, bob, roomID)
+		r1 := doSync(t, bob, mautrix.ReqSync{Since: r0.NextBatch, Timeout: 2000})
+		inv := r1.Rooms.Invite[id.RoomID(roomID)]
+		if inv == nil {
+			t.Fatalf("no invite: %+v", r1.Rooms)
+		}
+		st := inv.State.Events
+		for _, typ := range []string{"m.room.create", "m.room.join_rules", "m.room.name"} {
+			if !hasState(st, typ, "") {
+				t.Errorf("invite_state lacks %s", typ)
+			}
+		}
+		if !hasState(st, "m.room.member", bob.UserID.String()) || !hasState(st, "m.room.member", alice.UserID.String()) {
+			t.Errorf("invite_state lacks the invite or the inviter: %v", stateKeys(st, "m.room.member"))
+		}
+		if hasState(st, "m.room.power_levels", "") {
+			t.Error("invite_state leaks power levels")
+		}
+		// Joining: full state and timeline in the next incremental sync.
+		e.membership("join", bob, nil, roomID)
+		r2 := doSync(t, bob, mautrix.ReqSync{Since: r1.NextBatch, Timeout: 2000})
+		jr := r2.Rooms.Join[id.RoomID(roomID)]
+		if jr == nil {
+			t.Fatal("newly joined room missing")
+		}
+		all := append(append([]*event.Event{}, jr.State.Events...), jr.Timeline.Events...)
+		for _, typ := range []string{"m.room.create", "m.room.power_levels", "m.room.name"} {
+			if !hasState(all, typ, "") {
+				t.Errorf("newly joined room lacks %s", typ)
+			}
+		}
+		if len(r2.Rooms.Invite) != 0 {
+			t.Error("room still in invite")
+		}
+		// A displayname change is not a new join: no full state again.
+		e.send(alice, roomID, "after join")
+		r3 := doSync(t, bob, mautrix.ReqSync{Since: r2.NextBatch, Timeout: 2000})
+		if jr := r3.Rooms.Join[id.RoomID(roomID)]; jr == nil || len(jr.State.Events) != 0 || strings.Join(timelineBodies(jr.Timeline.Events), ",") != "after join" {
+			t.Fatalf("incremental after join = %+v", jr)
+		}
+		// Kicked: the room moves to leave with the kick as last event.
+		e.membership("kick", alice, bob, roomID)
+		e.send(alice, roomID, "after kick")
+		r4 := doSync(t, bob, mautrix.ReqSync{Since: r3.NextBatch, Timeout: 2000})
+		lr := r4.Rooms.Leave[id.RoomID(roomID)]
+		if lr == nil || len(lr.Timeline.Events) == 0 {
+			t.Fatalf("kick not in leave: %+v", r4.Rooms)
+		}
+		last := lr.Timeline.Events[len(lr.Timeline.Events)-1]
+		if last.Type != event.StateMember || last.Content.Raw["membership"] != "leave" {
+			t.Errorf("last leave event = %s %v", last.Type.Type, last.Content.Raw)
+		}
+		for _, b := range timelineBodies(lr.Timeline.Events) {
+			if b == "after kick" {
+				t.Error("event after the kick leaked")
+			}
+		}
+		if _, ok := r4.Rooms.Join[id.RoomID(roomID)]; ok {
+			t.Error("kicked room still in join")
+		}
+		// Initial sync: the left room only with include_leave.
+		if r := doSync(t, bob, mautrix.ReqSync{}); len(r.Rooms.Leave) != 0 {
+			t.Errorf("initial sync without include_leave has leave rooms")
+		}
+		r5 := doSync(t, bob, mautrix.ReqSync{FilterID: inlineFilter(map[string]any{"room": map[string]any{"include_leave": true}})})
+		if r5.Rooms.Leave[id.RoomID(roomID)] == nil {
+			t.Error("include_leave: left room missing")
+		}
+		// Ban after rejoin is not possible for a private room without invite: invite, join, ban.
+		e.membership("invite", alice, bob, roomID)
+		e.membership("join", bob, nil, roomID)
+		r6 := doSync(t, bob, mautrix.ReqSync{Since: r4.NextBatch})
+		if r6.Rooms.Join[id.RoomID(roomID)] == nil {
+			t.Fatal("rejoined room missing")
+		}
+		e.membership("ban", alice, bob, roomID)
+		r7 := doSync(t, bob, mautrix.ReqSync{Since: r6.NextBatch, Timeout: 2000})
+		lr = r7.Rooms.Leave[id.RoomID(roomID)]
+		if lr == nil {
+			t.Fatal("ban not in leave")
+		}
+		last = lr.Timeline.Events[len(lr.Timeline.Events)-1]
+		if last.Content.Raw["membership"] != "ban" {
+			t.Errorf("last event = %v", last.Content.Raw)
+		}
+	})
+}
+
+// TestSyncHistoryVisibility: a user joining a room with joined history visibility does
+// not see events from before its join.
+func TestSyncHistoryVisibility(t *testing.T) {
+	forEachSyncEngine(t, func(t *testing.T, e *syncEnv) {
+		alice, bob := e.register("alice"), e.register("bob")
+		roomID := e.createRoom(alice, roomserver.CreateRoomRequest{Preset: "public_chat"})
+		e.sendState(alice, roomID, "m.room.history_visibility", "", map[string]any{"history_visibility": "joined"})
+		e.send(alice, roomID, "secret before join")
+		e.membership("join", bob, nil, roomID)
+		e.send(alice, roomID, "visible after join")
+		r := doSync(t, bob, mautrix.ReqSync{})
+		jr := r.Rooms.Join[id.RoomID(roomID)]
+		if jr == nil {
+			t.Fatal("room missing")
+		}
+		if got := strings.Join(timelineBodies(jr.Timeline.Events), ","); got != "visible after join" {
+			t.Fatalf("bob sees %q", got)
+		}
+	})
+}
+
+// TestSyncToDeviceAndKeys: to-device messages are delivered until acknowledged by a
+// later since and then deleted; device_lists.changed names a room-mate who uploads
+// keys, device_lists.left one who no longer shares a room; OTK counts and fallback types.
+func TestSyncToDeviceAndKeys(t *testing.T) {
+	forEachSyncEngine(t, func(t *testing.T, e *syncEnv) {
+		alice, bob, carol := e.register("alice"), e.register("bob"), e.register("carol")
+		roomID := e.sharedRoom(alice, bob)
+		r0 := doSync(t, bob, mautrix.ReqSync{})
+
+		// To-device: delivered, redelivered with the same since, gone after ack.
+		_, err := alice.SendToDevice(e.ctx, event.NewEventType("m.test.todevice"), &mautrix.ReqSendToDevice{
+			Messages: map[id.UserID]map[id.DeviceID]*event.Content{bob.UserID: {bob.DeviceID: {Raw: map[string]any{"n": 1}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r1 := doSync(t, bob, mautrix.ReqSync{Since: r0.NextBatch, Timeout: 2000})
+		if len(r1.ToDevice.Events) != 1 || r1.ToDevice.Events[0].Sender != alice.UserID {
+			t.Fatalf("to_device = %+v", r1.ToDevice.Events)
+		}
+		again := doSync(t, bob, mautrix.ReqSync{Since: r0.NextBatch})
+		if len(again.ToDevice.Events) != 1 {
+			t.Fatalf("unacknowledged to-device message not redelivered: %+v", again.ToDevice.Events)
+		}
+		r2 := doSync(t, bob, mautrix.ReqSync{Since: r1.NextBatch})
+		if len(r2.ToDevice.Events) != 0 {
+			t.Fatalf("acknowledged to-device message delivered again")
+		}
+		if r3 := doSync(t, bob, mautrix.ReqSync{Since: r0.NextBatch}); len(r3.ToDevice.Events) != 0 {
+			t.Fatalf("acknowledged to-device message not deleted")
+		}
+
+		// Device lists and OTK counts.
+		dev := e2eNewDev(t, alice)
+		var up map[string]any
+		body := map[string]any{"device_keys": dev.deviceKeys(t), "one_time_keys": dev.otks(t, "a", 3),
+			"fallback_keys": map[string]any{"signed_curve25519:fb": dev.otk(t, true)}}
+		if _, err := alice.MakeRequest(e.ctx, "POST", alice.BuildClientURL("v3", "keys", "upload"), body, &up); err != nil {
+			t.Fatal(err)
+		}
+		r4 := doSync(t, bob, mautrix.ReqSync{Since: r2.NextBatch, Timeout: 2000})
+		if !containsUser(r4.DeviceLists.Changed, alice.UserID) {
+			t.Fatalf("device_lists.changed = %v, want alice", r4.DeviceLists.Changed)
+		}
+		// Carol shares no room with alice: she does not hear of it.
+		rc0 := doSync(t, carol, mautrix.ReqSync{})
+		if _, err := alice.MakeRequest(e.ctx, "POST", alice.BuildClientURL("v3", "keys", "upload"), map[string]any{"device_keys": dev.deviceKeys(t)}, &up); err != nil {
+			t.Fatal(err)
+		}
+		e2 := e2eNewDev(t, bob)
+		if _, err := bob.MakeRequest(e.ctx, "POST", bob.BuildClientURL("v3", "keys", "upload"), map[string]any{"device_keys": e2.deviceKeys(t)}, &up); err != nil {
+			t.Fatal(err)
+		}
+		if rc := doSync(t, carol, mautrix.ReqSync{Since: rc0.NextBatch}); len(rc.DeviceLists.Changed) != 0 {
+			t.Errorf("carol hears of device changes of strangers: %v", rc.DeviceLists.Changed)
+		}
+		ra := doSync(t, alice, mautrix.ReqSync{})
+		if ra.DeviceOTKCount.SignedCurve25519 != 3 {
+			t.Errorf("OTK count = %+v", ra.DeviceOTKCount)
+		}
+		if len(ra.FallbackKeys) != 1 || ra.FallbackKeys[0] != "signed_curve25519" {
+			t.Errorf("fallback key types = %v", ra.FallbackKeys)
+		}
+		// Alice leaves the only room she shares with bob: bob gets her in left.
+		r5 := doSync(t, bob, mautrix.ReqSync{})
+		e.membership("leave", alice, nil, roomID)
+		r6 := doSync(t, bob, mautrix.ReqSync{Since: r5.NextBatch, Timeout: 2000})
+		if !containsUser(r6.DeviceLists.Left, alice.UserID) {
+			t.Errorf("device_lists.left = %v, want alice", r6.DeviceLists.Left)
+		}
+		// Carol joins bob's room: bob hears of carol's devices.
+		e.membership("join", carol, nil, roomID)
+		r7 := doSync(t, bob, mautrix.ReqSync{Since: r6.NextBatch, Timeout: 2000})
+		if !containsUser(r7.DeviceLists.Changed, carol.UserID) {
+			t.Errorf("device_lists.changed = %v, want carol", r7.DeviceLists.Changed)
+		}
+	})
+}
+
+func containsUser(list []id.UserID, u id.UserID) bool {
+	for _, x := range list {
+		if x == u {
+			return true
+		}
+	}
+	return false
+}
+
+// TestSyncAccountData: global and room account data arrive in their sections, and a
+// write wakes a long-poll.
+func TestSyncAccountData(t *testing.T) {
+	forEachSyncEngine(t, func(t *testing.T, e *syncEnv) {
+		alice := e.register("alice")
+		roomID := e.createRoom(alice, roomserver.CreateRoomRequest{Preset: "private_chat"})
+		r0 := doSync(t, alice, mautrix.ReqSync{})
+		done := make(chan *mautrix.RespSync, 1)
+		go func() {
+			r, _ := alice.FullSyncRequest(context.Background(), mautrix.ReqSync{Since: r0.NextBatch, Timeout: 10000})
+			done <- r
+		}()
+		time.Sleep(200 * time.Millisecond)
+		if err := alice.SetAccountData(e.ctx, "org.example.global", map[string]any{"a": 1}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case r := <-done:
+			if r == nil || len(r.AccountData.Events) != 1 || r.AccountData.Events[0].Type.Type != "org.example.global" {
+				t.Fatalf("account data = %+v", r)
+			}
+			r0 = r
+		case <-time.After(5 * time.Second):
+			t.Fatal("account data write did not wake the long-poll")
+		}
+		if err := alice.SetRoomAccountData(e.ctx, id.RoomID(roomID), "org.example.room", map[string]any{"b": 2}); err != nil {
+			t.Fatal(err)
+		}
+		r1 := doSync(t, alice, mautrix.ReqSync{Since: r0.NextBatch})
+		jr := r1.Rooms.Join[id.RoomID(roomID)]
+		if jr == nil || len(jr.AccountData.Events) != 1 || jr.AccountData.Events[0].Type.Type != "org.example.room" {
+			t.Fatalf("room account data = %+v", jr)
+		}
+		if len(r1.AccountData.Events) != 0 {
+			t.Error("global account data repeated")
+		}
+	})
+}

@@ -302,7 +302,6 @@ func TestSyncLongPollWakes(t *testing.T) {
 	})
 }
 
-
 // TestSyncLimitedTimelineBackPagination: a client away while 50 messages arrive gets a
 // limited timeline of the newest ones, and back-paginating from prev_batch with
 // /messages returns the rest with no duplicates and no holes.

@@ -462,30 +462,47 @@ func (s *Service) roomWindow(ctx context.Context, st *syncState, roomID string, 
 		tl.PrevBatch = pos.String()
 	}
 	// The state before the timeline: all of it when full, else what changed since from.
+	// State changes the timeline filter dropped are added from the state at the end of
+	// the window, so the client never misses one.
 	if full || limited || droppedState {
-		var all []*roomserver.Event
-		switch {
-		case len(evs) > 0:
-			all, err = s.rooms.StateAtEvent(ctx, evs[0].EventID(), false)
-		default:
-			var last []*roomserver.Event
-			if last, err = s.rooms.StreamEvents(ctx, roomID, 0, to, 1, true); err == nil && len(last) > 0 {
-				all, err = s.rooms.StateAtEvent(ctx, last[0].EventID(), true)
-			}
-		}
-		if err != nil {
-			return tl, nil, nil, err
-		}
 		inTimeline := make(map[string]bool, len(evs))
 		for _, ev := range evs {
 			inTimeline[ev.EventID()] = true
 		}
-		for _, ev := range all {
-			if inTimeline[ev.EventID()] {
-				continue
+		included := map[string]bool{}
+		add := func(all []*roomserver.Event, after int64) {
+			for _, ev := range all {
+				if inTimeline[ev.EventID()] || included[ev.EventID()] {
+					continue
+				}
+				if (full && after == 0) || ev.StreamPos > max(from, after) {
+					included[ev.EventID()] = true
+					state = append(state, ev)
+				}
 			}
-			if full || ev.StreamPos > from {
-				state = append(state, ev)
+		}
+		if len(evs) > 0 {
+			before, err := s.rooms.StateAtEvent(ctx, evs[0].EventID(), false)
+			if err != nil {
+				return tl, nil, nil, err
+			}
+			add(before, 0)
+		}
+		if len(evs) == 0 || droppedState {
+			last, err := s.rooms.StreamEvents(ctx, roomID, 0, to, 1, true)
+			if err != nil {
+				return tl, nil, nil, err
+			}
+			if len(last) > 0 {
+				end, err := s.rooms.StateAtEvent(ctx, last[0].EventID(), true)
+				if err != nil {
+					return tl, nil, nil, err
+				}
+				var after int64
+				if len(evs) > 0 {
+					after = evs[0].StreamPos
+				}
+				add(end, after)
 			}
 		}
 	}

@@ -306,10 +306,27 @@ func TestInputRejectsAndSoftFails(t *testing.T) {
 		}
 		late := beforeBan.build(t, rs, roomID, "11", bob, "m.room.message", nil, msg("sneaky"))
 
-		posBefore := rs.StreamPosition()
-		res, err := rs.InputEvents(ctx, []InputEvent{{Event: bad}, {Event: late}})
+		// Rejected: a message from alice that lists an auth event the selection
+		// algorithm would not pick (the join rules).
+		jr := base.state[gomatrixserverlib.StateKeyTuple{EventType: spec.MRoomJoinRules}]
+		c, _ = json.Marshal(msg("extra auth"))
+		proto = &gomatrixserverlib.ProtoEvent{SenderID: alice, RoomID: roomID, Type: "m.room.message",
+			Content: c, PrevEvents: []string{tip.EventID()}, Depth: tip.Depth() + 1}
+		builder = verImpl.NewEventBuilderFromProtoEvent(proto)
+		_ = builder.AddAuthEvents(provider)
+		builder.AuthEvents = append(builder.AuthEvents.([]string), jr.EventID())
+		extraAuth, err := builder.Build(time.Now(), testServer, rs.cfg.KeyID, rs.cfg.PrivateKey)
 		if err != nil {
 			t.Fatal(err)
+		}
+
+		posBefore := rs.StreamPosition()
+		res, err := rs.InputEvents(ctx, []InputEvent{{Event: bad}, {Event: late}, {Event: extraAuth}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res[2].Rejected {
+			t.Fatalf("event with an extra auth event: %+v", res[2])
 		}
 		if !res[0].Rejected || res[0].SoftFailed || res[0].Err != nil {
 			t.Fatalf("bad name: %+v", res[0])

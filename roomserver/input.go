@@ -148,6 +148,9 @@ func (rs *Roomserver) inputEvent(ctx context.Context, in InputEvent) (InputResul
 		}
 		authPDUs = append(authPDUs, ev.PDU)
 	}
+	if !ne.rejected && !authSelectionOK(pdu, authPDUs) {
+		ne.rejected = true
+	}
 	if !ne.rejected {
 		provider, err := gomatrixserverlib.NewAuthEvents(authPDUs)
 		if err != nil || gomatrixserverlib.Allowed(pdu, provider, userIDForSender) != nil {
@@ -260,6 +263,28 @@ func (rs *Roomserver) inputEvent(ctx context.Context, in InputEvent) (InputResul
 		return res, err
 	}
 	return rs.finishInput(w, ne, res)
+}
+
+// authSelectionOK checks the auth events of an event as the spec requires on receipt:
+// no two for the same (type, state key), and none that the auth events selection
+// algorithm would not pick (gomatrixserverlib's Allowed does not check this).
+func authSelectionOK(pdu gomatrixserverlib.PDU, auth []gomatrixserverlib.PDU) bool {
+	needed := map[gomatrixserverlib.StateKeyTuple]bool{}
+	for _, t := range gomatrixserverlib.StateNeededForAuth([]gomatrixserverlib.PDU{pdu}).Tuples() {
+		needed[t] = true
+	}
+	seen := map[gomatrixserverlib.StateKeyTuple]bool{}
+	for _, a := range auth {
+		if a.StateKey() == nil {
+			return false
+		}
+		t := gomatrixserverlib.StateKeyTuple{EventType: a.Type(), StateKey: *a.StateKey()}
+		if seen[t] || !needed[t] {
+			return false
+		}
+		seen[t] = true
+	}
+	return true
 }
 
 // resolveHead sets the new head state of a write whose extremities are several: the

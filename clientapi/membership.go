@@ -71,29 +71,6 @@ type reasonBody struct {
 	Reason string `json:"reason"`
 }
 
-// resolveRoom turns a room ID or alias of a path into a room ID.
-func (s *Server) resolveRoom(ctx context.Context, idOrAlias string) (string, error) {
-	switch {
-	case strings.HasPrefix(idOrAlias, "!"):
-		if _, err := spec.NewRoomID(idOrAlias); err != nil {
-			return "", httputil.InvalidParam("Invalid room ID %q", idOrAlias)
-		}
-		return idOrAlias, nil
-	case strings.HasPrefix(idOrAlias, "#"):
-		if !containsColon(idOrAlias) {
-			return "", httputil.InvalidParam("Invalid room alias %q", idOrAlias)
-		}
-		return s.lookupAlias(ctx, idOrAlias)
-	}
-	return "", httputil.InvalidParam("%q is neither a room ID nor a room alias", idOrAlias)
-}
-
-// lookupAlias resolves a room alias. The alias directory belongs to another component;
-// until it exists every alias is unknown.
-func (s *Server) lookupAlias(_ context.Context, alias string) (string, error) {
-	return "", httputil.NotFound("Room alias %s not found", alias)
-}
-
 // joinRoom joins the requesting user to roomID.
 func (s *Server) joinRoom(r *http.Request, roomID string) (any, error) {
 	var b reasonBody
@@ -117,7 +94,7 @@ func (s *Server) postJoinRoomID(r *http.Request) (any, error) {
 // postJoin is POST /join/{roomIdOrAlias} (server_name/via are only needed for rooms
 // on other servers).
 func (s *Server) postJoin(r *http.Request) (any, error) {
-	roomID, err := s.resolveRoom(r.Context(), pathVar(r, "roomIdOrAlias"))
+	roomID, err := s.resolveRoomIDOrAlias(r.Context(), pathVar(r, "roomIdOrAlias"))
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +103,7 @@ func (s *Server) postJoin(r *http.Request) (any, error) {
 
 // postKnock is POST /knock/{roomIdOrAlias}.
 func (s *Server) postKnock(r *http.Request) (any, error) {
-	roomID, err := s.resolveRoom(r.Context(), pathVar(r, "roomIdOrAlias"))
+	roomID, err := s.resolveRoomIDOrAlias(r.Context(), pathVar(r, "roomIdOrAlias"))
 	if err != nil {
 		return nil, err
 	}

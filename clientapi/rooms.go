@@ -90,7 +90,7 @@ func (s *Server) postCreateRoom(r *http.Request) (any, error) {
 		req.InitialState = append(req.InitialState, roomserver.StateEvent{Type: st.Type, StateKey: st.StateKey, Content: st.Content})
 	}
 	if body.RoomAliasName != "" {
-		alias, err := s.reserveAlias(r.Context(), body.RoomAliasName, d.UserID)
+		alias, err := s.reserveRoomAlias(r.Context(), body.RoomAliasName)
 		if err != nil {
 			return nil, err
 		}
@@ -100,21 +100,18 @@ func (s *Server) postCreateRoom(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if req.CanonicalAlias != "" {
+		// Another request may have taken the alias since it was checked.
+		if err := s.bindRoomAlias(r.Context(), req.CanonicalAlias, roomID, d.UserID); err != nil {
+			return nil, err
+		}
+	}
+	if body.Visibility == "public" {
+		if err := s.publishRoom(r.Context(), roomID); err != nil {
+			return nil, err
+		}
+	}
 	return map[string]string{"room_id": roomID}, nil
-}
-
-// reserveAlias validates room_alias_name. Aliases are owned by the room directory
-// (another component): until it can reserve them, no alias is created and the room gets
-// no canonical alias.
-func (s *Server) reserveAlias(_ context.Context, localpart, _ string) (string, error) {
-	if strings.ContainsAny(localpart, ":# \x00") {
-		return "", httputil.InvalidParam("Invalid room_alias_name %q", localpart)
-	}
-	full := "#" + localpart + ":" + s.cfg.ServerName
-	if len(full) > 255 {
-		return "", httputil.InvalidParam("Room alias is too long")
-	}
-	return "", nil
 }
 
 // txnLocks serialise requests that share a client transaction ID, so that a replay

@@ -133,7 +133,7 @@ func (s *Server) putRoomStateEvent(r *http.Request) (any, error) {
 	}
 	d := requestDevice(r)
 	if evType == spec.MRoomCanonicalAlias {
-		if err := checkCanonicalAlias(content, s.cfg.ServerName); err != nil {
+		if err := s.validateCanonicalAliases(r.Context(), roomID, content); err != nil {
 			return nil, err
 		}
 	}
@@ -145,34 +145,4 @@ func (s *Server) putRoomStateEvent(r *http.Request) (any, error) {
 		return nil, sendError(err)
 	}
 	return map[string]string{"event_id": ev.EventID()}, nil
-}
-
-// checkCanonicalAlias checks the syntax of the aliases of an m.room.canonical_alias event.
-func checkCanonicalAlias(content []byte, _ string) error {
-	var c struct {
-		Alias      *string  `json:"alias"`
-		AltAliases []string `json:"alt_aliases"`
-	}
-	if err := json.Unmarshal(content, &c); err != nil {
-		return httputil.BadJSON("Invalid m.room.canonical_alias content: %v", err)
-	}
-	aliases := c.AltAliases
-	if c.Alias != nil {
-		aliases = append(aliases, *c.Alias)
-	}
-	for _, a := range aliases {
-		if len(a) < 4 || a[0] != '#' || !containsColon(a) {
-			return httputil.InvalidParam("Invalid alias %q", a)
-		}
-	}
-	return nil
-}
-
-func containsColon(s string) bool {
-	for i := 1; i < len(s)-1; i++ {
-		if s[i] == ':' {
-			return true
-		}
-	}
-	return false
 }

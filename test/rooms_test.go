@@ -3,7 +3,6 @@ package test
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -236,8 +235,6 @@ func TestRoomsSendAndState(t *testing.T) {
 		if err != nil {
 			t.Fatalf("own member event: %v", err)
 		}
-		status, body = s.Do(t, "PUT", roomPath(roomID, "/state/m.room.canonical_alias/"), alice.AccessToken, map[string]any{"alias": "nocolon"})
-		udExpect(t, "invalid canonical alias", status, body, 400, "M_INVALID_PARAM")
 		if _, err := alice.SendStateEvent(ctx, roomID, event.StateTopic, "", map[string]any{"topic": "before bob left"}); err != nil {
 			t.Fatal(err)
 		}
@@ -295,6 +292,46 @@ func TestRoomsReport(t *testing.T) {
 		udExpect(t, "room report", status, body, 200, "")
 		status, body = s.Do(t, "POST", roomPath("!nope:hs1.test", "/report"), bob.AccessToken, map[string]any{"reason": "x"})
 		udExpect(t, "unknown room report", status, body, 404, "M_NOT_FOUND")
-		_ = url.PathEscape
+	})
+}
+
+func TestRoomsCreateWithAlias(t *testing.T) {
+	harness.ForEachEngine(t, func(t *testing.T, engine string) {
+		ctx := context.Background()
+		s := harness.Start(t, harness.Options{Engine: engine})
+		alice := udRegister(t, s, "alice")
+		bob := udRegister(t, s, "bob")
+		roomID := rmCreate(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", Visibility: "public", RoomAliasName: "town-square"})
+		alias := id.RoomAlias("#town-square:hs1.test")
+		var ca event.CanonicalAliasEventContent
+		if err := alice.StateEvent(ctx, roomID, event.StateCanonicalAlias, "", &ca); err != nil || ca.Alias != alias {
+			t.Fatalf("canonical alias: %+v %v", ca, err)
+		}
+		if res, err := bob.ResolveAlias(ctx, alias); err != nil || res.RoomID != roomID {
+			t.Fatalf("resolve: %+v %v", res, err)
+		}
+		// Joining by alias.
+		if resp, err := bob.JoinRoom(ctx, alias.String(), nil); err != nil || resp.RoomID != roomID {
+			t.Fatalf("join by alias: %+v %v", resp, err)
+		}
+		// The room is in the public directory.
+		pub, err := bob.PublicRooms(ctx, &mautrix.ReqPublicRooms{})
+		if err != nil || len(pub.Chunk) != 1 || pub.Chunk[0].RoomID != roomID {
+			t.Fatalf("public rooms: %+v %v", pub, err)
+		}
+		// A taken alias fails and creates nothing.
+		status, body := s.Do(t, "POST", "/_matrix/client/v3/createRoom", bob.AccessToken, map[string]any{"room_alias_name": "town-square"})
+		udExpect(t, "taken alias", status, body, 400, "M_ROOM_IN_USE")
+		status, body = s.Do(t, "POST", "/_matrix/client/v3/createRoom", bob.AccessToken, map[string]any{"room_alias_name": "bad:alias"})
+		udExpect(t, "invalid alias", status, body, 400, "M_INVALID_PARAM")
+		if jr, err := bob.JoinedRooms(ctx); err != nil || len(jr.JoinedRooms) != 1 {
+			t.Fatalf("refused createRoom made a room: %+v %v", jr, err)
+		}
+		// Canonical alias events must name aliases of this room.
+		other := rmCreate(t, bob, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+		_, err = bob.SendStateEvent(ctx, other, event.StateCanonicalAlias, "", map[string]any{"alias": alias.String()})
+		rmWantErr(t, "alias of another room", err, 400, "M_BAD_ALIAS")
+		_, err = bob.SendStateEvent(ctx, other, event.StateCanonicalAlias, "", map[string]any{"alias": "nocolon"})
+		rmWantErr(t, "malformed alias", err, 400, "M_INVALID_PARAM")
 	})
 }

@@ -60,6 +60,36 @@ func BenchmarkSendOneRoom(b *testing.B) {
 	}
 }
 
+// BenchmarkSendOneRoomConcurrent measures messages per second into one room from 50
+// concurrent callers (their events are built as chains and committed together).
+func BenchmarkSendOneRoomConcurrent(b *testing.B) {
+	for _, e := range benchEngines {
+		b.Run(e.name, func(b *testing.B) {
+			rs := newRS(b, benchDB(b, e.engine, e.sync))
+			alice := user("alice")
+			roomID := mustCreate(b, rs, CreateRoomRequest{Creator: alice})
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			start := time.Now()
+			for range 50 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for next.Add(1) <= int64(b.N) {
+						if _, err := rs.SendEvent(context.Background(), SendRequest{RoomID: roomID, Sender: alice, Type: "m.room.message", Content: msg("hello")}); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+		})
+	}
+}
+
 // BenchmarkSend100Rooms measures messages per second across 100 rooms from 100
 // concurrent callers (one per room), the group-commit case.
 func BenchmarkSend100Rooms(b *testing.B) {

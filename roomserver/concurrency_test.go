@@ -171,3 +171,53 @@ func TestStreamTrackerOutOfOrder(t *testing.T) {
 		t.Fatalf("after c rolled back: safe=%d published=%v", tr.Safe(), published)
 	}
 }
+
+// TestConcurrentSendsOneRoom sends from many goroutines into one room, some of them
+// not allowed: the allowed ones are committed as one linear chain, the others fail
+// alone with M_FORBIDDEN.
+func TestConcurrentSendsOneRoom(t *testing.T) {
+	storagetest.ForEachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		rs := newRS(t, db)
+		roomID := mustCreate(t, rs, CreateRoomRequest{Creator: user("alice"), Preset: spec.PresetPublicChat})
+		start := rs.StreamPosition()
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		ok, forbidden := 0, 0
+		for g := range 16 {
+			wg.Add(1)
+			go func(g int) {
+				defer wg.Done()
+				sender := user("alice")
+				if g%4 == 3 {
+					sender = user("stranger")
+				}
+				for i := range 10 {
+					_, err := rs.SendEvent(ctx, SendRequest{RoomID: roomID, Sender: sender, Type: "m.room.message", Content: msg(fmt.Sprint(g, i))})
+					mu.Lock()
+					if err == nil {
+						ok++
+					} else if me, isME := err.(spec.MatrixError); isME && me.ErrCode == spec.ErrorForbidden {
+						forbidden++
+					} else {
+						t.Error(err)
+					}
+					mu.Unlock()
+				}
+			}(g)
+		}
+		wg.Wait()
+		if ok != 120 || forbidden != 40 {
+			t.Fatalf("%d sent, %d forbidden", ok, forbidden)
+		}
+		evs, err := rs.StreamEvents(ctx, roomID, start, rs.StreamPosition(), 1000, false)
+		if err != nil || len(evs) != 120 {
+			t.Fatalf("%d events in the stream: %v", len(evs), err)
+		}
+		for i := 1; i < len(evs); i++ {
+			if p := evs[i].PrevEventIDs(); len(p) != 1 || p[0] != evs[i-1].EventID() || evs[i].Depth() != evs[i-1].Depth()+1 {
+				t.Fatalf("event %d does not follow %d", i, i-1)
+			}
+		}
+	})
+}

@@ -13,6 +13,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -79,6 +80,9 @@ type Roomserver struct {
 
 	eventCache   *lru.Cache[int64, *Event]
 	eventIDCache *lru.Cache[string, int64]
+
+	queuesMu sync.Mutex
+	queues   map[string]*roomSendQueue
 }
 
 // New starts a Roomserver on db (already migrated).
@@ -126,6 +130,7 @@ func New(ctx context.Context, db *storage.DB, cfg Config) (*Roomserver, error) {
 		states:       state.NewStore(db, cfg.StateCacheSize, 10_000),
 		eventCache:   lru.New[int64, *Event](cfg.EventCacheSize),
 		eventIDCache: lru.New[string, int64](cfg.EventCacheSize),
+		queues:       map[string]*roomSendQueue{},
 	}
 	tracker, err := newStreamTracker(ctx, db, rs.publish)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -47,6 +48,10 @@ type SendRequest struct {
 // SendEvent builds, signs, authorises and persists a new event from a local user. It
 // returns once the event has committed. Auth failures are M_FORBIDDEN; nothing is
 // stored then.
+//
+// Concurrent sends to one room queue up: the room's writer takes every queued request,
+// builds them as a chain (each on top of the previous one) and commits them together,
+// so a busy room is not limited to one commit per event.
 func (rs *Roomserver) SendEvent(ctx context.Context, req SendRequest) (*Event, error) {
 	content, err := contentJSON(req.Content)
 	if err != nil {
@@ -65,16 +70,24 @@ func (rs *Roomserver) SendEvent(ctx context.Context, req SendRequest) (*Event, e
 	if err != nil {
 		return nil, err
 	}
-	unlock, err := rs.lockRoom(ctx, r)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	return rs.sendLocked(ctx, r, protoEvent{
+	sr := &sendReq{p: protoEvent{
 		sender: req.Sender, typ: req.Type, stateKey: req.StateKey, content: content,
 		redacts: req.Redacts, unsigned: req.Unsigned, ts: req.Timestamp,
 		txnID: req.TxnID, deviceID: req.DeviceID,
-	})
+	}, done: make(chan struct{})}
+	q := rs.sendQueue(r.id)
+	q.mu.Lock()
+	q.pending = append(q.pending, sr)
+	start := !q.running
+	q.running = true
+	q.mu.Unlock()
+	if start {
+		go rs.drainSends(r, q)
+	}
+	// Once queued the request runs to completion: a caller that gave up could not
+	// know whether its event was stored.
+	<-sr.done
+	return sr.ev, sr.err
 }
 
 // protoEvent is what a local event is built from.
@@ -90,12 +103,138 @@ type protoEvent struct {
 	deviceID string
 }
 
+// sendReq is a queued SendEvent.
+type sendReq struct {
+	p    protoEvent
+	ev   *Event
+	err  error
+	done chan struct{}
+}
+
+// roomSendQueue holds the SendEvent requests of one room waiting for its writer.
+type roomSendQueue struct {
+	mu      sync.Mutex
+	pending []*sendReq
+	running bool
+}
+
+// maxChain caps the events built and committed together for one room.
+const maxChain = 64
+
+func (rs *Roomserver) sendQueue(roomID string) *roomSendQueue {
+	rs.queuesMu.Lock()
+	defer rs.queuesMu.Unlock()
+	q := rs.queues[roomID]
+	if q == nil {
+		q = &roomSendQueue{}
+		rs.queues[roomID] = q
+	}
+	return q
+}
+
+// drainSends is a room's writer: it sends the queued requests, a chain at a time,
+// until the queue is empty.
+func (rs *Roomserver) drainSends(r *room, q *roomSendQueue) {
+	for {
+		q.mu.Lock()
+		n := min(len(q.pending), maxChain)
+		if n == 0 {
+			q.running = false
+			q.mu.Unlock()
+			rs.queuesMu.Lock()
+			q.mu.Lock()
+			if !q.running && len(q.pending) == 0 && rs.queues[r.id] == q {
+				delete(rs.queues, r.id)
+			}
+			q.mu.Unlock()
+			rs.queuesMu.Unlock()
+			return
+		}
+		batch := slices.Clone(q.pending[:n])
+		q.pending = q.pending[n:]
+		q.mu.Unlock()
+		rs.sendChain(r, batch)
+		for _, sr := range batch {
+			close(sr.done)
+		}
+	}
+}
+
+// sendChain builds the requests on top of each other and commits the ones that pass
+// auth together, under the room's lock.
+func (rs *Roomserver) sendChain(r *room, reqs []*sendReq) {
+	ctx := context.Background()
+	fail := func(err error) {
+		for _, sr := range reqs {
+			if sr.err == nil && sr.ev == nil {
+				sr.err = err
+			}
+		}
+	}
+	unlock, err := rs.lockRoom(ctx, r)
+	if err != nil {
+		fail(err)
+		return
+	}
+	defer unlock()
+	protos := make([]protoEvent, len(reqs))
+	for i, sr := range reqs {
+		protos[i] = sr.p
+	}
+	head := r.head.Load()
+	events, errs := rs.buildChain(ctx, r, head, protos)
+	var owners []*sendReq
+	for i, sr := range reqs {
+		if errs[i] != nil {
+			sr.err = errs[i]
+		} else {
+			owners = append(owners, sr)
+		}
+	}
+	if len(events) == 0 {
+		return
+	}
+	if err := rs.commitChain(r, head, events); err != nil {
+		fail(err)
+		return
+	}
+	for i, sr := range owners {
+		sr.ev = events[i].ev
+	}
+}
+
 // sendLocked builds and persists one local event on top of the room's head. The
 // caller holds the room's lock.
 func (rs *Roomserver) sendLocked(ctx context.Context, r *room, p protoEvent) (*Event, error) {
 	head := r.head.Load()
+	events, errs := rs.buildChain(ctx, r, head, []protoEvent{p})
+	if errs[0] != nil {
+		return nil, errs[0]
+	}
+	if err := rs.commitChain(r, head, events); err != nil {
+		return nil, err
+	}
+	return events[0].ev, nil
+}
+
+// commitChain persists events built by buildChain on top of head.
+func (rs *Roomserver) commitChain(r *room, head *roomHead, events []*newEvent) error {
+	w := &roomWrite{r: r, oldHead: head, events: events, moveHead: true, headFrom: len(events) - 1}
+	w.exts = remainingExtremities(head.extremities, events[0].pdu.PrevEventIDs())
+	w.exts = append(w.exts, extRef{idx: len(events) - 1})
+	return rs.commit(w)
+}
+
+// buildChain builds, signs and authorises local events, each on top of the previous
+// one that passed (the first on the room's forward extremities). It returns the events
+// that passed and, for each proto, its error (nil when it passed).
+func (rs *Roomserver) buildChain(ctx context.Context, r *room, head *roomHead, protos []protoEvent) ([]*newEvent, []error) {
+	errs := make([]error, len(protos))
 	if head == nil || head.create == nil {
-		return nil, errRoomNotFound(r.id)
+		for i := range errs {
+			errs[i] = errRoomNotFound(r.id)
+		}
+		return nil, errs
 	}
 	prevs := head.extremities
 	if len(prevs) > maxPrevEvents {
@@ -103,13 +242,53 @@ func (rs *Roomserver) sendLocked(ctx context.Context, r *room, p protoEvent) (*E
 		sort.Slice(prevs, func(i, j int) bool { return prevs[i].Depth > prevs[j].Depth })
 		prevs = prevs[:maxPrevEvents]
 	}
+	// State changed by earlier events of the chain.
+	overlay := map[gomatrixserverlib.StateKeyTuple]gomatrixserverlib.PDU{}
+	var out []*newEvent
+	for i, p := range protos {
+		ne, err := rs.buildOne(ctx, r, head, prevs, overlay, p)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		out = append(out, ne)
+		prevs = []extremity{{ID: ne.pdu.EventID(), Depth: ne.pdu.Depth()}}
+		if sk := ne.pdu.StateKey(); sk != nil {
+			overlay[gomatrixserverlib.StateKeyTuple{EventType: ne.pdu.Type(), StateKey: *sk}] = ne.pdu
+		}
+	}
+	return out, errs
+}
+
+func (rs *Roomserver) buildOne(ctx context.Context, r *room, head *roomHead, prevs []extremity,
+	overlay map[gomatrixserverlib.StateKeyTuple]gomatrixserverlib.PDU, p protoEvent) (*newEvent, error) {
 	needed, err := gomatrixserverlib.StateNeededForProtoEvent(&gomatrixserverlib.ProtoEvent{
 		SenderID: p.sender, Type: p.typ, StateKey: p.stateKey, Content: p.content, Version: r.verImpl,
 	})
 	if err != nil {
 		return nil, spec.BadJSON(err.Error())
 	}
-	auth, err := rs.authEventsFor(ctx, head.state, needed.Tuples())
+	tuples := needed.Tuples()
+	if p.typ == spec.MRoomRedaction {
+		tuples = append(tuples, gomatrixserverlib.StateKeyTuple{EventType: spec.MRoomPowerLevels})
+	}
+	var fromHead []gomatrixserverlib.StateKeyTuple
+	var pdus []gomatrixserverlib.PDU
+	for _, t := range tuples {
+		if e, ok := overlay[t]; ok {
+			pdus = append(pdus, e)
+		} else {
+			fromHead = append(fromHead, t)
+		}
+	}
+	evs, err := rs.stateEventsFor(ctx, head.state, fromHead)
+	if err != nil {
+		return nil, err
+	}
+	for _, ev := range evs {
+		pdus = append(pdus, ev.PDU)
+	}
+	auth, err := gomatrixserverlib.NewAuthEvents(pdus)
 	if err != nil {
 		return nil, err
 	}
@@ -119,7 +298,7 @@ func (rs *Roomserver) sendLocked(ctx context.Context, r *room, p protoEvent) (*E
 	}
 	ne := &newEvent{pdu: pdu, chain: true, txnID: p.txnID, deviceID: p.deviceID}
 	if pdu.Type() == spec.MRoomRedaction {
-		if err := rs.checkLocalRedaction(ctx, r, head, pdu, auth, ne); err != nil {
+		if err := rs.checkLocalRedaction(ctx, r, pdu, auth, ne); err != nil {
 			return nil, err
 		}
 	}
@@ -133,13 +312,7 @@ func (rs *Roomserver) sendLocked(ctx context.Context, r *room, p protoEvent) (*E
 		}
 		ne.key, ne.hasKey = k, true
 	}
-	w := &roomWrite{r: r, oldHead: head, events: []*newEvent{ne}, moveHead: true, headFrom: 0}
-	w.exts = remainingExtremities(head.extremities, pdu.PrevEventIDs())
-	w.exts = append(w.exts, extRef{idx: 0})
-	if err := rs.commit(w); err != nil {
-		return nil, err
-	}
-	return ne.ev, nil
+	return ne, nil
 }
 
 // remainingExtremities returns the extremities not referenced by prevs.
@@ -266,9 +439,10 @@ func (rs *Roomserver) stateEvent(ctx context.Context, snap *state.Snapshot, even
 }
 
 // checkLocalRedaction applies the client-server rule for redactions: users may redact
-// their own events; redacting others' needs the redact power level. It records the
+// their own events; redacting others' needs the redact power level (in auth, which
+// holds the power levels and create event the redaction is built on). It records the
 // target in ne.
-func (rs *Roomserver) checkLocalRedaction(ctx context.Context, r *room, head *roomHead, pdu gomatrixserverlib.PDU,
+func (rs *Roomserver) checkLocalRedaction(ctx context.Context, r *room, pdu gomatrixserverlib.PDU,
 	auth *gomatrixserverlib.AuthEvents, ne *newEvent) error {
 	targetID := redactsOf(pdu)
 	if targetID == "" {
@@ -287,7 +461,7 @@ func (rs *Roomserver) checkLocalRedaction(ctx context.Context, r *room, head *ro
 		return spec.BadJSON("Cannot redact an event from another room")
 	}
 	if target.SenderID() != pdu.SenderID() {
-		pls, err := rs.powerLevels(ctx, head.state, head.create)
+		pls, err := powerLevelsFrom(auth)
 		if err != nil {
 			return err
 		}
@@ -326,14 +500,22 @@ func (rs *Roomserver) powerLevels(ctx context.Context, snap *state.Snapshot, cre
 	if plEv != nil {
 		pdus = append(pdus, plEv.PDU)
 	}
-	var creator string
 	if create != nil {
 		pdus = append(pdus, create.PDU)
-		creator = string(create.SenderID())
 	}
 	auth, err := gomatrixserverlib.NewAuthEvents(pdus)
 	if err != nil {
 		return nil, err
+	}
+	return powerLevelsFrom(auth)
+}
+
+// powerLevelsFrom reads the power levels (and v12 creators) from an auth provider.
+func powerLevelsFrom(auth *gomatrixserverlib.AuthEvents) (*powerLevels, error) {
+	create, _ := auth.Create()
+	var creator string
+	if create != nil {
+		creator = string(create.SenderID())
 	}
 	c, err := gomatrixserverlib.NewPowerLevelContentFromAuthEvents(auth, creator)
 	if err != nil {
@@ -341,7 +523,7 @@ func (rs *Roomserver) powerLevels(ctx context.Context, snap *state.Snapshot, cre
 	}
 	out := &powerLevels{PowerLevelContent: c}
 	if create != nil && gomatrixserverlib.MustGetRoomVersion(create.Version()).PrivilegedCreators() {
-		out.creators = gomatrixserverlib.CreatorsFromCreateEvent(create.PDU)
+		out.creators = gomatrixserverlib.CreatorsFromCreateEvent(create)
 	}
 	return out, nil
 }

@@ -91,25 +91,45 @@ func hasURL(content []byte) bool {
 // checkCanRead refuses users who never had a membership in a room that is not
 // world_readable (403, as /messages specifies); users who left, were invited or
 // banned get what history visibility lets them see.
-func (s *Server) checkCanRead(ctx context.Context, roomID, userID string) error {
-	m, _, err := s.rooms.Membership(ctx, roomID, userID)
+// It returns the user's membership event (nil when none).
+func (s *Server) checkCanRead(ctx context.Context, roomID, userID string) (*roomserver.Event, error) {
+	m, ev, err := s.rooms.Membership(ctx, roomID, userID)
 	if err != nil {
 		if me, ok := err.(spec.MatrixError); ok && me.ErrCode == spec.ErrorNotFound {
-			return errNotMember
+			return nil, errNotMember
 		}
-		return err
+		return nil, err
 	}
 	if m != "" {
-		return nil
+		return ev, nil
 	}
 	ok, err := s.worldReadable(ctx, roomID)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if !ok {
-		return errNotMember
+		return nil, errNotMember
 	}
-	return nil
+	return nil, nil
+}
+
+// parseToken parses a pagination token of /messages: a topological position (from
+// /messages, /context or /sync's prev_batch) or a /sync next_batch token ("s<events>_...").
+func (s *Server) parseToken(ctx context.Context, roomID, tok string) (roomserver.Position, error) {
+	if p, err := roomserver.ParsePosition(tok); err == nil {
+		return p, nil
+	}
+	if rest, ok := strings.CutPrefix(tok, "s"); ok {
+		events, _, _ := strings.Cut(rest, "_")
+		if n, err := strconv.ParseInt(events, 10, 64); err == nil && n >= 0 {
+			p, err := s.rooms.PositionAtStream(ctx, roomID, n)
+			if err != nil {
+				return roomserver.Position{}, errNotMember
+			}
+			return p, nil
+		}
+	}
+	return roomserver.Position{}, httputil.InvalidParam("Invalid pagination token %q", tok)
 }
 
 // lazyMembers returns the member events of the senders of evs, each as of the first
@@ -154,17 +174,18 @@ func (s *Server) getMessages(r *http.Request) (any, error) {
 	default:
 		return nil, httputil.InvalidParam("dir must be \"b\" or \"f\"")
 	}
-	if from := q.Get("from"); from != "" {
-		p, err := roomserver.ParsePosition(from)
+	from, to := q.Get("from"), q.Get("to")
+	if from != "" {
+		p, err := s.parseToken(r.Context(), roomID, from)
 		if err != nil {
-			return nil, httputil.InvalidParam("Invalid from token")
+			return nil, err
 		}
 		req.From = p
 	}
-	if to := q.Get("to"); to != "" {
-		p, err := roomserver.ParsePosition(to)
+	if to != "" {
+		p, err := s.parseToken(r.Context(), roomID, to)
 		if err != nil {
-			return nil, httputil.InvalidParam("Invalid to token")
+			return nil, err
 		}
 		req.To = &p
 	}
@@ -182,8 +203,26 @@ func (s *Server) getMessages(r *http.Request) (any, error) {
 			limit = min(*rf.Limit, 1000)
 		}
 	}
-	if err := s.checkCanRead(r.Context(), roomID, d.UserID); err != nil {
+	memberEv, err := s.checkCanRead(r.Context(), roomID, d.UserID)
+	if err != nil {
 		return nil, err
+	}
+	if memberEv != nil && (memberEv.Membership == spec.Leave || memberEv.Membership == spec.Ban) &&
+		req.Dir == roomserver.Backward && from == "" {
+		readable, err := s.worldReadable(r.Context(), roomID)
+		if err != nil {
+			return nil, err
+		}
+		if readable {
+			memberEv = nil
+		}
+	}
+	if memberEv != nil && (memberEv.Membership == spec.Leave || memberEv.Membership == spec.Ban) &&
+		req.Dir == roomserver.Backward && from == "" {
+		// Nothing after a user's leave is visible to them: start there.
+		if p := memberEv.Position(); p.Stream > 0 {
+			req.From = p
+		}
 	}
 	start := req.From
 	resp := map[string]any{"start": start.String(), "chunk": []any{}}

@@ -103,6 +103,16 @@ func TestMessagesPagination(t *testing.T) {
 			t.Fatalf("lazy-loaded members: %v", senders)
 		}
 
+		// A /sync next_batch token is a valid from.
+		sync, err := alice.FullSyncRequest(ctx, mautrix.ReqSync{Timeout: 0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err = alice.Messages(ctx, roomID, sync.NextBatch, "", mautrix.DirectionBackward, nil, 1)
+		if err != nil || len(resp.Chunk) != 1 || resp.Chunk[0].Type.Type != "org.example.other" {
+			t.Fatalf("from a sync token: %+v %v", resp, err)
+		}
+
 		// Bad parameters.
 		for _, c := range []struct {
 			name, query string

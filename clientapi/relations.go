@@ -95,7 +95,10 @@ func (s *Server) getRelations(r *http.Request) (any, error) {
 	}
 	// The parent must exist in this room and be visible to the user.
 	if _, err := s.rooms.EventForUser(ctx, d.UserID, roomID, eventID); err != nil {
-		return nil, httputil.NotFound("Event not found")
+		if _, isMatrix := httputil.AsError(err); isMatrix {
+			return nil, httputil.NotFound("Event not found")
+		}
+		return nil, err
 	}
 
 	var evs []*roomserver.Event

@@ -176,7 +176,7 @@ func (p *presenceTracker) active(ctx context.Context, userID string) {
 	p.mu.Lock()
 	l := p.live(ctx, userID)
 	l.lastActive = time.Now()
-	idle := l.state == PresenceUnavailable && l.syncing > 0
+	idle := l.state == PresenceUnavailable
 	p.mu.Unlock()
 	if idle {
 		if err := p.set(ctx, userID, PresenceOnline, nil, true); err != nil {

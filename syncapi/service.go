@@ -299,3 +299,7 @@ func (s *Service) shareRoom(ctx context.Context, a, b string) (bool, error) {
 	}
 	return false, nil
 }
+
+// SweepPresence applies the presence timeouts as of now (the background loop does this
+// every few seconds; tests call it with a clock in the future).
+func (s *Service) SweepPresence(ctx context.Context, now time.Time) { s.presence.sweep(ctx, now) }

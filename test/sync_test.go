@@ -25,13 +25,13 @@ import (
 // HTTP by mautrix clients. Room changes go through the roomserver's Go API, as the
 // room endpoints belong to another area of the client API.
 type syncEnv struct {
-	t   *testing.T
+	t   testing.TB
 	srv *app.Server
 	hs  *httptest.Server
 	ctx context.Context
 }
 
-func startSyncEnv(t *testing.T, engine string) *syncEnv {
+func startSyncEnv(t testing.TB, engine string) *syncEnv {
 	t.Helper()
 	logrus.SetLevel(logrus.WarnLevel)
 	cfg := config.Default()

@@ -25,11 +25,14 @@ func TransactionResponse(ctx context.Context, q Querier, userID, deviceID, scope
 // RecordTransaction records the response of a client transaction ID so that a replay
 // returns it. It returns the response actually stored: the first one recorded wins.
 func RecordTransaction(ctx context.Context, db *DB, userID, deviceID, scope, txnID, response string) (string, error) {
-	_, err := db.ExecContext(ctx, `INSERT INTO transaction_ids (user_id, device_id, scope, txn_id, response, created_ts)
+	res, err := db.ExecContext(ctx, `INSERT INTO transaction_ids (user_id, device_id, scope, txn_id, response, created_ts)
 		VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id, device_id, scope, txn_id) DO NOTHING`,
 		userID, deviceID, scope, txnID, response, NowMS())
 	if err != nil {
 		return "", fmt.Errorf("record transaction %s of %s/%s: %w", txnID, userID, deviceID, err)
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 1 {
+		return response, nil
 	}
 	stored, _, err := TransactionResponse(ctx, db, userID, deviceID, scope, txnID)
 	return stored, err

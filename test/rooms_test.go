@@ -140,6 +140,16 @@ func TestRoomsCreate(t *testing.T) {
 		for _, v := range []string{"11", "12", ""} {
 			r := rmCreate(t, alice, &mautrix.ReqCreateRoom{RoomVersion: id.RoomVersion(v)})
 			rmSend(t, alice, r, "hello in v"+v)
+			// Every event, the create event of v12 rooms included, carries the room ID.
+			msgs, err := alice.Messages(ctx, r, "", "", mautrix.DirectionForward, nil, 100)
+			if err != nil || len(msgs.Chunk) < 5 {
+				t.Fatalf("v%s messages: %+v %v", v, msgs, err)
+			}
+			for _, ev := range msgs.Chunk {
+				if ev.RoomID != r {
+					t.Fatalf("v%s: %s has room_id %q, want %s", v, ev.Type.Type, ev.RoomID, r)
+				}
+			}
 		}
 	})
 }

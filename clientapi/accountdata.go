@@ -45,6 +45,14 @@ func (s *Server) getAccountData(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if roomID == "" && dataType == "m.push_rules" && s.push != nil {
+		// Push rules are the server defaults merged with the user's changes (syncapi/push).
+		rs, err := s.push.Rules(r.Context(), userID)
+		if err != nil {
+			return nil, err
+		}
+		return rs.AccountData()
+	}
 	content, err := storage.GetAccountData(r.Context(), s.db, userID, roomID, dataType)
 	if errors.Is(err, storage.ErrNotFound) {
 		if roomID != "" {

@@ -154,6 +154,19 @@ func (s *Server) routes() []route {
 		{method: get, prefixes: clientV3, path: "/presence/{userId}/status", auth: authRequired, limited: true, h: s.getPresence},
 		{method: put, prefixes: clientV3, path: "/presence/{userId}/status", auth: authRequired, limited: true, h: s.putPresence},
 
+		// Push rules, pushers and notifications (pushrules.go, pushers.go, notifications.go).
+		{method: get, prefixes: clientV3, path: "/pushrules/", auth: authRequired, h: s.getPushRules},
+		{method: get, prefixes: clientV3, path: "/pushrules", auth: authRequired, h: s.getPushRules},
+		{method: get, prefixes: clientV3, path: "/pushrules/{scope}/", auth: authRequired, h: s.getPushRules},
+		{method: get, prefixes: clientV3, path: "/pushrules/{scope}/{kind}/{ruleId}", auth: authRequired, h: s.getPushRule},
+		{method: put, prefixes: clientV3, path: "/pushrules/{scope}/{kind}/{ruleId}", auth: authRequired, limited: true, h: s.putPushRule},
+		{method: del, prefixes: clientV3, path: "/pushrules/{scope}/{kind}/{ruleId}", auth: authRequired, limited: true, h: s.deletePushRule},
+		{method: get, prefixes: clientV3, path: "/pushrules/{scope}/{kind}/{ruleId}/{attr:enabled|actions}", auth: authRequired, h: s.getPushRuleAttr},
+		{method: put, prefixes: clientV3, path: "/pushrules/{scope}/{kind}/{ruleId}/{attr:enabled|actions}", auth: authRequired, limited: true, h: s.putPushRuleAttr},
+		{method: get, prefixes: clientV3, path: "/pushers", auth: authRequired, h: s.getPushers},
+		{method: post, prefixes: clientV3, path: "/pushers/set", auth: authRequired, limited: true, h: s.postPushersSet},
+		{method: get, prefixes: clientV3, path: "/notifications", auth: authRequired, limited: true, h: s.getNotifications},
+
 		// Synapse-compatible admin API: registration tokens (admins only).
 		{method: get, prefixes: synapseAdmin, path: "/registration_tokens", auth: authRequired, limited: true, h: s.getRegistrationTokens},
 		{method: post, prefixes: synapseAdmin, path: "/registration_tokens/new", auth: authRequired, limited: true, h: s.postRegistrationToken},

@@ -22,6 +22,7 @@ import (
 	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/storage"
 	"github.com/myelin-chat/myelin/syncapi"
+	"github.com/myelin-chat/myelin/syncapi/push"
 )
 
 // Deps is what the client API needs from the rest of the server; cmd wires it.
@@ -34,6 +35,8 @@ type Deps struct {
 	// Sync is the sync component (/sync, typing, receipts, presence); writers of the
 	// streams it follows call its On* methods to wake long-polls. Nil disables /sync.
 	Sync *syncapi.Service
+	// Push serves push rules, pushers, notifications and unread counts; nil disables them.
+	Push *push.Service
 	// Registry receives the API's metrics; nil disables them.
 	Registry prometheus.Registerer
 	// Version is the server version reported by /_matrix/federation/v1/version and logs.
@@ -48,6 +51,7 @@ type Server struct {
 	accounts *auth.Accounts
 	rooms    *roomserver.Roomserver
 	sync     *syncapi.Service
+	push     *push.Service
 	limiter  *ratelimit.Limiter
 	metrics  *metrics
 	version  string
@@ -64,6 +68,7 @@ func NewServer(d Deps) *Server {
 		accounts: d.Accounts,
 		rooms:    d.Rooms,
 		sync:     d.Sync,
+		push:     d.Push,
 		metrics:  newMetrics(d.Registry),
 		version:  d.Version,
 	}

@@ -44,6 +44,7 @@ type Config struct {
 	Logging      Logging      `yaml:"logging"`
 	Rooms        Rooms        `yaml:"rooms"`
 	Federation   Federation   `yaml:"federation"`
+	Push         Push         `yaml:"push"`
 }
 
 // Listeners are the network addresses Myelin serves on.
@@ -140,6 +141,19 @@ type Federation struct {
 	TrustedKeyServers []string `yaml:"trusted_key_servers"`
 }
 
+// Push configures push notifications to push gateways.
+type Push struct {
+	// AllowPrivateAddresses permits pushers whose gateway resolves to loopback, private
+	// or link-local addresses (off by default: a user could aim the server at internal hosts).
+	AllowPrivateAddresses bool `yaml:"allow_private_addresses"`
+	// RequestTimeout bounds one request to a push gateway.
+	RequestTimeout Duration `yaml:"request_timeout"`
+	// MaxBackoff caps the delay between retries of a failed push.
+	MaxBackoff Duration `yaml:"max_backoff"`
+	// GiveUpAfter drops a push still failing this long after the event.
+	GiveUpAfter Duration `yaml:"give_up_after"`
+}
+
 // Duration is a time.Duration written in YAML as "30s", "1h", ...
 type Duration time.Duration
 
@@ -187,6 +201,11 @@ func Default() *Config {
 		Limits:     Limits{MaxRequestBytes: 1 << 20},
 		Logging:    Logging{Level: "info", Format: "text"},
 		Rooms:      Rooms{DefaultVersion: "11"},
+		Push: Push{
+			RequestTimeout: Duration(10 * time.Second),
+			MaxBackoff:     Duration(10 * time.Minute),
+			GiveUpAfter:    Duration(24 * time.Hour),
+		},
 	}
 }
 

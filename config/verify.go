@@ -5,6 +5,7 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -105,6 +106,15 @@ func (c *Config) Verify() error {
 	}
 	if _, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(c.Rooms.DefaultVersion)); err != nil {
 		add("rooms.default_version", "unsupported room version %q", c.Rooms.DefaultVersion)
+	}
+	if c.Push.RequestTimeout <= 0 {
+		add("push.request_timeout", "must be positive")
+	}
+	if c.Push.MaxBackoff < Duration(time.Second) {
+		add("push.max_backoff", "must be at least 1s")
+	}
+	if c.Push.GiveUpAfter < c.Push.MaxBackoff {
+		add("push.give_up_after", "must be at least push.max_backoff")
 	}
 	if len(p) > 0 {
 		return p

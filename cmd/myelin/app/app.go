@@ -24,6 +24,7 @@ import (
 	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/storage"
 	"github.com/myelin-chat/myelin/syncapi"
+	"github.com/myelin-chat/myelin/syncapi/push"
 )
 
 // Server is a fully wired Myelin instance.
@@ -34,6 +35,7 @@ type Server struct {
 	Accounts   *auth.Accounts
 	Rooms      *roomserver.Roomserver
 	Sync       *syncapi.Service
+	Push       *push.Service
 	Client     *clientapi.Server
 	Federation *federation.Server
 	registry   *prometheus.Registry
@@ -64,13 +66,20 @@ func New(ctx context.Context, cfg *config.Config, version string) (*Server, erro
 	// The sync service hears of every new room event (to wake /sync long-polls); it
 	// needs the roomserver for its queries, so it is given it once built.
 	syncOut := &lateOutput{}
-	rsCfg.Output = roomserver.Outputs{syncOut}
+	pushOut := &lateOutput{}
+	rsCfg.Output = roomserver.Outputs{syncOut, pushOut}
 	rooms, err := roomserver.New(ctx, db, rsCfg)
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("start roomserver: %w", err)
 	}
-	syncSvc := syncapi.New(syncapi.Config{DB: db, Rooms: rooms, ServerName: spec.ServerName(cfg.ServerName)})
+	// Push rules are evaluated for every new event; the push service also gives /sync
+	// its unread counts and hears of read receipts.
+	pushSvc := push.New(db, rooms, cfg)
+	pushSvc.Start(context.Background())
+	pushOut.set(pushSvc)
+	syncSvc := syncapi.New(syncapi.Config{DB: db, Rooms: rooms, ServerName: spec.ServerName(cfg.ServerName),
+		Unread: pushCounts{pushSvc}, Reads: pushCounts{pushSvc}})
 	syncOut.set(syncSvc)
 	client := clientapi.NewServer(clientapi.Deps{
 		Config:        cfg,
@@ -79,11 +88,12 @@ func New(ctx context.Context, cfg *config.Config, version string) (*Server, erro
 		Accounts:      accounts,
 		Rooms:         rooms,
 		Sync:          syncSvc,
+		Push:          pushSvc,
 		Registry:      reg,
 		Version:       version,
 	})
 	fed := federation.NewServer(cfg, key, version)
-	return &Server{Config: cfg, DB: db, SigningKey: key, Accounts: accounts, Rooms: rooms, Sync: syncSvc, Client: client, Federation: fed, registry: reg}, nil
+	return &Server{Config: cfg, DB: db, SigningKey: key, Accounts: accounts, Rooms: rooms, Sync: syncSvc, Push: pushSvc, Client: client, Federation: fed, registry: reg}, nil
 }
 
 // profileSource gives the roomserver the profile to put in local users' member events.
@@ -100,6 +110,7 @@ func (p profileSource) Profile(ctx context.Context, userID string) (string, stri
 // Close waits for queued room writes, then releases the database.
 func (s *Server) Close() error {
 	rerr := s.Rooms.Close()
+	s.Push.Close()
 	s.Sync.Close()
 	if err := s.DB.Close(); err != nil {
 		return err
@@ -207,4 +218,34 @@ func (l *lateOutput) OnNewEvent(ev roomserver.OutputEvent) {
 	if o := l.out.Load(); o != nil {
 		(*o).OnNewEvent(ev)
 	}
+}
+
+// pushCounts gives the sync service the push service's unread counts and tells the
+// push service of read receipts.
+type pushCounts struct{ p *push.Service }
+
+// UnreadCounts implements syncapi.UnreadCounter. With threads, the room counts cover
+// the main timeline only and each thread has its own.
+func (a pushCounts) UnreadCounts(ctx context.Context, userID, roomID string, threads bool) (syncapi.UnreadCounts, error) {
+	m, err := a.p.UnreadCounts(ctx, userID, []string{roomID})
+	if err != nil {
+		return syncapi.UnreadCounts{}, err
+	}
+	c := m[roomID]
+	if !threads {
+		return syncapi.UnreadCounts{Notifications: int64(c.Notifications), Highlights: int64(c.Highlights)}, nil
+	}
+	out := syncapi.UnreadCounts{Notifications: int64(c.Main.Notifications), Highlights: int64(c.Main.Highlights)}
+	for id, tc := range c.Threads {
+		if out.Threads == nil {
+			out.Threads = map[string]syncapi.UnreadCounts{}
+		}
+		out.Threads[id] = syncapi.UnreadCounts{Notifications: int64(tc.Notifications), Highlights: int64(tc.Highlights)}
+	}
+	return out, nil
+}
+
+// MarkRead implements syncapi.ReadMarker.
+func (a pushCounts) MarkRead(ctx context.Context, userID, roomID, eventID, threadID string) error {
+	return a.p.MarkReadAt(ctx, userID, roomID, eventID, threadID)
 }

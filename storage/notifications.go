@@ -1,0 +1,186 @@
+package storage
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
+// Notification is an event that notified a user.
+type Notification struct {
+	ID        int64
+	UserID    string
+	RoomID    string
+	EventID   string
+	StreamPos int64
+	// ThreadID is the thread root for events in a thread, "" otherwise.
+	ThreadID  string
+	Actions   json.RawMessage
+	Highlight bool
+	Read      bool
+	TS        int64
+}
+
+// InsertNotifications stores notifications (an event already recorded for a user is
+// skipped).
+func InsertNotifications(ctx context.Context, tx *Tx, ns []Notification) error {
+	const cols = 9
+	for start := 0; start < len(ns); start += 200 {
+		chunk := ns[start:min(start+200, len(ns))]
+		var b strings.Builder
+		b.WriteString(`INSERT INTO push_notifications (user_id, room_id, event_id, stream_pos, thread_id, actions, highlight, is_read, ts) VALUES `)
+		args := make([]any, 0, len(chunk)*cols)
+		for i, n := range chunk {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("(" + placeholders(i*cols+1, cols) + ")")
+			args = append(args, n.UserID, n.RoomID, n.EventID, n.StreamPos, n.ThreadID, string(n.Actions), n.Highlight, n.Read, n.TS)
+		}
+		b.WriteString(` ON CONFLICT (user_id, event_id) DO NOTHING`)
+		if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
+			return fmt.Errorf("insert notifications: %w", err)
+		}
+	}
+	return nil
+}
+
+// ReadReceipt is a user's latest read position in a room (ThreadID "" for an
+// unthreaded receipt, "main" for the main timeline, else a thread root).
+type ReadReceipt struct {
+	UserID    string
+	ThreadID  string
+	StreamPos int64
+}
+
+// ReceiptsAtOrAfter returns the read receipts of a room at or after a stream position.
+func ReceiptsAtOrAfter(ctx context.Context, q Querier, roomID string, pos int64) ([]ReadReceipt, error) {
+	rows, err := q.QueryContext(ctx, `SELECT user_id, thread_id, stream_pos FROM push_receipts WHERE room_id = $1 AND stream_pos >= $2`, roomID, pos)
+	if err != nil {
+		return nil, fmt.Errorf("receipts of %s: %w", roomID, err)
+	}
+	defer rows.Close()
+	var out []ReadReceipt
+	for rows.Next() {
+		var r ReadReceipt
+		if err := rows.Scan(&r.UserID, &r.ThreadID, &r.StreamPos); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// MarkNotificationsRead records a read receipt and marks the user's notifications of
+// the room up to pos as read: all of them for an unthreaded receipt (threadID ""),
+// those of the main timeline for "main", those of one thread otherwise.
+func MarkNotificationsRead(ctx context.Context, tx *Tx, userID, roomID, threadID string, pos int64) error {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO push_receipts (user_id, room_id, thread_id, stream_pos) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET stream_pos = excluded.stream_pos
+		WHERE excluded.stream_pos > push_receipts.stream_pos`, userID, roomID, threadID, pos); err != nil {
+		return fmt.Errorf("store read receipt: %w", err)
+	}
+	query := `UPDATE push_notifications SET is_read = TRUE WHERE user_id = $1 AND room_id = $2 AND stream_pos <= $3 AND is_read = FALSE`
+	args := []any{userID, roomID, pos}
+	switch threadID {
+	case "":
+	case "main":
+		query += ` AND thread_id = ''`
+	default:
+		query += ` AND thread_id = $4`
+		args = append(args, threadID)
+	}
+	if _, err := tx.ExecContext(ctx, query, args...); err != nil {
+		return fmt.Errorf("mark notifications read: %w", err)
+	}
+	return nil
+}
+
+// UnreadCount is the number of unread notifications and highlights of a room thread.
+type UnreadCount struct {
+	RoomID        string
+	ThreadID      string
+	Notifications int
+	Highlights    int
+}
+
+// UnreadNotificationCounts returns a user's unread counts per room and thread, for the
+// given rooms (all rooms when roomIDs is nil).
+func UnreadNotificationCounts(ctx context.Context, q Querier, userID string, roomIDs []string) ([]UnreadCount, error) {
+	var out []UnreadCount
+	run := func(extra string, args []any) error {
+		rows, err := q.QueryContext(ctx, `SELECT room_id, thread_id, COUNT(*), SUM(CASE WHEN highlight THEN 1 ELSE 0 END)
+			FROM push_notifications WHERE user_id = $1 AND is_read = FALSE`+extra+` GROUP BY room_id, thread_id`, args...)
+		if err != nil {
+			return fmt.Errorf("unread counts of %s: %w", userID, err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var c UnreadCount
+			if err := rows.Scan(&c.RoomID, &c.ThreadID, &c.Notifications, &c.Highlights); err != nil {
+				return err
+			}
+			out = append(out, c)
+		}
+		return rows.Err()
+	}
+	if roomIDs == nil {
+		return out, run("", []any{userID})
+	}
+	err := chunks(roomIDs, func(part []string) error {
+		return run(` AND room_id IN (`+placeholders(2, len(part))+`)`, stringArgs([]any{userID}, part))
+	})
+	return out, err
+}
+
+// TotalUnreadNotifications counts a user's unread notifications over all rooms.
+func TotalUnreadNotifications(ctx context.Context, q Querier, userID string) (int, error) {
+	var n int
+	err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM push_notifications WHERE user_id = $1 AND is_read = FALSE`, userID).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("unread notifications of %s: %w", userID, err)
+	}
+	return n, nil
+}
+
+// NotificationsPage returns a user's notifications, newest first, with IDs below
+// before (0: from the newest), at most limit, only highlights when asked.
+func NotificationsPage(ctx context.Context, q Querier, userID string, before int64, limit int, onlyHighlight bool) ([]Notification, error) {
+	query := `SELECT id, room_id, event_id, stream_pos, thread_id, actions, highlight, is_read, ts FROM push_notifications WHERE user_id = $1`
+	args := []any{userID}
+	if before > 0 {
+		args = append(args, before)
+		query += fmt.Sprintf(` AND id < $%d`, len(args))
+	}
+	if onlyHighlight {
+		query += ` AND highlight = TRUE`
+	}
+	args = append(args, limit)
+	query += fmt.Sprintf(` ORDER BY id DESC LIMIT $%d`, len(args))
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("notifications of %s: %w", userID, err)
+	}
+	defer rows.Close()
+	var out []Notification
+	for rows.Next() {
+		n := Notification{UserID: userID}
+		var actions string
+		if err := rows.Scan(&n.ID, &n.RoomID, &n.EventID, &n.StreamPos, &n.ThreadID, &actions, &n.Highlight, &n.Read, &n.TS); err != nil {
+			return nil, err
+		}
+		n.Actions = json.RawMessage(actions)
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
+
+// PruneNotifications deletes read notifications older than a timestamp (ms).
+func PruneNotifications(ctx context.Context, db *DB, olderThanTS int64) (int64, error) {
+	res, err := db.ExecContext(ctx, `DELETE FROM push_notifications WHERE is_read = TRUE AND ts < $1`, olderThanTS)
+	if err != nil {
+		return 0, fmt.Errorf("prune notifications: %w", err)
+	}
+	return res.RowsAffected()
+}

@@ -1,0 +1,184 @@
+package storage_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+
+	"github.com/myelin-chat/myelin/storage"
+	"github.com/myelin-chat/myelin/storage/storagetest"
+)
+
+func TestPushRulesDocument(t *testing.T) {
+	storagetest.ForEachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		if _, err := storage.GetPushRules(ctx, db, "@a:test"); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("no rules yet: %v", err)
+		}
+		for _, doc := range []string{`{"v":1}`, `{"v":2}`} {
+			if err := db.WithTx(ctx, func(tx *storage.Tx) error {
+				if err := storage.LockPushRules(ctx, tx, "@a:test"); err != nil {
+					return err
+				}
+				return storage.PutPushRules(ctx, tx, "@a:test", doc)
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := storage.GetPushRulesOf(ctx, db, []string{"@a:test", "@b:test"})
+		if err != nil || len(got) != 1 || got["@a:test"] != `{"v":2}` {
+			t.Fatalf("rules of users: %v %v", got, err)
+		}
+	})
+}
+
+func TestNotificationCountsAndReceipts(t *testing.T) {
+	storagetest.ForEachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		const alice, bob, room, other = "@alice:test", "@bob:test", "!r:test", "!o:test"
+		n := func(user, room, ev string, pos int64, thread string, hl bool) storage.Notification {
+			return storage.Notification{UserID: user, RoomID: room, EventID: ev, StreamPos: pos, ThreadID: thread,
+				Actions: json.RawMessage(`["notify"]`), Highlight: hl, TS: pos}
+		}
+		insert := func(ns ...storage.Notification) {
+			t.Helper()
+			if err := db.WithTx(ctx, func(tx *storage.Tx) error { return storage.InsertNotifications(ctx, tx, ns) }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		insert(n(alice, room, "$1", 1, "", false), n(bob, room, "$1", 1, "", false),
+			n(alice, room, "$2", 2, "", true), n(alice, room, "$3", 3, "$2", false), n(alice, room, "$4", 4, "$2", true),
+			n(alice, other, "$5", 5, "", false))
+		insert(n(alice, room, "$1", 1, "", true)) // duplicate: ignored
+		counts := func(user string, rooms []string) map[string]storage.UnreadCount {
+			t.Helper()
+			rows, err := storage.UnreadNotificationCounts(ctx, db, user, rooms)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := map[string]storage.UnreadCount{}
+			for _, r := range rows {
+				out[r.RoomID+"|"+r.ThreadID] = r
+			}
+			return out
+		}
+		c := counts(alice, []string{room})
+		if c[room+"|"].Notifications != 2 || c[room+"|"].Highlights != 1 || c[room+"|$2"].Notifications != 2 || c[room+"|$2"].Highlights != 1 || len(c) != 2 {
+			t.Fatalf("alice's counts: %+v", c)
+		}
+		if total, _ := storage.TotalUnreadNotifications(ctx, db, alice); total != 5 {
+			t.Fatalf("total unread %d, want 5", total)
+		}
+		mark := func(user, room, thread string, pos int64) {
+			t.Helper()
+			if err := db.WithTx(ctx, func(tx *storage.Tx) error {
+				return storage.MarkNotificationsRead(ctx, tx, user, room, thread, pos)
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// A main-timeline receipt leaves the thread unread.
+		mark(alice, room, "main", 4)
+		c = counts(alice, nil)
+		if _, ok := c[room+"|"]; ok || c[room+"|$2"].Notifications != 2 || c[other+"|"].Notifications != 1 {
+			t.Fatalf("after main receipt: %+v", c)
+		}
+		// A thread receipt up to $3 reads $3 only.
+		mark(alice, room, "$2", 3)
+		if c = counts(alice, []string{room}); c[room+"|$2"].Notifications != 1 || c[room+"|$2"].Highlights != 1 {
+			t.Fatalf("after thread receipt: %+v", c)
+		}
+		// An older receipt does not move the stored position back.
+		mark(alice, room, "", 4)
+		mark(alice, room, "", 1)
+		rs, err := storage.ReceiptsAtOrAfter(ctx, db, room, 4)
+		if err != nil || len(rs) != 2 {
+			t.Fatalf("receipts at or after 4: %+v %v", rs, err)
+		}
+		if c = counts(alice, []string{room}); len(c) != 0 {
+			t.Fatalf("after unthreaded receipt: %+v", c)
+		}
+		// Bob's counts are his own.
+		if c = counts(bob, nil); c[room+"|"].Notifications != 1 {
+			t.Fatalf("bob's counts: %+v", c)
+		}
+		// Pages, newest first, with read flags.
+		page, err := storage.NotificationsPage(ctx, db, alice, 0, 2, false)
+		if err != nil || len(page) != 2 || page[0].EventID != "$5" || page[0].Read || page[1].EventID != "$4" || !page[1].Read {
+			t.Fatalf("first page: %+v %v", page, err)
+		}
+		page, _ = storage.NotificationsPage(ctx, db, alice, page[1].ID, 10, false)
+		if len(page) != 3 || page[2].EventID != "$1" {
+			t.Fatalf("second page: %+v", page)
+		}
+		page, _ = storage.NotificationsPage(ctx, db, alice, 0, 10, true)
+		if len(page) != 2 || page[0].EventID != "$4" || page[1].EventID != "$2" {
+			t.Fatalf("highlights: %+v", page)
+		}
+		if n, err := storage.PruneNotifications(ctx, db, 100); err != nil || n != 4 {
+			t.Fatalf("prune read notifications: %d %v", n, err)
+		}
+	})
+}
+
+func TestPushersAndQueue(t *testing.T) {
+	storagetest.ForEachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		p := storage.Pusher{UserID: "@a:test", DeviceID: "D1", Kind: "http", AppID: "app", PushKey: "k", AppDisplayName: "A",
+			DeviceDisplayName: "Phone", Lang: "en", Data: json.RawMessage(`{"url":"https://x/_matrix/push/v1/notify"}`)}
+		upsert := func(p storage.Pusher, appendOthers bool) {
+			t.Helper()
+			if err := db.WithTx(ctx, func(tx *storage.Tx) error { return storage.UpsertPusher(ctx, tx, p, appendOthers) }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		upsert(p, false)
+		p.Lang = "de"
+		upsert(p, false) // update in place
+		ps, err := storage.PushersOfUser(ctx, db, "@a:test")
+		if err != nil || len(ps) != 1 || ps[0].Lang != "de" {
+			t.Fatalf("pushers: %+v %v", ps, err)
+		}
+		b := p
+		b.UserID = "@b:test"
+		upsert(b, true) // append: a's pusher stays
+		if ps, _ := storage.PushersOfUsers(ctx, db, []string{"@a:test", "@b:test"}); len(ps) != 2 {
+			t.Fatalf("after append: %+v", ps)
+		}
+		upsert(b, false) // no append: a's pusher with the same key goes
+		if ps, _ := storage.PushersOfUser(ctx, db, "@a:test"); len(ps) != 0 {
+			t.Fatalf("not removed without append: %+v", ps)
+		}
+		bp, _ := storage.PushersOfUser(ctx, db, "@b:test")
+		if err := storage.EnqueuePush(ctx, db, bp[0].ID, json.RawMessage(`{"x":1}`)); err != nil {
+			t.Fatal(err)
+		}
+		due, err := storage.DuePushes(ctx, db, storage.NowMS()+1, 10)
+		if err != nil || len(due) != 1 || string(due[0].Payload) != `{"x":1}` {
+			t.Fatalf("due: %+v %v", due, err)
+		}
+		if err := storage.ReschedulePush(ctx, db, due[0].ID, 1, storage.NowMS()+60_000); err != nil {
+			t.Fatal(err)
+		}
+		if due, _ := storage.DuePushes(ctx, db, storage.NowMS()+1, 10); len(due) != 0 {
+			t.Fatalf("rescheduled push still due: %+v", due)
+		}
+		if next, _ := storage.NextPushDue(ctx, db); next <= storage.NowMS() {
+			t.Fatalf("next due %d", next)
+		}
+		// Removing the pusher drops its queue.
+		if err := storage.DeletePusherByID(ctx, db, bp[0].ID); err != nil {
+			t.Fatal(err)
+		}
+		if next, _ := storage.NextPushDue(ctx, db); next != 0 {
+			t.Fatalf("queue not emptied: %d", next)
+		}
+		if _, err := storage.PusherByID(ctx, db, bp[0].ID); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("deleted pusher: %v", err)
+		}
+		if ok, _ := storage.DeletePusher(ctx, db, "@b:test", "app", "k"); ok {
+			t.Fatal("deleted a pusher twice")
+		}
+	})
+}

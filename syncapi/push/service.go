@@ -1,0 +1,502 @@
+package push
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/sirupsen/logrus"
+
+	"github.com/myelin-chat/myelin/config"
+	"github.com/myelin-chat/myelin/roomserver"
+	"github.com/myelin-chat/myelin/storage"
+)
+
+// Rooms is what the push service reads from the roomserver.
+type Rooms interface {
+	Members(ctx context.Context, req roomserver.MembersRequest) ([]*roomserver.Event, error)
+	StateEventAt(ctx context.Context, eventID, eventType, stateKey string, after bool) (*roomserver.Event, error)
+	RoomVersion(ctx context.Context, roomID string) (gomatrixserverlib.RoomVersion, error)
+	Events(ctx context.Context, eventIDs []string) (map[string]*roomserver.Event, error)
+}
+
+// Service evaluates push rules for new events, keeps the notification records and
+// unread counts, serves the push rules, pushers and notifications APIs, and sends
+// notifications to push gateways.
+type Service struct {
+	db         *storage.DB
+	rooms      Rooms
+	serverName string
+	cfg        config.Push
+	log        *logrus.Entry
+
+	rules rulesCache
+
+	mu      sync.Mutex
+	queue   []roomserver.OutputEvent
+	closed  bool
+	wake    chan struct{}
+	stopped chan struct{}
+	// done is the stream position of the last evaluated event (for tests).
+	doneMu   sync.Mutex
+	doneCond *sync.Cond
+	donePos  int64
+
+	sender *Sender
+}
+
+// New builds the service; Start runs it.
+func New(db *storage.DB, rooms Rooms, cfg *config.Config) *Service {
+	s := &Service{
+		db:         db,
+		rooms:      rooms,
+		serverName: cfg.ServerName,
+		cfg:        cfg.Push,
+		log:        logrus.WithField("component", "push"),
+		wake:       make(chan struct{}, 1),
+		stopped:    make(chan struct{}),
+	}
+	s.doneCond = sync.NewCond(&s.doneMu)
+	s.rules.entries = map[string]cachedRules{}
+	s.sender = NewSender(db, cfg.Push)
+	return s
+}
+
+// Start runs the evaluation worker and the pusher sender until Close.
+func (s *Service) Start(ctx context.Context) {
+	go s.run(context.WithoutCancel(ctx))
+	s.sender.Start(ctx)
+}
+
+// Close stops accepting events, evaluates those already queued (for up to 10 s),
+// and stops the sender. Pending pushes stay in the database for the next start.
+func (s *Service) Close() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.signal()
+	select {
+	case <-s.stopped:
+	case <-time.After(10 * time.Second):
+		s.log.Warn("push evaluation queue not drained at shutdown")
+	}
+	s.sender.Close()
+}
+
+// OnNewEvent implements roomserver.Output: it queues the event and returns.
+func (s *Service) OnNewEvent(ev roomserver.OutputEvent) {
+	if ev.Event == nil {
+		return
+	}
+	s.mu.Lock()
+	if !s.closed {
+		s.queue = append(s.queue, ev)
+	}
+	s.mu.Unlock()
+	s.signal()
+}
+
+func (s *Service) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Service) run(ctx context.Context) {
+	defer close(s.stopped)
+	for {
+		s.mu.Lock()
+		batch := s.queue
+		s.queue = nil
+		closed := s.closed
+		s.mu.Unlock()
+		for _, ev := range batch {
+			if err := s.process(ctx, ev); err != nil {
+				s.log.WithError(err).WithFields(logrus.Fields{"room_id": ev.Event.RoomID().String(), "event_id": ev.Event.EventID()}).
+					Error("push rule evaluation failed")
+			}
+			s.doneMu.Lock()
+			s.donePos = max(s.donePos, ev.StreamPos)
+			s.doneCond.Broadcast()
+			s.doneMu.Unlock()
+		}
+		if len(batch) > 0 {
+			continue
+		}
+		if closed {
+			return
+		}
+		<-s.wake
+	}
+}
+
+// WaitFor blocks until the event at stream position pos (and every earlier one) was
+// evaluated, or ctx ends.
+func (s *Service) WaitFor(ctx context.Context, pos int64) error {
+	stop := context.AfterFunc(ctx, func() {
+		s.doneMu.Lock()
+		s.doneCond.Broadcast()
+		s.doneMu.Unlock()
+	})
+	defer stop()
+	s.doneMu.Lock()
+	defer s.doneMu.Unlock()
+	for s.donePos < pos {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		s.doneCond.Wait()
+	}
+	return nil
+}
+
+// isLocal reports whether a user ID belongs to this server.
+func (s *Service) isLocal(userID string) bool {
+	_, domain, ok := strings.Cut(userID, ":")
+	return ok && domain == s.serverName
+}
+
+// roomContext is what evaluation needs about the room at an event.
+type roomContext struct {
+	members      map[string]*roomserver.Event // joined members' member events
+	displayNames map[string]string
+	invitee      string
+	roomName     string
+}
+
+func displayNameOf(ev *roomserver.Event) string {
+	var c struct {
+		DisplayName string `json:"displayname"`
+	}
+	_ = json.Unmarshal(ev.Content(), &c)
+	return c.DisplayName
+}
+
+// prepareEvent builds the evaluation Event and the room context of a new event.
+func (s *Service) prepareEvent(ctx context.Context, out roomserver.OutputEvent) (*Event, *roomContext, error) {
+	ev := out.Event
+	roomID := ev.RoomID().String()
+	members, err := s.rooms.Members(ctx, roomserver.MembersRequest{RoomID: roomID, AtStream: out.StreamPos, Membership: spec.Join})
+	if err != nil {
+		return nil, nil, fmt.Errorf("members: %w", err)
+	}
+	rc := &roomContext{members: make(map[string]*roomserver.Event, len(members)), displayNames: map[string]string{}}
+	for _, m := range members {
+		if sk := m.StateKey(); sk != nil {
+			rc.members[*sk] = m
+		}
+	}
+	if ev.Type() == spec.MRoomMember && ev.Membership == spec.Invite && ev.StateKey() != nil {
+		rc.invitee = *ev.StateKey()
+		rc.displayNames[rc.invitee] = displayNameOf(ev)
+	}
+	pev, err := NewEvent(ev.JSON())
+	if err != nil {
+		return nil, nil, fmt.Errorf("parse event: %w", err)
+	}
+	pev.MemberCount = len(members)
+	pev.DisplayName = func(userID string) string {
+		if n, ok := rc.displayNames[userID]; ok {
+			return n
+		}
+		n := ""
+		if m := rc.members[userID]; m != nil {
+			n = displayNameOf(m)
+		}
+		rc.displayNames[userID] = n
+		return n
+	}
+	var plContent []byte
+	if pl, err := s.rooms.StateEventAt(ctx, ev.EventID(), spec.MRoomPowerLevels, "", false); err == nil && pl != nil {
+		plContent = pl.Content()
+	}
+	var creators []string
+	if ver, err := s.rooms.RoomVersion(ctx, roomID); err == nil {
+		if impl, err := gomatrixserverlib.GetRoomVersion(ver); err == nil && impl.PrivilegedCreators() {
+			if create, err := s.rooms.StateEventAt(ctx, ev.EventID(), spec.MRoomCreate, "", false); err == nil && create != nil {
+				creators = gomatrixserverlib.CreatorsFromCreateEvent(create.PDU)
+			} else if ev.Type() == spec.MRoomCreate {
+				creators = []string{string(ev.SenderID())}
+			}
+		}
+	}
+	pev.SetPowerLevels(plContent, creators)
+	return pev, rc, nil
+}
+
+// targets returns the local users an event is evaluated for: the joined local members
+// and a local invitee, never the sender.
+func (s *Service) targets(ev *roomserver.Event, rc *roomContext) []string {
+	sender := string(ev.SenderID())
+	out := make([]string, 0, len(rc.members)+1)
+	for u := range rc.members {
+		if u != sender && s.isLocal(u) {
+			out = append(out, u)
+		}
+	}
+	if rc.invitee != "" && rc.invitee != sender && s.isLocal(rc.invitee) {
+		if _, joined := rc.members[rc.invitee]; !joined {
+			out = append(out, rc.invitee)
+		}
+	}
+	return out
+}
+
+// process evaluates one new event for every target user and records the notifications.
+func (s *Service) process(ctx context.Context, out roomserver.OutputEvent) error {
+	ev := out.Event
+	pev, rc, err := s.prepareEvent(ctx, out)
+	if err != nil {
+		return err
+	}
+	users := s.targets(ev, rc)
+	if len(users) == 0 {
+		return nil
+	}
+	rulesets, err := s.rulesetsOf(ctx, users)
+	if err != nil {
+		return err
+	}
+	threadID := ""
+	if ev.RelType == "m.thread" {
+		threadID = ev.RelatesTo
+	}
+	roomID := ev.RoomID().String()
+	now := storage.NowMS()
+	var notes []storage.Notification
+	actionsOf := map[string]Actions{}
+	for _, u := range users {
+		rule, a := rulesets[u].Evaluate(pev, User{UserID: u})
+		if rule == nil || !a.Notify {
+			continue
+		}
+		actions, _ := json.Marshal(rule.Actions)
+		notes = append(notes, storage.Notification{UserID: u, RoomID: roomID, EventID: ev.EventID(), StreamPos: out.StreamPos,
+			ThreadID: threadID, Actions: actions, Highlight: a.Highlight, TS: now})
+		actionsOf[u] = a
+	}
+	if len(notes) == 0 {
+		return nil
+	}
+	// Receipts that arrived before this evaluation already cover the event.
+	receipts, err := storage.ReceiptsAtOrAfter(ctx, s.db, roomID, out.StreamPos)
+	if err != nil {
+		return err
+	}
+	if len(receipts) > 0 {
+		read := map[string]bool{}
+		for _, r := range receipts {
+			if r.ThreadID == "" || (r.ThreadID == "main" && threadID == "") || (threadID != "" && r.ThreadID == threadID) {
+				read[r.UserID] = true
+			}
+		}
+		for i := range notes {
+			notes[i].Read = read[notes[i].UserID]
+		}
+	}
+	if err := s.db.WithTx(ctx, func(tx *storage.Tx) error { return storage.InsertNotifications(ctx, tx, notes) }); err != nil {
+		return err
+	}
+	return s.enqueuePushes(ctx, ev, pev, rc, notes, actionsOf)
+}
+
+// rulesCache keeps compiled rulesets. Entries expire after rulesTTL so that changes
+// made by another process are seen; changes made here invalidate at once.
+type rulesCache struct {
+	mu      sync.Mutex
+	entries map[string]cachedRules
+}
+
+type cachedRules struct {
+	rs      *Ruleset
+	expires time.Time
+}
+
+const (
+	rulesTTL       = 30 * time.Second
+	rulesCacheSize = 100_000
+)
+
+func (c *rulesCache) get(userID string) *Ruleset {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[userID]
+	if !ok || time.Now().After(e.expires) {
+		return nil
+	}
+	return e.rs
+}
+
+func (c *rulesCache) put(userID string, rs *Ruleset) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.entries) >= rulesCacheSize {
+		c.entries = map[string]cachedRules{}
+	}
+	c.entries[userID] = cachedRules{rs: rs, expires: time.Now().Add(rulesTTL)}
+}
+
+func (c *rulesCache) forget(userID string) {
+	c.mu.Lock()
+	delete(c.entries, userID)
+	c.mu.Unlock()
+}
+
+// rulesetsOf returns the compiled rulesets of users, from the cache or the database.
+func (s *Service) rulesetsOf(ctx context.Context, users []string) (map[string]*Ruleset, error) {
+	out := make(map[string]*Ruleset, len(users))
+	var missing []string
+	for _, u := range users {
+		if rs := s.rules.get(u); rs != nil {
+			out[u] = rs
+		} else {
+			missing = append(missing, u)
+		}
+	}
+	if len(missing) == 0 {
+		return out, nil
+	}
+	stored, err := storage.GetPushRulesOf(ctx, s.db, missing)
+	if err != nil {
+		return nil, err
+	}
+	for _, u := range missing {
+		var ur *UserRules
+		if doc, ok := stored[u]; ok {
+			ur = &UserRules{}
+			if err := json.Unmarshal([]byte(doc), ur); err != nil {
+				s.log.WithError(err).WithField("user_id", u).Warn("unreadable push rules, using the defaults")
+				ur = nil
+			}
+		}
+		rs := Build(u, ur)
+		s.rules.put(u, rs)
+		out[u] = rs
+	}
+	return out, nil
+}
+
+// Count is a number of unread notifications and highlights.
+type Count struct {
+	Notifications int
+	Highlights    int
+}
+
+// Counts are a user's unread counts in a room: Notifications and Highlights over the
+// whole room (main timeline and threads), Main for the main timeline only, and
+// Threads per thread root (only threads with unread notifications).
+type Counts struct {
+	Notifications int
+	Highlights    int
+	Main          Count
+	Threads       map[string]Count
+}
+
+// UnreadCounts returns a user's unread notification counts for rooms (rooms without
+// unread notifications are absent from the map).
+func (s *Service) UnreadCounts(ctx context.Context, userID string, roomIDs []string) (map[string]Counts, error) {
+	if roomIDs != nil && len(roomIDs) == 0 {
+		return map[string]Counts{}, nil
+	}
+	rows, err := storage.UnreadNotificationCounts(ctx, s.db, userID, roomIDs)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]Counts{}
+	for _, r := range rows {
+		c := out[r.RoomID]
+		c.Notifications += r.Notifications
+		c.Highlights += r.Highlights
+		if r.ThreadID == "" {
+			c.Main = Count{Notifications: r.Notifications, Highlights: r.Highlights}
+		} else {
+			if c.Threads == nil {
+				c.Threads = map[string]Count{}
+			}
+			c.Threads[r.ThreadID] = Count{Notifications: r.Notifications, Highlights: r.Highlights}
+		}
+		out[r.RoomID] = c
+	}
+	return out, nil
+}
+
+// MarkRead applies a read receipt (m.read or m.read.private) at an event's stream
+// position: threadID "" is an unthreaded receipt (everything up to the event is
+// read), "main" the main timeline, otherwise a thread root.
+func (s *Service) MarkRead(ctx context.Context, userID, roomID, threadID string, streamPos int64) error {
+	return s.db.WithTx(ctx, func(tx *storage.Tx) error {
+		return storage.MarkNotificationsRead(ctx, tx, userID, roomID, threadID, streamPos)
+	})
+}
+
+// NotificationsPage is a page of GET /notifications.
+type NotificationsPage struct {
+	Notifications []storage.Notification
+	Events        map[string]*roomserver.Event
+	// Next is the from token of the next page ("" at the end).
+	Next string
+}
+
+// ErrBadToken is returned for a malformed from token.
+var ErrBadToken = errors.New("invalid pagination token")
+
+// Notifications returns a user's notifications, newest first.
+func (s *Service) Notifications(ctx context.Context, userID, from string, limit int, onlyHighlight bool) (*NotificationsPage, error) {
+	var before int64
+	if from != "" {
+		if _, err := fmt.Sscan(from, &before); err != nil || before <= 0 {
+			return nil, ErrBadToken
+		}
+	}
+	if limit <= 0 || limit > 100 {
+		limit = 100
+	}
+	ns, err := storage.NotificationsPage(ctx, s.db, userID, before, limit+1, onlyHighlight)
+	if err != nil {
+		return nil, err
+	}
+	page := &NotificationsPage{}
+	if len(ns) > limit {
+		ns = ns[:limit]
+		page.Next = fmt.Sprint(ns[len(ns)-1].ID)
+	}
+	ids := make([]string, len(ns))
+	for i, n := range ns {
+		ids[i] = n.EventID
+	}
+	page.Events, err = s.rooms.Events(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range ns {
+		if page.Events[n.EventID] != nil {
+			page.Notifications = append(page.Notifications, n)
+		}
+	}
+	return page, nil
+}
+
+// MarkReadAt is MarkRead for a receipt on an event (its stream position is looked up);
+// receipts on unknown or non-timeline events are ignored.
+func (s *Service) MarkReadAt(ctx context.Context, userID, roomID, eventID, threadID string) error {
+	evs, err := s.rooms.Events(ctx, []string{eventID})
+	if err != nil {
+		return err
+	}
+	ev := evs[eventID]
+	if ev == nil || ev.StreamPos == 0 || ev.RoomID().String() != roomID {
+		return nil
+	}
+	return s.MarkRead(ctx, userID, roomID, threadID, ev.StreamPos)
+}

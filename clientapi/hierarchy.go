@@ -256,3 +256,50 @@ func (s *Server) getHierarchy(r *http.Request) (any, error) {
 	}
 	return resp, nil
 }
+
+// getRoomSummary serves GET /_matrix/client/v1/room_summary/{roomIdOrAlias} (v1.15).
+// Anonymous callers get rooms that are public, knockable or world readable; users also
+// get the rooms they could see in a space hierarchy and those they have a membership
+// of (with that membership). Other rooms, and rooms this server does not know, are
+// 404 M_NOT_FOUND so that their existence does not leak.
+func (s *Server) getRoomSummary(r *http.Request) (any, error) {
+	ctx := r.Context()
+	d := requestDevice(r)
+	notFound := httputil.NotFound("Room not found")
+	roomID, err := s.resolveRoomIDOrAlias(ctx, pathVar(r, "roomIdOrAlias"))
+	if err != nil {
+		return nil, err
+	}
+	sum, err := s.summarizeRoom(ctx, roomID)
+	if err != nil {
+		if e, ok := httputil.AsError(err); ok && e.Code == string(spec.ErrorNotFound) {
+			return nil, notFound
+		}
+		return nil, err
+	}
+	open := sum.JoinRule == spec.Public || sum.JoinRule == spec.Knock || sum.JoinRule == "knock_restricted" || sum.WorldReadable
+	if d == nil {
+		if !open {
+			return nil, notFound
+		}
+		return sum, nil
+	}
+	membership, _, err := s.rooms.Membership(ctx, roomID, d.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if membership == "" {
+		visible, err := s.canSeeInHierarchy(ctx, sum, d.UserID)
+		if err != nil {
+			return nil, err
+		}
+		if !visible {
+			return nil, notFound
+		}
+		membership = spec.Leave
+	}
+	return struct {
+		*roomSummary
+		Membership string `json:"membership"`
+	}{sum, membership}, nil
+}

@@ -140,6 +140,30 @@ func (s *Server) routes() []route {
 		{method: get, prefixes: clientV1, path: "/rooms/{roomId}/threads", auth: authRequired, h: s.getThreads},
 		{method: get, prefixes: clientV1, path: "/rooms/{roomId}/timestamp_to_event", auth: authRequired, h: s.getTimestampToEvent},
 
+		// Room aliases, room directory, upgrades, tags, spaces, user directory, relations
+		// (directory.go, publicrooms.go, upgrade.go, tags.go, hierarchy.go,
+		// userdirectory.go, relations.go, timestamp.go).
+		{method: put, prefixes: clientV3, path: "/directory/room/{roomAlias}", auth: authRequired, limited: true, h: s.putDirectoryRoom},
+		{method: get, prefixes: clientV3, path: "/directory/room/{roomAlias}", auth: authOptional, limited: true, h: s.getDirectoryRoom},
+		{method: del, prefixes: clientV3, path: "/directory/room/{roomAlias}", auth: authRequired, limited: true, h: s.deleteDirectoryRoom},
+		{method: get, prefixes: clientV3, path: "/rooms/{roomId}/aliases", auth: authRequired, limited: true, h: s.getRoomAliases},
+		{method: get, prefixes: clientV3, path: "/directory/list/room/{roomId}", auth: authOptional, limited: true, h: s.getDirectoryListRoom},
+		{method: put, prefixes: clientV3, path: "/directory/list/room/{roomId}", auth: authRequired, limited: true, h: s.putDirectoryListRoom},
+		{method: get, prefixes: clientV3, path: "/publicRooms", auth: authOptional, limited: true, h: s.getPublicRooms},
+		{method: post, prefixes: clientV3, path: "/publicRooms", auth: authRequired, limited: true, h: s.postPublicRooms},
+		{method: post, prefixes: clientV3, path: "/rooms/{roomId}/upgrade", auth: authRequired, limited: true, h: s.postRoomUpgrade},
+		{method: get, prefixes: clientV3, path: "/user/{userId}/rooms/{roomId}/tags", auth: authRequired, h: s.getRoomTags},
+		{method: put, prefixes: clientV3, path: "/user/{userId}/rooms/{roomId}/tags/{tag}", auth: authRequired, limited: true, h: s.putRoomTag},
+		{method: del, prefixes: clientV3, path: "/user/{userId}/rooms/{roomId}/tags/{tag}", auth: authRequired, limited: true, h: s.deleteRoomTag},
+		{method: get, prefixes: clientV1, path: "/rooms/{roomId}/hierarchy", auth: authRequired, limited: true, h: s.getHierarchy},
+		{method: get, prefixes: clientV1, path: "/room_summary/{roomIdOrAlias}", auth: authOptional, limited: true, h: s.getRoomSummary},
+		{method: post, prefixes: clientV3, path: "/user_directory/search", auth: authRequired, limited: true, h: s.postUserDirectorySearch},
+		{method: get, prefixes: clientV1, path: "/rooms/{roomId}/relations/{eventId}", auth: authRequired, h: s.getRelations},
+		{method: get, prefixes: clientV1, path: "/rooms/{roomId}/relations/{eventId}/{relType}", auth: authRequired, h: s.getRelations},
+		{method: get, prefixes: clientV1, path: "/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}", auth: authRequired, h: s.getRelations},
+		{method: get, prefixes: clientV1, path: "/rooms/{roomId}/threads", auth: authRequired, h: s.getThreads},
+		{method: get, prefixes: clientV1, path: "/rooms/{roomId}/timestamp_to_event", auth: authRequired, h: s.getTimestampToEvent},
+
 		// Dehydrated devices, MSC3814 (dehydrated.go).
 		{method: put, prefixes: unstable, path: "/org.matrix.msc3814.v1/dehydrated_device", auth: authRequired, limited: true, h: s.putDehydratedDevice},
 		{method: get, prefixes: unstable, path: "/org.matrix.msc3814.v1/dehydrated_device", auth: authRequired, h: s.getDehydratedDevice},
@@ -153,19 +177,6 @@ func (s *Server) routes() []route {
 		{method: post, prefixes: clientV3, path: "/rooms/{roomId}/read_markers", auth: authRequired, limited: true, h: s.postReadMarkers},
 		{method: get, prefixes: clientV3, path: "/presence/{userId}/status", auth: authRequired, limited: true, h: s.getPresence},
 		{method: put, prefixes: clientV3, path: "/presence/{userId}/status", auth: authRequired, limited: true, h: s.putPresence},
-
-		// Push rules, pushers and notifications (pushrules.go, pushers.go, notifications.go).
-		{method: get, prefixes: clientV3, path: "/pushrules/", auth: authRequired, h: s.getPushRules},
-		{method: get, prefixes: clientV3, path: "/pushrules", auth: authRequired, h: s.getPushRules},
-		{method: get, prefixes: clientV3, path: "/pushrules/{scope}/", auth: authRequired, h: s.getPushRules},
-		{method: get, prefixes: clientV3, path: "/pushrules/{scope}/{kind}/{ruleId}", auth: authRequired, h: s.getPushRule},
-		{method: put, prefixes: clientV3, path: "/pushrules/{scope}/{kind}/{ruleId}", auth: authRequired, limited: true, h: s.putPushRule},
-		{method: del, prefixes: clientV3, path: "/pushrules/{scope}/{kind}/{ruleId}", auth: authRequired, limited: true, h: s.deletePushRule},
-		{method: get, prefixes: clientV3, path: "/pushrules/{scope}/{kind}/{ruleId}/{attr:enabled|actions}", auth: authRequired, h: s.getPushRuleAttr},
-		{method: put, prefixes: clientV3, path: "/pushrules/{scope}/{kind}/{ruleId}/{attr:enabled|actions}", auth: authRequired, limited: true, h: s.putPushRuleAttr},
-		{method: get, prefixes: clientV3, path: "/pushers", auth: authRequired, h: s.getPushers},
-		{method: post, prefixes: clientV3, path: "/pushers/set", auth: authRequired, limited: true, h: s.postPushersSet},
-		{method: get, prefixes: clientV3, path: "/notifications", auth: authRequired, limited: true, h: s.getNotifications},
 
 		// Synapse-compatible admin API: registration tokens (admins only).
 		{method: get, prefixes: synapseAdmin, path: "/registration_tokens", auth: authRequired, limited: true, h: s.getRegistrationTokens},

@@ -142,3 +142,53 @@ func TestHierarchy(t *testing.T) {
 		}
 	})
 }
+
+func TestRoomSummary(t *testing.T) {
+	harness.ForEachEngine(t, func(t *testing.T, engine string) {
+		s := harness.Start(t, harness.Options{Engine: engine})
+		alice := udRegister(t, s, "alice")
+		bob := udRegister(t, s, "bob")
+		at, bt := alice.AccessToken, bob.AccessToken
+		public := dirCreate(t, s, at, map[string]any{"preset": "public_chat", "name": "Open", "room_alias_name": "open",
+			"creation_content": map[string]any{"type": "m.space"}})
+		private := dirCreate(t, s, at, map[string]any{"preset": "private_chat", "name": "Closed"})
+		summary := func(token, idOrAlias string) (int, map[string]any) {
+			return s.Do(t, "GET", dirV1+"/room_summary/"+url.PathEscape(idOrAlias), token, nil)
+		}
+
+		// Anonymous, by alias: a public room, without membership.
+		status, body := summary("", "#open:hs1.test")
+		if status != 200 || body["room_id"] != public || body["name"] != "Open" || body["room_type"] != "m.space" ||
+			body["join_rule"] != "public" || body["num_joined_members"] != 1.0 || body["membership"] != nil || body["room_version"] == nil {
+			t.Fatalf("anonymous public summary: %d %v", status, body)
+		}
+		// A user who is not in it: membership leave.
+		status, body = summary(bt, public)
+		if status != 200 || body["membership"] != "leave" {
+			t.Fatalf("bob's public summary: %d %v", status, body)
+		}
+		// The private room: only its members (and invitees).
+		status, body = summary("", private)
+		udExpect(t, "anonymous private summary", status, body, 404, "M_NOT_FOUND")
+		status, body = summary(bt, private)
+		udExpect(t, "outsider's private summary", status, body, 404, "M_NOT_FOUND")
+		status, body = summary(at, private)
+		if status != 200 || body["membership"] != "join" || body["name"] != "Closed" || body["join_rule"] != "invite" {
+			t.Fatalf("member's private summary: %d %v", status, body)
+		}
+		if status, body := s.Do(t, "POST", dirV3+"/rooms/"+esc(private)+"/invite", at, map[string]any{"user_id": "@bob:hs1.test"}); status != 200 {
+			t.Fatalf("invite: %d %v", status, body)
+		}
+		status, body = summary(bt, private)
+		if status != 200 || body["membership"] != "invite" {
+			t.Fatalf("invitee's private summary: %d %v", status, body)
+		}
+		// Unknown rooms and aliases.
+		status, body = summary(at, "!unknown:hs1.test")
+		udExpect(t, "unknown room", status, body, 404, "M_NOT_FOUND")
+		status, body = summary(at, "#unknown:hs1.test")
+		udExpect(t, "unknown alias", status, body, 404, "M_NOT_FOUND")
+		status, body = summary(at, "nonsense")
+		udExpect(t, "neither ID nor alias", status, body, 400, "M_INVALID_PARAM")
+	})
+}

@@ -222,10 +222,11 @@ func (s *Server) getJoinedMembers(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	req := roomserver.MembersRequest{RoomID: roomID, Membership: spec.Join}
 	if v.atEvent != "" {
-		req.AtStream = v.memberEv.StreamPos
+		// Only current members (or anyone, in world_readable rooms) list the joined members.
+		return nil, httputil.Forbidden("You aren't a member of the room")
 	}
+	req := roomserver.MembersRequest{RoomID: roomID, Membership: spec.Join}
 	evs, err := s.rooms.Members(r.Context(), req)
 	if err != nil {
 		return nil, err

@@ -325,8 +325,12 @@ func (s *Server) getContext(r *http.Request) (any, error) {
 		return nil, err
 	}
 	resp["event"] = f.event(ev, true)
-	resp["events_before"], _ = f.events(r.Context(), before)
-	resp["events_after"], _ = f.events(r.Context(), after)
+	if resp["events_before"], err = f.events(r.Context(), before); err != nil {
+		return nil, err
+	}
+	if resp["events_after"], err = f.events(r.Context(), after); err != nil {
+		return nil, err
+	}
 	resp["start"] = startPos.String()
 	resp["end"] = endPos.String()
 

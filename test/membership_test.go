@@ -215,6 +215,8 @@ func TestMembershipLifecycle(t *testing.T) {
 		if _, err := dave.JoinRoomByID(ctx, public); err != nil {
 			t.Fatal(err)
 		}
+		_, err = bob.JoinedMembers(ctx, public)
+		rmWantErr(t, "joined_members after leaving", err, 403, "M_FORBIDDEN")
 		resp2, err := bob.Members(ctx, public)
 		if err != nil {
 			t.Fatal(err)

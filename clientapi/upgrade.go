@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"slices"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -134,6 +135,40 @@ func (s *Server) postRoomUpgrade(r *http.Request) (any, error) {
 			preset = spec.PresetPublicChat
 		}
 		initial = append(initial, roomserver.StateEvent{Type: typ, Content: c})
+	}
+
+	// Space structure (children and parents) is kept.
+	for _, typ := range []string{"m.space.child", "m.space.parent"} {
+		evs, err := s.rooms.CurrentStateOfType(ctx, oldID, typ)
+		if err != nil {
+			return nil, err
+		}
+		for _, ev := range evs {
+			var c map[string]any
+			if json.Unmarshal(ev.Content(), &c) != nil || len(c) == 0 || ev.StateKey() == nil {
+				continue // removed (empty content)
+			}
+			initial = append(initial, roomserver.StateEvent{Type: typ, StateKey: *ev.StateKey(), Content: c})
+		}
+	}
+	// Bans are carried over (MSC4167), so that an upgrade does not let banned users in.
+	bans, err := s.rooms.Members(ctx, roomserver.MembersRequest{RoomID: oldID, Membership: spec.Ban})
+	if err != nil {
+		return nil, err
+	}
+	for _, ev := range bans {
+		target := *ev.StateKey()
+		if slices.Contains(body.AdditionalCreators, target) || !upgradeCanBan(initialPL, d.UserID, target, newImpl.PrivilegedCreators()) {
+			continue
+		}
+		c := map[string]any{"membership": spec.Ban}
+		var old struct {
+			Reason string `json:"reason"`
+		}
+		if json.Unmarshal(ev.Content(), &old) == nil && old.Reason != "" {
+			c["reason"] = old.Reason
+		}
+		initial = append(initial, roomserver.StateEvent{Type: spec.MRoomMember, StateKey: target, Content: c})
 	}
 
 	newID, err := s.rooms.CreateRoom(ctx, roomserver.CreateRoomRequest{
@@ -267,4 +302,36 @@ func upgradePowerLevels(old map[string]any, upgrader string, additional []string
 		iu[upgrader] = max(top, 100.0)
 	}
 	return final, initial
+}
+
+// upgradeCanBan reports whether the upgrader may ban target under the new room's
+// initial power levels (the auth rules need ban power and a higher level than the
+// target's).
+func upgradeCanBan(pl map[string]any, upgrader, target string, privilegedCreators bool) bool {
+	if target == upgrader {
+		return false
+	}
+	level := func(key string, def float64) float64 {
+		if v, ok := pl[key].(float64); ok {
+			return v
+		}
+		return def
+	}
+	userLevel := func(u string) float64 {
+		if users, ok := pl["users"].(map[string]any); ok {
+			if v, ok := users[u].(float64); ok {
+				return v
+			}
+		}
+		return level("users_default", 0)
+	}
+	if pl == nil {
+		return true // default power levels: the creator has 100, everyone else 0
+	}
+	targetLevel := userLevel(target)
+	if privilegedCreators {
+		return true // the upgrader is a creator: unlimited power
+	}
+	mine := userLevel(upgrader)
+	return mine >= level("ban", 50) && mine > targetLevel
 }

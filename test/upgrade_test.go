@@ -42,6 +42,11 @@ func TestUpgradeRoom(t *testing.T) {
 			t.Fatalf("publish: %d %v", status, body)
 		}
 		dirSend(t, s, bt, old, "m.room.message", map[string]any{"msgtype": "m.text", "body": "before"})
+		udRegister(t, s, "mallory")
+		if status, body := s.Do(t, "POST", dirV3+"/rooms/"+esc(old)+"/ban", at, map[string]any{"user_id": "@mallory:hs1.test", "reason": "spam"}); status != 200 {
+			t.Fatalf("ban: %d %v", status, body)
+		}
+		dirMustState(t, s, at, old, "m.space.child", "!child:hs1.test", map[string]any{"via": []string{"hs1.test"}})
 
 		// Failures change nothing.
 		up := dirV3 + "/rooms/" + esc(old) + "/upgrade"
@@ -83,6 +88,12 @@ func TestUpgradeRoom(t *testing.T) {
 		}
 		if acl := dirStateContent(t, s, at, newID, "m.room.server_acl", ""); len(dirStrings(acl["deny"])) != 1 {
 			t.Fatalf("server ACL: %v", acl)
+		}
+		if c := dirStateContent(t, s, at, newID, "m.room.member", "@mallory:hs1.test"); c["membership"] != "ban" || c["reason"] != "spam" {
+			t.Fatalf("ban not carried over: %v", c)
+		}
+		if c := dirStateContent(t, s, at, newID, "m.space.child", "!child:hs1.test"); len(dirStrings(c["via"])) != 1 {
+			t.Fatalf("space child not carried over: %v", c)
 		}
 		pl := dirStateContent(t, s, at, newID, "m.room.power_levels", "")
 		users, _ := pl["users"].(map[string]any)
@@ -138,6 +149,9 @@ func TestUpgradeRoom(t *testing.T) {
 		users, _ = pl["users"].(map[string]any)
 		if _, listed := users["@alice:hs1.test"]; listed || users["@bob:hs1.test"] != 10.0 {
 			t.Fatalf("v12 power levels: %v", pl)
+		}
+		if c := dirStateContent(t, s, at, v12, "m.room.member", "@mallory:hs1.test"); c["membership"] != "ban" {
+			t.Fatalf("ban not carried over to v12: %v", c)
 		}
 		if c := dirStateContent(t, s, at, v12, "m.room.name", ""); c["name"] != "Old name" {
 			t.Fatalf("v12 name: %v", c)

@@ -10,8 +10,10 @@ import (
 	"unicode/utf8"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/sirupsen/logrus"
 
 	"github.com/myelin-chat/myelin/clientapi/httputil"
+	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -201,7 +203,48 @@ func (s *Server) deleteDirectoryRoom(r *http.Request) (any, error) {
 		}
 		return nil, err
 	}
+	s.dropCanonicalAlias(ctx, a.RoomID, alias, d.UserID)
 	return struct{}{}, nil
+}
+
+// dropCanonicalAlias takes a deleted alias out of the room's m.room.canonical_alias
+// event, sent as the user who deleted it. This is best effort: a user without the
+// power to send the event (a server admin outside the room) leaves it as it is.
+func (s *Server) dropCanonicalAlias(ctx context.Context, roomID, alias, userID string) {
+	ev, err := s.rooms.CurrentStateEvent(ctx, roomID, spec.MRoomCanonicalAlias, "")
+	if err != nil || ev == nil {
+		return
+	}
+	var c map[string]any
+	if json.Unmarshal(ev.Content(), &c) != nil {
+		return
+	}
+	changed := false
+	if c["alias"] == alias {
+		delete(c, "alias")
+		changed = true
+	}
+	if alt, ok := c["alt_aliases"].([]any); ok {
+		kept := make([]any, 0, len(alt))
+		for _, a := range alt {
+			if a == alias {
+				changed = true
+				continue
+			}
+			kept = append(kept, a)
+		}
+		c["alt_aliases"] = kept
+		if len(kept) == 0 {
+			delete(c, "alt_aliases")
+		}
+	}
+	if !changed {
+		return
+	}
+	sk := ""
+	if _, err := s.rooms.SendEvent(ctx, roomserver.SendRequest{RoomID: roomID, Sender: userID, Type: spec.MRoomCanonicalAlias, StateKey: &sk, Content: c}); err != nil {
+		logrus.WithError(err).WithFields(logrus.Fields{"room_id": roomID, "user_id": userID}).Debug("could not update the canonical alias after deleting an alias")
+	}
 }
 
 // getRoomAliases serves GET /rooms/{roomId}/aliases: for members of the room, or

@@ -227,6 +227,21 @@ func TestDirectoryCanonicalAlias(t *testing.T) {
 		if status != 400 {
 			t.Fatalf("malformed alias: %d %v", status, body)
 		}
+		// Deleting an alias takes it out of the canonical alias event.
+		if status, body := s.Do(t, "DELETE", dirV3+"/directory/room/"+url.PathEscape("#alt:hs1.test"), at, nil); status != 200 {
+			t.Fatalf("delete alt alias: %d %v", status, body)
+		}
+		status, body = s.Do(t, "GET", dirV3+"/rooms/"+esc(room)+"/state/m.room.canonical_alias/", at, nil)
+		if status != 200 || body["alias"] != "#mine:hs1.test" || body["alt_aliases"] != nil {
+			t.Fatalf("canonical alias after deleting the alt alias: %d %v", status, body)
+		}
+		if status, body := s.Do(t, "DELETE", dirV3+"/directory/room/"+url.PathEscape("#mine:hs1.test"), at, nil); status != 200 {
+			t.Fatalf("delete alias: %d %v", status, body)
+		}
+		status, body = s.Do(t, "GET", dirV3+"/rooms/"+esc(room)+"/state/m.room.canonical_alias/", at, nil)
+		if status != 200 || body["alias"] != nil {
+			t.Fatalf("canonical alias after deleting the alias: %d %v", status, body)
+		}
 		// Clearing the canonical alias is fine.
 		dirMustState(t, s, at, room, "m.room.canonical_alias", "", map[string]any{})
 	})

@@ -168,6 +168,22 @@ func (s *Server) routes() []route {
 		{method: post, prefixes: clientV3, path: "/pushers/set", auth: authRequired, limited: true, h: s.postPushersSet},
 		{method: get, prefixes: clientV3, path: "/notifications", auth: authRequired, limited: true, h: s.getNotifications},
 
+		// Media repository (media.go): authenticated v1 endpoints, uploads, and the legacy
+		// unauthenticated v3/r0 download, thumbnail, config and preview_url.
+		{method: get, prefixes: clientV1, path: "/media/config", auth: authRequired, h: s.getMediaConfig},
+		{method: get, prefixes: clientV1, path: "/media/download/{serverName}/{mediaId}", auth: authRequired, raw: s.getMediaDownload},
+		{method: get, prefixes: clientV1, path: "/media/download/{serverName}/{mediaId}/{fileName}", auth: authRequired, raw: s.getMediaDownload},
+		{method: get, prefixes: clientV1, path: "/media/thumbnail/{serverName}/{mediaId}", auth: authRequired, raw: s.getMediaThumbnail},
+		{method: get, prefixes: clientV1, path: "/media/preview_url", auth: authRequired, limited: true, h: s.getPreviewURL},
+		{method: post, prefixes: mediaV3, path: "/upload", auth: authRequired, limited: true, maxBody: s.cfg.Media.MaxUploadBytes, h: s.postUpload},
+		{method: put, prefixes: mediaV3, path: "/upload/{serverName}/{mediaId}", auth: authRequired, limited: true, maxBody: s.cfg.Media.MaxUploadBytes, h: s.putUpload},
+		{method: post, prefixes: mediaV1, path: "/create", auth: authRequired, limited: true, h: s.postMediaCreate},
+		{method: get, prefixes: mediaV3, path: "/config", auth: authOptional, h: s.getMediaConfig},
+		{method: get, prefixes: mediaV3, path: "/download/{serverName}/{mediaId}", raw: s.getMediaDownload},
+		{method: get, prefixes: mediaV3, path: "/download/{serverName}/{mediaId}/{fileName}", raw: s.getMediaDownload},
+		{method: get, prefixes: mediaV3, path: "/thumbnail/{serverName}/{mediaId}", raw: s.getMediaThumbnail},
+		{method: get, prefixes: mediaV3, path: "/preview_url", auth: authRequired, limited: true, h: s.getPreviewURL},
+
 		// Synapse-compatible admin API: registration tokens (admins only).
 		{method: get, prefixes: synapseAdmin, path: "/registration_tokens", auth: authRequired, limited: true, h: s.getRegistrationTokens},
 		{method: post, prefixes: synapseAdmin, path: "/registration_tokens/new", auth: authRequired, limited: true, h: s.postRegistrationToken},

@@ -17,6 +17,7 @@ import (
 
 	"github.com/myelin-chat/myelin/clientapi/auth"
 	"github.com/myelin-chat/myelin/clientapi/httputil"
+	"github.com/myelin-chat/myelin/clientapi/media"
 	"github.com/myelin-chat/myelin/clientapi/ratelimit"
 	"github.com/myelin-chat/myelin/config"
 	"github.com/myelin-chat/myelin/roomserver"
@@ -37,6 +38,8 @@ type Deps struct {
 	Sync *syncapi.Service
 	// Push serves push rules, pushers, notifications and unread counts; nil disables them.
 	Push *push.Service
+	// RemoteMedia fetches media of other servers; nil answers 404 for remote media.
+	RemoteMedia media.RemoteFetcher
 	// Registry receives the API's metrics; nil disables them.
 	Registry prometheus.Registerer
 	// Version is the server version reported by /_matrix/federation/v1/version and logs.
@@ -57,6 +60,7 @@ type Server struct {
 	version  string
 	router   *mux.Router
 	seen     deviceSeen // throttled device last-seen writes (devices.go)
+	media    *media.Service
 }
 
 // NewServer builds the API and its route table.
@@ -72,6 +76,7 @@ func NewServer(d Deps) *Server {
 		metrics:  newMetrics(d.Registry),
 		version:  d.Version,
 	}
+	s.media = media.NewService(d.Config, d.DB, d.RemoteMedia)
 	if d.Config.RateLimits.Enabled {
 		s.limiter = ratelimit.New(d.Config.RateLimits.PerSecond, d.Config.RateLimits.Burst, d.Config.RateLimits.ExemptUsers)
 	}
@@ -89,7 +94,6 @@ func (s *Server) Handler() http.Handler {
 			w.WriteHeader(http.StatusOK)
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.Limits.MaxRequestBytes)
 		s.router.ServeHTTP(w, r)
 	})
 }
@@ -123,6 +127,8 @@ type route struct {
 	auth     authMode
 	// limited applies the per-client rate limit.
 	limited bool
+	// maxBody caps the request body (0: cfg.Limits.MaxRequestBytes); uploads set more.
+	maxBody int64
 	// raw handlers write their own response (media downloads, redirects).
 	h   handlerFunc
 	raw http.HandlerFunc
@@ -195,6 +201,11 @@ func (s *Server) wrap(name string, rt route) http.Handler {
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route) {
+	limit := s.cfg.Limits.MaxRequestBytes
+	if rt.maxBody > 0 {
+		limit = rt.maxBody
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, limit)
 	if rt.auth != authNone {
 		d, err := s.authenticate(r)
 		if err != nil && (rt.auth == authRequired || !errors.Is(err, errNoToken)) {

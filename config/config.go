@@ -45,6 +45,7 @@ type Config struct {
 	Rooms        Rooms        `yaml:"rooms"`
 	Federation   Federation   `yaml:"federation"`
 	Push         Push         `yaml:"push"`
+	Media        Media        `yaml:"media"`
 }
 
 // Listeners are the network addresses Myelin serves on.
@@ -154,6 +155,37 @@ type Push struct {
 	GiveUpAfter Duration `yaml:"give_up_after"`
 }
 
+// Media configures the media repository (uploads, thumbnails, URL previews).
+type Media struct {
+	// MaxUploadBytes caps one upload (413 M_TOO_LARGE beyond).
+	MaxUploadBytes int64 `yaml:"max_upload_bytes"`
+	// UserQuotaBytes caps the total size of a user's uploads (0 = no quota).
+	UserQuotaBytes int64 `yaml:"user_quota_bytes"`
+	// MaxImagePixels refuses to decode images larger than this (width x height) for thumbnails.
+	MaxImagePixels int64 `yaml:"max_image_pixels"`
+	// ThumbnailSizes are the sizes generated; requests are rounded up to one of them.
+	ThumbnailSizes []ThumbnailSize `yaml:"thumbnail_sizes"`
+	// RemoteMaxBytes caps media fetched from other servers.
+	RemoteMaxBytes int64 `yaml:"remote_max_bytes"`
+	// URLPreview configures GET /preview_url.
+	URLPreview URLPreview `yaml:"url_preview"`
+}
+
+// ThumbnailSize is one thumbnail size and method (crop or scale).
+type ThumbnailSize struct {
+	Width  int    `yaml:"width"`
+	Height int    `yaml:"height"`
+	Method string `yaml:"method"`
+}
+
+// URLPreview configures URL previews.
+type URLPreview struct {
+	Enabled bool `yaml:"enabled"`
+	// AllowPrivateAddresses permits previews of loopback, private, link-local and CGNAT
+	// addresses (off by default: users could probe internal hosts and cloud metadata).
+	AllowPrivateAddresses bool `yaml:"allow_private_addresses"`
+}
+
 // Duration is a time.Duration written in YAML as "30s", "1h", ...
 type Duration time.Duration
 
@@ -205,6 +237,15 @@ func Default() *Config {
 			RequestTimeout: Duration(10 * time.Second),
 			MaxBackoff:     Duration(10 * time.Minute),
 			GiveUpAfter:    Duration(24 * time.Hour),
+		},
+		Media: Media{
+			MaxUploadBytes: 50 << 20,
+			MaxImagePixels: 32_000_000,
+			ThumbnailSizes: []ThumbnailSize{
+				{32, 32, "crop"}, {96, 96, "crop"}, {320, 240, "scale"}, {640, 480, "scale"}, {800, 600, "scale"},
+			},
+			RemoteMaxBytes: 50 << 20,
+			URLPreview:     URLPreview{Enabled: true},
 		},
 	}
 }

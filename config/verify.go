@@ -116,6 +116,23 @@ func (c *Config) Verify() error {
 	if c.Push.GiveUpAfter < c.Push.MaxBackoff {
 		add("push.give_up_after", "must be at least push.max_backoff")
 	}
+	if c.Media.MaxUploadBytes <= 0 {
+		add("media.max_upload_bytes", "must be positive")
+	}
+	if c.Media.UserQuotaBytes < 0 {
+		add("media.user_quota_bytes", "must be 0 (no quota) or positive")
+	}
+	if c.Media.MaxImagePixels <= 0 {
+		add("media.max_image_pixels", "must be positive")
+	}
+	if c.Media.RemoteMaxBytes <= 0 {
+		add("media.remote_max_bytes", "must be positive")
+	}
+	for i, ts := range c.Media.ThumbnailSizes {
+		if ts.Width <= 0 || ts.Height <= 0 || ts.Width > 4096 || ts.Height > 4096 || (ts.Method != "crop" && ts.Method != "scale") {
+			add(fmt.Sprintf("media.thumbnail_sizes[%d]", i), "needs width and height in 1..4096 and method crop or scale")
+		}
+	}
 	if len(p) > 0 {
 		return p
 	}

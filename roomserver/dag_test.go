@@ -362,3 +362,42 @@ func TestInputRejectsAndSoftFails(t *testing.T) {
 		}
 	})
 }
+
+// TestInputNewRoom inputs a room built elsewhere from its create event on, then the
+// same events again (already known).
+func TestInputNewRoom(t *testing.T) {
+	storagetest.ForEachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		src := newRS(t, db)
+		for _, ver := range []string{"1", "11", "12"} {
+			roomID := mustCreate(t, src, CreateRoomRequest{Creator: user("alice"), RoomVersion: ver, Name: "elsewhere"})
+			mustSend(t, src, roomID, user("alice"), "m.room.message", nil, msg("hi"))
+			page, err := src.Messages(ctx, MessagesRequest{RoomID: roomID, From: Start, Dir: Forward, Limit: 100})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var in []InputEvent
+			for _, ev := range page.Events {
+				in = append(in, InputEvent{Event: ev.PDU})
+			}
+			// A second roomserver on a second database receives them.
+			dst := newRS(t, storagetest.Open(t, db.Dialect().String()))
+			res, err := dst.InputEvents(ctx, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range res {
+				if r.Err != nil || r.Rejected || r.SoftFailed {
+					t.Fatalf("v%s: %+v", ver, r)
+				}
+			}
+			want, _ := src.CurrentState(ctx, roomID)
+			got, _ := dst.CurrentState(ctx, roomID)
+			sameState(t, "copied room", stateIDs(got), stateIDs(want))
+			res, _ = dst.InputEvents(ctx, in[:1])
+			if !res[0].AlreadyKnown {
+				t.Fatalf("create input twice: %+v", res[0])
+			}
+		}
+	})
+}

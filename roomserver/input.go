@@ -121,6 +121,10 @@ func (rs *Roomserver) inputEvent(ctx context.Context, in InputEvent) (InputResul
 		return res, nil
 	}
 
+	if isCreate && !newRoom {
+		res.Err = spec.Forbidden(fmt.Sprintf("room %s already has a create event", roomID))
+		return res, nil
+	}
 	ne := &newEvent{pdu: pdu, outlier: in.Kind == InputOutlier}
 	if pdu.StateKey() != nil {
 		k, _, err := rs.stateKey(ctx, pdu.Type(), *pdu.StateKey(), true)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/myelin-chat/myelin/clientapi/httputil"
 	"github.com/myelin-chat/myelin/roomserver"
+	"github.com/myelin-chat/myelin/syncapi"
 	"github.com/myelin-chat/myelin/syncapi/filter"
 )
 
@@ -55,6 +56,35 @@ func parseStreamToken(s, prefix string) (int64, error) {
 	return n, nil
 }
 
+// relationsBound turns a from/to token of /relations into an exclusive bound on stream
+// positions: our own "r<pos>" tokens, /messages tokens ("t<depth>_<stream>") and /sync
+// tokens ("s<events>_..."). For the latter two, which point just after an event, the
+// bound includes that event when upper is true (stream_pos < bound) and excludes it
+// otherwise (stream_pos > bound). 0 when s is empty.
+func relationsBound(s string, upper bool) (int64, error) {
+	switch {
+	case s == "":
+		return 0, nil
+	case strings.HasPrefix(s, "r"):
+		return parseStreamToken(s, "r")
+	}
+	var pos int64
+	if p, err := roomserver.ParsePosition(s); err == nil {
+		pos = p.Stream
+	} else if t, err := syncapi.ParseToken(s); err == nil {
+		pos = t.Events
+	} else {
+		return 0, httputil.InvalidParam("Unknown pagination token %q", s)
+	}
+	if upper {
+		pos++
+	}
+	if pos <= 0 {
+		return 0, nil
+	}
+	return pos, nil
+}
+
 // getRelations serves GET /rooms/{roomId}/relations/{eventId}[/{relType}[/{eventType}]].
 func (s *Server) getRelations(r *http.Request) (any, error) {
 	ctx := r.Context()
@@ -77,11 +107,11 @@ func (s *Server) getRelations(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	from, err := parseStreamToken(q.Get("from"), "r")
+	from, err := relationsBound(q.Get("from"), dir == roomserver.Backward)
 	if err != nil {
 		return nil, err
 	}
-	to, err := parseStreamToken(q.Get("to"), "r")
+	to, err := relationsBound(q.Get("to"), dir != roomserver.Backward)
 	if err != nil {
 		return nil, err
 	}

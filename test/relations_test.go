@@ -102,6 +102,20 @@ func TestRelations(t *testing.T) {
 		if status != 200 || ids(body) != join(r2, t2) {
 			t.Fatalf("dir=f page 2: %d %v", status, body)
 		}
+		// /sync tokens are accepted too: from now backwards everything, forwards nothing.
+		status, body = s.Do(t, "GET", dirV3+"/sync?timeout=0", at, nil)
+		syncTok, _ := body["next_batch"].(string)
+		if status != 200 || syncTok == "" {
+			t.Fatalf("sync: %d %v", status, body)
+		}
+		status, body = rel(at, "", "?from="+url.QueryEscape(syncTok))
+		if status != 200 || ids(body) != join(edit, t2, r2, t1, r1) {
+			t.Fatalf("from a sync token: %d %v", status, body)
+		}
+		status, body = rel(at, "", "?dir=f&from="+url.QueryEscape(syncTok))
+		if status != 200 || ids(body) != "" {
+			t.Fatalf("forward from a sync token: %d %v", status, body)
+		}
 		status, body = rel(at, "", "?from=nonsense")
 		udExpect(t, "bad from token", status, body, 400, "M_INVALID_PARAM")
 		status, body = rel(at, "", "?dir=sideways")

@@ -1,10 +1,13 @@
-// Package federation serves the Matrix server-server API. So far it publishes the
-// server's signing keys and version; the rest of federation builds on this listener.
+// Package federation serves the Matrix server-server API: signing keys and the notary,
+// X-Matrix request checking on every other endpoint, and the outgoing federation client
+// (server discovery, TLS, request signing) with the key ring that verifies other servers.
 package federation
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -14,6 +17,7 @@ import (
 
 	"github.com/myelin-chat/myelin/clientapi/httputil"
 	"github.com/myelin-chat/myelin/config"
+	"github.com/myelin-chat/myelin/storage"
 )
 
 // keyValidity is how long other servers may cache our key response.
@@ -24,16 +28,48 @@ type Server struct {
 	cfg     *config.Config
 	key     config.SigningKey
 	version string
+	db      *storage.DB
+	client  *Client
+	store   *KeyStore
+	keys    *gomatrixserverlib.KeyRing
 	router  *mux.Router
+	authed  *mux.Router
 }
 
-// NewServer builds the federation API.
-func NewServer(cfg *config.Config, key config.SigningKey, version string) *Server {
-	s := &Server{cfg: cfg, key: key, version: version}
+// Deps are what the federation API is built from.
+type Deps struct {
+	Config  *config.Config
+	Key     config.SigningKey
+	Version string
+	DB      *storage.DB
+	// Resolver overrides server name resolution (tests); nil uses DNS and well-known.
+	Resolver *Resolver
+}
+
+// NewServer builds the federation API and the outgoing federation client.
+func NewServer(d Deps) (*Server, error) {
+	cfg := d.Config
+	name := spec.ServerName(cfg.ServerName)
+	client, err := NewClient(cfg.Federation, name, d.Key, ClientOptions{Resolver: d.Resolver, Version: d.Version})
+	if err != nil {
+		return nil, fmt.Errorf("federation client: %w", err)
+	}
+	store := NewKeyStore(d.DB, name, d.Key)
+	s := &Server{cfg: cfg, key: d.Key, version: d.Version, db: d.DB, client: client, store: store}
+	s.keys = NewKeyRing(cfg, store, client, d.DB)
 	r := mux.NewRouter().SkipClean(true).UseEncodedPath()
+	// Unauthenticated: keys, notary and version.
 	r.HandleFunc("/_matrix/key/v2/server", s.getServerKeys).Methods(http.MethodGet)
 	r.HandleFunc("/_matrix/key/v2/server/{keyID}", s.getServerKeys).Methods(http.MethodGet)
+	r.HandleFunc("/_matrix/key/v2/query/{serverName}", s.getNotaryKeys).Methods(http.MethodGet)
+	r.HandleFunc("/_matrix/key/v2/query/{serverName}/{keyID}", s.getNotaryKeys).Methods(http.MethodGet)
+	r.HandleFunc("/_matrix/key/v2/query", s.postNotaryKeys).Methods(http.MethodPost)
 	r.HandleFunc("/_matrix/federation/v1/version", s.getVersion).Methods(http.MethodGet)
+	// Everything else under /_matrix/federation and /_matrix/media is X-Matrix signed.
+	fed := r.PathPrefix("/_matrix/federation").Subrouter()
+	fed.Use(s.Authenticate)
+	s.authed = fed
+	s.routes(fed)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		httputil.WriteError(w, req, httputil.Unrecognized("Unrecognized request"))
 	})
@@ -41,11 +77,27 @@ func NewServer(cfg *config.Config, key config.SigningKey, version string) *Serve
 		httputil.WriteError(w, req, httputil.NewError(http.StatusMethodNotAllowed, "M_UNRECOGNIZED", "Method not allowed"))
 	})
 	s.router = r
-	return s
+	return s, nil
 }
 
 // Handler returns the HTTP handler of the federation API.
 func (s *Server) Handler() http.Handler { return s.router }
+
+// AuthedRouter returns the router for /_matrix/federation/...: handlers registered on
+// it run only for requests whose X-Matrix signature checked out; Origin(ctx) names
+// the sending server.
+func (s *Server) AuthedRouter() *mux.Router { return s.authed }
+
+// Router returns the top-level router (for unauthenticated endpoints; wrap handlers
+// with Authenticate to require X-Matrix).
+func (s *Server) Router() *mux.Router { return s.router }
+
+// Client returns the outgoing federation client (requests signed as us).
+func (s *Server) Client() *Client { return s.client }
+
+// KeyRing verifies JSON signed by other servers (events, requests) with their keys
+// valid at the given time.
+func (s *Server) KeyRing() gomatrixserverlib.JSONVerifier { return s.keys }
 
 // TLSConfig loads the federation listener's certificate.
 func TLSConfig(cfg *config.Config) (*tls.Config, error) {
@@ -56,8 +108,9 @@ func TLSConfig(cfg *config.Config) (*tls.Config, error) {
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
 
-// ServerKeys returns our signed key response (GET /_matrix/key/v2/server).
-func (s *Server) ServerKeys(now time.Time) ([]byte, error) {
+// ServerKeys returns our signed key response (GET /_matrix/key/v2/server), with
+// retired keys in old_verify_keys.
+func (s *Server) ServerKeys(ctx context.Context, now time.Time) ([]byte, error) {
 	var keys gomatrixserverlib.ServerKeys
 	keys.ServerName = spec.ServerName(s.cfg.ServerName)
 	keys.ValidUntilTS = spec.AsTimestamp(now.Add(keyValidity))
@@ -65,6 +118,18 @@ func (s *Server) ServerKeys(now time.Time) ([]byte, error) {
 		s.key.ID: {Key: spec.Base64Bytes(s.key.Public())},
 	}
 	keys.OldVerifyKeys = map[gomatrixserverlib.KeyID]gomatrixserverlib.OldVerifyKey{}
+	if s.db != nil {
+		old, err := storage.OwnOldSigningKeys(ctx, s.db)
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range old {
+			if pub, err := decodeKey(o.Public); err == nil && gomatrixserverlib.KeyID(o.KeyID) != s.key.ID {
+				keys.OldVerifyKeys[gomatrixserverlib.KeyID(o.KeyID)] = gomatrixserverlib.OldVerifyKey{
+					VerifyKey: gomatrixserverlib.VerifyKey{Key: pub}, ExpiredTS: spec.Timestamp(o.ExpiredTS)}
+			}
+		}
+	}
 	unsigned, err := json.Marshal(keys.ServerKeyFields)
 	if err != nil {
 		return nil, err
@@ -73,7 +138,7 @@ func (s *Server) ServerKeys(now time.Time) ([]byte, error) {
 }
 
 func (s *Server) getServerKeys(w http.ResponseWriter, r *http.Request) {
-	body, err := s.ServerKeys(time.Now())
+	body, err := s.ServerKeys(r.Context(), time.Now())
 	if err != nil {
 		httputil.WriteError(w, r, err)
 		return

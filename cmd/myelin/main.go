@@ -37,6 +37,8 @@ func main() {
 		err = checkConfig(args)
 	case "create-account":
 		err = createAccount(args)
+	case "rotate-signing-key":
+		err = rotateSigningKey(args)
 	case "version":
 		fmt.Println("myelin", serverVersion())
 	case "help", "-h", "--help":
@@ -60,6 +62,7 @@ Commands:
   generate-config   print a config file with the defaults (and any flags) to stdout or -o FILE
   check-config      validate a config file and list every problem
   create-account    create a user: --user U --password P [--admin]
+  rotate-signing-key  make a new signing key current (the old one still verifies old events)
   version           print the version
 
 Run "myelin serve -h" for the server flags.

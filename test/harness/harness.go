@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -72,6 +73,9 @@ type Options struct {
 	Args []string
 	// Federation serves the federation API over TLS with a certificate from TestCA.
 	Federation bool
+	// NameFromFederationAddr (with Federation) picks a free port for the federation
+	// listener and names the server "127.0.0.1:<port>", so other servers reach it by name.
+	NameFromFederationAddr bool
 }
 
 // Server is a running myelin process.
@@ -103,6 +107,11 @@ func Start(t testing.TB, opts Options) *Server {
 	if opts.ServerName == "" {
 		opts.ServerName = "hs1.test"
 	}
+	var fedAddr string
+	if opts.Federation && opts.NameFromFederationAddr {
+		fedAddr = freeAddr(t)
+		opts.ServerName = fedAddr
+	}
 	dataDir := t.TempDir()
 	cfg := config.Default()
 	cfg.ServerName = opts.ServerName
@@ -122,6 +131,9 @@ func Start(t testing.TB, opts Options) *Server {
 		cfg.Federation.Enabled = true
 		cfg.Federation.CAFile = ca.Path
 		cfg.Federation.AllowPrivateAddresses = true
+		if fedAddr != "" {
+			cfg.Listen.Federation = fedAddr
+		}
 	}
 	if opts.Configure != nil {
 		opts.Configure(cfg)
@@ -353,4 +365,15 @@ func ForEachEngine(t *testing.T, fn func(t *testing.T, engine string)) {
 			fn(t, e)
 		})
 	}
+}
+
+// freeAddr returns a loopback address with a port free at the time of the call.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }

@@ -92,7 +92,12 @@ func New(ctx context.Context, cfg *config.Config, version string) (*Server, erro
 		Registry:      reg,
 		Version:       version,
 	})
-	fed := federation.NewServer(cfg, key, version)
+	fed, err := federation.NewServer(federation.Deps{Config: cfg, Key: key, Version: version, DB: db})
+	if err != nil {
+		rooms.Close()
+		db.Close()
+		return nil, err
+	}
 	return &Server{Config: cfg, DB: db, SigningKey: key, Accounts: accounts, Rooms: rooms, Sync: syncSvc, Push: pushSvc, Client: client, Federation: fed, registry: reg}, nil
 }
 

@@ -1,0 +1,188 @@
+package federation
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/sirupsen/logrus"
+
+	"github.com/myelin-chat/myelin/config"
+	"github.com/myelin-chat/myelin/storage"
+)
+
+// KeyStore is the key ring's database: our own keys (current and retired) answered
+// from memory and the database, remote keys cached in the database.
+type KeyStore struct {
+	db         *storage.DB
+	serverName spec.ServerName
+	key        config.SigningKey
+}
+
+// NewKeyStore returns the key cache for the server named serverName signing with key.
+func NewKeyStore(db *storage.DB, serverName spec.ServerName, key config.SigningKey) *KeyStore {
+	return &KeyStore{db: db, serverName: serverName, key: key}
+}
+
+// FetcherName implements gomatrixserverlib.KeyFetcher.
+func (k *KeyStore) FetcherName() string { return "database" }
+
+// FetchKeys implements gomatrixserverlib.KeyFetcher.
+func (k *KeyStore) FetchKeys(ctx context.Context, reqs map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp) (map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult, error) {
+	out := map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult{}
+	var old []storage.ServerKey
+	oldLoaded := false
+	for req := range reqs {
+		if req.ServerName == k.serverName {
+			if req.KeyID == k.key.ID {
+				out[req] = gomatrixserverlib.PublicKeyLookupResult{
+					VerifyKey:    gomatrixserverlib.VerifyKey{Key: spec.Base64Bytes(k.key.Public())},
+					ValidUntilTS: spec.AsTimestamp(time.Now().Add(keyValidity)),
+				}
+				continue
+			}
+			if !oldLoaded {
+				var err error
+				if old, err = storage.OwnOldSigningKeys(ctx, k.db); err != nil {
+					return nil, err
+				}
+				oldLoaded = true
+			}
+			for _, o := range old {
+				if gomatrixserverlib.KeyID(o.KeyID) == req.KeyID {
+					if pub, err := decodeKey(o.Public); err == nil {
+						out[req] = gomatrixserverlib.PublicKeyLookupResult{VerifyKey: gomatrixserverlib.VerifyKey{Key: pub}, ExpiredTS: spec.Timestamp(o.ExpiredTS)}
+					}
+				}
+			}
+			continue
+		}
+		sk, err := storage.LookupServerKey(ctx, k.db, string(req.ServerName), string(req.KeyID))
+		if errors.Is(err, storage.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		pub, err := decodeKey(sk.Public)
+		if err != nil {
+			continue
+		}
+		out[req] = gomatrixserverlib.PublicKeyLookupResult{
+			VerifyKey:    gomatrixserverlib.VerifyKey{Key: pub},
+			ValidUntilTS: spec.Timestamp(sk.ValidUntilTS),
+			ExpiredTS:    spec.Timestamp(sk.ExpiredTS),
+		}
+	}
+	return out, nil
+}
+
+// StoreKeys implements gomatrixserverlib.KeyDatabase.
+func (k *KeyStore) StoreKeys(ctx context.Context, results map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult) error {
+	var keys []storage.ServerKey
+	for req, res := range results {
+		if req.ServerName == k.serverName {
+			continue
+		}
+		keys = append(keys, storage.ServerKey{
+			ServerName: string(req.ServerName), KeyID: string(req.KeyID), Public: res.Key.Encode(),
+			ValidUntilTS: int64(res.ValidUntilTS), ExpiredTS: int64(res.ExpiredTS),
+		})
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	return storage.UpsertServerKeys(ctx, k.db, keys, storage.NowMS())
+}
+
+func decodeKey(s string) (spec.Base64Bytes, error) {
+	b, err := base64.RawStdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("bad key length %d", len(b))
+	}
+	return b, nil
+}
+
+// recordingKeyClient fetches keys with the federation client and keeps each server's
+// signed response (after checking it) for answering notary queries.
+type recordingKeyClient struct {
+	gomatrixserverlib.KeyClient
+	db *storage.DB
+}
+
+func (c recordingKeyClient) GetServerKeys(ctx context.Context, server spec.ServerName) (gomatrixserverlib.ServerKeys, error) {
+	keys, err := c.KeyClient.GetServerKeys(ctx, server)
+	if err != nil {
+		return keys, err
+	}
+	if checks, _ := gomatrixserverlib.CheckKeys(server, time.Now(), keys); checks.AllChecksOK {
+		if err := storage.StoreServerKeyResponse(ctx, c.db, string(server), keys.Raw, int64(keys.ValidUntilTS), storage.NowMS()); err != nil {
+			logrus.WithError(err).WithField("origin", server).Warn("could not cache key response")
+		}
+	}
+	return keys, nil
+}
+
+// notaryFetcher asks a trusted key server, whose own keys are fetched directly (over
+// verified TLS) the first time they are needed.
+type notaryFetcher struct {
+	name   spec.ServerName
+	client gomatrixserverlib.KeyClient
+
+	mu      sync.Mutex
+	fetcher *gomatrixserverlib.PerspectiveKeyFetcher
+}
+
+func (n *notaryFetcher) FetcherName() string { return "notary " + string(n.name) }
+
+func (n *notaryFetcher) FetchKeys(ctx context.Context, reqs map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp) (map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult, error) {
+	n.mu.Lock()
+	f := n.fetcher
+	n.mu.Unlock()
+	if f == nil {
+		keys, err := n.client.GetServerKeys(ctx, n.name)
+		if err != nil {
+			return nil, fmt.Errorf("keys of notary %s: %w", n.name, err)
+		}
+		if checks, _ := gomatrixserverlib.CheckKeys(n.name, time.Now(), keys); !checks.AllChecksOK {
+			return nil, fmt.Errorf("keys of notary %s failed checks", n.name)
+		}
+		pk := map[gomatrixserverlib.KeyID]ed25519.PublicKey{}
+		for id, vk := range keys.VerifyKeys {
+			pk[id] = ed25519.PublicKey(vk.Key)
+		}
+		f = &gomatrixserverlib.PerspectiveKeyFetcher{PerspectiveServerName: n.name, PerspectiveServerKeys: pk, Client: n.client}
+		n.mu.Lock()
+		n.fetcher = f
+		n.mu.Unlock()
+	}
+	return f.FetchKeys(ctx, reqs)
+}
+
+// NewKeyRing builds the key ring: the database cache, then the origin directly, then
+// each trusted key server in order.
+func NewKeyRing(cfg *config.Config, store *KeyStore, client gomatrixserverlib.KeyClient, db *storage.DB) *gomatrixserverlib.KeyRing {
+	own := spec.ServerName(cfg.ServerName)
+	direct := &gomatrixserverlib.DirectKeyFetcher{
+		Client:            recordingKeyClient{KeyClient: client, db: db},
+		IsLocalServerName: func(s spec.ServerName) bool { return s == own },
+		LocalPublicKey:    spec.Base64Bytes(store.key.Public()),
+	}
+	fetchers := []gomatrixserverlib.KeyFetcher{direct}
+	for _, n := range cfg.Federation.TrustedKeyServers {
+		if n == cfg.ServerName {
+			continue
+		}
+		fetchers = append(fetchers, &notaryFetcher{name: spec.ServerName(n), client: client})
+	}
+	return &gomatrixserverlib.KeyRing{KeyDatabase: store, KeyFetchers: fetchers}
+}

@@ -116,7 +116,7 @@ func (s *Server) postCreateRoom(r *http.Request) (any, error) {
 
 // txnLocks serialise requests that share a client transaction ID, so that a replay
 // racing the original waits for it and returns its response.
-var txnLocks [64]sync.Mutex
+var txnLocks [256]sync.Mutex
 
 // withTxn runs fn once per (user, device, scope, txnID): a replay returns the response
 // the first request recorded, also after a restart.

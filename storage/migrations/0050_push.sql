@@ -24,7 +24,6 @@ CREATE TABLE push_notifications (
     UNIQUE (user_id, event_id)
 );
 CREATE INDEX push_notifications_unread ON push_notifications (user_id, is_read, room_id);
-CREATE INDEX push_notifications_room ON push_notifications (user_id, room_id, stream_pos);
 
 -- The latest read receipt (m.read or m.read.private) per user, room and thread, as a
 -- stream position: thread_id '' is an unthreaded receipt, 'main' the main timeline.

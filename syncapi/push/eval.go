@@ -131,6 +131,8 @@ type Event struct {
 	hasBody     bool
 	hasMentions bool
 	sender      string
+	// memo caches results of user-independent conditions: 0 unknown, 1 false, 2 true.
+	memo []uint8
 
 	// MemberCount is the number of joined members of the room.
 	MemberCount int
@@ -160,6 +162,7 @@ func NewEvent(eventJSON []byte) (*Event, error) {
 		_, ev.hasMentions = c["m.mentions"]
 	}
 	ev.sender, _ = ev.flat["sender"].(string)
+	ev.memo = make([]uint8, condCount.Load()+1)
 	return ev, nil
 }
 
@@ -255,6 +258,25 @@ type User struct {
 }
 
 func (c *Condition) matches(ev *Event, u User) bool {
+	if c.memo > 0 {
+		if c.memo < len(ev.memo) {
+			if m := ev.memo[c.memo]; m != 0 {
+				return m == 2
+			}
+		} else {
+			ev.memo = append(ev.memo, make([]uint8, c.memo+1-len(ev.memo))...)
+		}
+		r := c.eval(ev, u)
+		ev.memo[c.memo] = 1
+		if r {
+			ev.memo[c.memo] = 2
+		}
+		return r
+	}
+	return c.eval(ev, u)
+}
+
+func (c *Condition) eval(ev *Event, u User) bool {
 	if c.invalid {
 		return false
 	}

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 )
 
 // Kind is a push rule kind. Rules are evaluated kind by kind in the order of Kinds.
@@ -62,6 +64,9 @@ type Condition struct {
 	cmpN    int64
 	invalid bool // never matches (malformed or unknown kind)
 	glob    *glob
+	// memo indexes the per-event cache of results of conditions that do not depend on
+	// the user (0: not cached).
+	memo int
 }
 
 // Rule is a push rule as the client-server API shows it.
@@ -213,6 +218,49 @@ func (r *Rule) compile() error {
 }
 
 func (c *Condition) compile() error {
+	if err := c.compileKind(); err != nil {
+		return err
+	}
+	if !c.invalid && c.Kind != CondContainsDisplayName {
+		c.memo = internCondition(c.Kind + "\x00" + c.Key + "\x00" + derefOr(c.Pattern) + "\x00" + c.Is + "\x00" + string(c.Value))
+	}
+	return nil
+}
+
+func derefOr(p *string) string {
+	if p == nil {
+		return "\x01"
+	}
+	return *p
+}
+
+// Conditions are interned: equal conditions of different users' rules share one slot
+// of an event's result cache, so the default rules are evaluated once per event, not
+// once per user.
+var (
+	condMu    sync.Mutex
+	condIDs   = map[string]int{}
+	condCount atomic.Int64
+)
+
+const maxInternedConditions = 1 << 16
+
+func internCondition(sig string) int {
+	condMu.Lock()
+	defer condMu.Unlock()
+	if id, ok := condIDs[sig]; ok {
+		return id
+	}
+	if len(condIDs) >= maxInternedConditions {
+		return 0
+	}
+	id := len(condIDs) + 1
+	condIDs[sig] = id
+	condCount.Store(int64(id))
+	return id
+}
+
+func (c *Condition) compileKind() error {
 	switch c.Kind {
 	case CondEventMatch:
 		if c.Key == "" || c.Pattern == nil {

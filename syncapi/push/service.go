@@ -68,10 +68,35 @@ func New(db *storage.DB, rooms Rooms, cfg *config.Config) *Service {
 	return s
 }
 
-// Start runs the evaluation worker and the pusher sender until Close.
+// Start runs the evaluation worker, the pruning of old notifications and the pusher
+// sender until Close.
 func (s *Service) Start(ctx context.Context) {
 	go s.run(context.WithoutCancel(ctx))
+	go s.prune(ctx)
 	s.sender.Start(ctx)
+}
+
+// Read notifications are kept this long for GET /notifications, then deleted.
+const keepReadNotifications = 30 * 24 * time.Hour
+
+func (s *Service) prune(ctx context.Context) {
+	t := time.NewTicker(6 * time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.stopped:
+			return
+		case <-t.C:
+			n, err := storage.PruneNotifications(ctx, s.db, time.Now().Add(-keepReadNotifications).UnixMilli())
+			if err != nil {
+				s.log.WithError(err).Warn("pruning old notifications")
+			} else if n > 0 {
+				s.log.WithField("deleted", n).Info("pruned old read notifications")
+			}
+		}
+	}
 }
 
 // Close stops accepting events, evaluates those already queued (for up to 10 s),
@@ -256,6 +281,14 @@ func (s *Service) targets(ev *roomserver.Event, rc *roomContext) []string {
 // process evaluates one new event for every target user and records the notifications.
 func (s *Service) process(ctx context.Context, out roomserver.OutputEvent) error {
 	ev := out.Event
+	// A local user who leaves (or is banned or kicked) has read the room: their
+	// notifications there stop counting towards their unread badge.
+	if ev.Type() == spec.MRoomMember && ev.StateKey() != nil && s.isLocal(*ev.StateKey()) &&
+		(ev.Membership == spec.Leave || ev.Membership == spec.Ban) {
+		if err := s.MarkRead(ctx, *ev.StateKey(), ev.RoomID().String(), "", out.StreamPos); err != nil {
+			return err
+		}
+	}
 	pev, rc, err := s.prepareEvent(ctx, out)
 	if err != nil {
 		return err

@@ -2,13 +2,20 @@ package media
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
+	"errors"
 	"hash/crc32"
 	"image"
 	"image/color"
 	"image/jpeg"
 	"image/png"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
+	"net/url"
+	"strconv"
 	"testing"
 	"time"
 
@@ -202,5 +209,38 @@ func BenchmarkThumbnail4000x3000JPEG(b *testing.B) {
 		if _, _, err := MakeThumbnail(bytes.NewReader(src), 800, 600, "scale", 32_000_000); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestPreviewRedirectCheckedAtConnect: a public page redirecting to a forbidden address
+// is refused when the redirect is followed, because the check runs on each connection.
+func TestPreviewRedirectCheckedAtConnect(t *testing.T) {
+	secret := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "internal secret")
+	}))
+	defer secret.Close()
+	redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, secret.URL+"/", http.StatusFound)
+	}))
+	defer redirector.Close()
+	ru, _ := url.Parse(redirector.URL)
+	cfg := config.Default()
+	p := newPreviewer(&Service{cfg: cfg})
+	// Pretend the redirector is a public host: only its port is allowed.
+	p.deny = func(ap netip.AddrPort) bool { return strconv.Itoa(int(ap.Port())) != ru.Port() }
+	_, body, _, err := p.get(context.Background(), ru, 1<<20)
+	if !errors.Is(err, errForbiddenAddress) {
+		t.Fatalf("redirect to a forbidden address: err %v, body %q", err, body)
+	}
+	// The default policy refuses loopback outright.
+	p = newPreviewer(&Service{cfg: cfg})
+	if _, _, _, err := p.get(context.Background(), ru, 1<<20); !errors.Is(err, errForbiddenAddress) {
+		t.Fatalf("loopback: %v", err)
+	}
+	// allow_private_addresses lets it through.
+	cfg.Media.URLPreview.AllowPrivateAddresses = true
+	p = newPreviewer(&Service{cfg: cfg})
+	if _, body, _, err := p.get(context.Background(), ru, 1<<20); err != nil || string(body) != "internal secret" {
+		t.Fatalf("allowed: %v %q", err, body)
 	}
 }

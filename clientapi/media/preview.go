@@ -91,20 +91,22 @@ func IsForbiddenAddress(ip netip.Addr) bool {
 type previewer struct {
 	s      *Service
 	client *http.Client
+	// deny decides, per connection, whether a resolved address may be reached.
+	deny func(netip.AddrPort) bool
 }
 
 func newPreviewer(s *Service) *previewer {
-	allowPrivate := s.cfg.Media.URLPreview.AllowPrivateAddresses
+	p := &previewer{s: s, deny: func(ap netip.AddrPort) bool { return IsForbiddenAddress(ap.Addr()) }}
+	if s.cfg.Media.URLPreview.AllowPrivateAddresses {
+		p.deny = func(netip.AddrPort) bool { return false }
+	}
 	dialer := &net.Dialer{
 		Timeout: previewTimeout,
 		// Control runs on the resolved address of every connection attempt, so a DNS
 		// answer changing between checks (rebinding) or a redirect cannot slip through.
 		Control: func(network, address string, _ syscall.RawConn) error {
-			if allowPrivate {
-				return nil
-			}
 			ap, err := netip.ParseAddrPort(address)
-			if err != nil || IsForbiddenAddress(ap.Addr()) {
+			if err != nil || p.deny(ap) {
 				return errForbiddenAddress
 			}
 			return nil
@@ -118,7 +120,7 @@ func newPreviewer(s *Service) *previewer {
 		MaxIdleConns:          16,
 		IdleConnTimeout:       30 * time.Second,
 	}
-	client := &http.Client{
+	p.client = &http.Client{
 		Transport: tr,
 		Timeout:   previewTimeout,
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
@@ -131,7 +133,7 @@ func newPreviewer(s *Service) *previewer {
 			return nil
 		},
 	}
-	return &previewer{s: s, client: client}
+	return p
 }
 
 // Preview returns the Open Graph data of a URL (GET /preview_url), cached for an hour.

@@ -167,7 +167,7 @@ func Resize(img image.Image, width, height int, method string) image.Image {
 		cw, ch = max(cw, 1), max(ch, 1)
 		x0, y0 := b.Min.X+(sw-cw)/2, b.Min.Y+(sh-ch)/2
 		dst := image.NewRGBA(image.Rect(0, 0, width, height))
-		xdraw.BiLinear.Scale(dst, dst.Bounds(), img, image.Rect(x0, y0, x0+cw, y0+ch), draw.Src, nil)
+		scale(dst, img, image.Rect(x0, y0, x0+cw, y0+ch))
 		return dst
 	}
 	if sw <= width && sh <= height {
@@ -179,8 +179,21 @@ func Resize(img image.Image, width, height int, method string) image.Image {
 	}
 	w, h = max(w, 1), max(h, 1)
 	dst := image.NewRGBA(image.Rect(0, 0, w, h))
-	xdraw.BiLinear.Scale(dst, dst.Bounds(), img, b, draw.Src, nil)
+	scale(dst, img, b)
 	return dst
+}
+
+// scale resamples src's rectangle sr onto all of dst. Large reductions first go
+// through a cheap approximate pass to twice the target size (the bilinear kernel's
+// cost grows with the reduction ratio), then a bilinear pass for quality.
+func scale(dst *image.RGBA, src image.Image, sr image.Rectangle) {
+	dr := dst.Bounds()
+	if sr.Dx() > 4*dr.Dx() && sr.Dy() > 4*dr.Dy() {
+		mid := image.NewRGBA(image.Rect(0, 0, 2*dr.Dx(), 2*dr.Dy()))
+		xdraw.ApproxBiLinear.Scale(mid, mid.Bounds(), src, sr, draw.Src, nil)
+		src, sr = mid, mid.Bounds()
+	}
+	xdraw.BiLinear.Scale(dst, dr, src, sr, draw.Src, nil)
 }
 
 func baseType(ct string) string {

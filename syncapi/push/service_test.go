@@ -177,7 +177,6 @@ func equal(a, b []string) bool {
 	return true
 }
 
-
 func TestGatewayAddressChecks(t *testing.T) {
 	for _, c := range []struct {
 		url     string

@@ -36,6 +36,44 @@ func TestTransactionIDs(t *testing.T) {
 		if err != nil || n != 1 {
 			t.Fatalf("delete: %d %v", n, err)
 		}
+		// Claims: the first caller runs the request, a concurrent replay waits, a failed
+		// request gives the ID back, a stale claim is taken over.
+		claim := func(txn string, stale int64) (bool, string) {
+			t.Helper()
+			ok, resp, err := storage.ClaimTransaction(ctx, db, "@a:test", "DEV", "send:!r:test", txn, stale)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ok, resp
+		}
+		if ok, _ := claim("c1", 0); !ok {
+			t.Fatalf("first claim refused")
+		}
+		if ok, resp := claim("c1", 0); ok || resp != "" {
+			t.Fatalf("second claim: %v %q", ok, resp)
+		}
+		if _, found, _ := storage.TransactionResponse(ctx, db, "@a:test", "DEV", "send:!r:test", "c1"); found {
+			t.Fatalf("pending claim counts as a response")
+		}
+		if err := storage.CompleteTransaction(ctx, db, "@a:test", "DEV", "send:!r:test", "c1", `{"event_id":"$c1"}`); err != nil {
+			t.Fatal(err)
+		}
+		if ok, resp := claim("c1", storage.NowMS()+1000); ok || resp != `{"event_id":"$c1"}` {
+			t.Fatalf("claim of a completed ID: %v %q", ok, resp)
+		}
+		if ok, _ := claim("c2", 0); !ok {
+			t.Fatal("claim c2")
+		}
+		if err := storage.ReleaseTransaction(ctx, db, "@a:test", "DEV", "send:!r:test", "c2"); err != nil {
+			t.Fatal(err)
+		}
+		if ok, _ := claim("c2", 0); !ok {
+			t.Fatalf("released ID not claimable")
+		}
+		if ok, _ := claim("c2", storage.NowMS()+1000); !ok {
+			t.Fatalf("stale claim not taken over")
+		}
+
 		score := int64(-50)
 		if err := storage.InsertEventReport(ctx, db, storage.EventReport{RoomID: "!r:test", EventID: "$e", Reporter: "@a:test", Reason: "spam", Score: &score}); err != nil {
 			t.Fatal(err)

@@ -184,11 +184,30 @@ func TestRoomsSendAndState(t *testing.T) {
 		if status != 200 || body["event_id"] != first {
 			t.Fatalf("replay after restart: %d %v, want %v", status, body, first)
 		}
+		// Concurrent replays of one transaction make one event.
+		ids := make(chan string, 8)
+		for i := 0; i < 8; i++ {
+			go func() {
+				resp, err := alice2.SendMessageEvent(ctx, roomID, event.EventMessage, map[string]any{"msgtype": "m.text", "body": "racing"},
+					mautrix.ReqSendEvent{TransactionID: "race"})
+				if err != nil {
+					ids <- "error: " + err.Error()
+					return
+				}
+				ids <- resp.EventID.String()
+			}()
+		}
+		race := <-ids
+		for i := 1; i < 8; i++ {
+			if got := <-ids; got != race || race[0] != '$' {
+				t.Fatalf("concurrent replays: %s and %s", race, got)
+			}
+		}
 		msgs, err := alice.Messages(ctx, roomID, "", "", mautrix.DirectionBackward, nil, 50)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := rmBodies(msgs.Chunk); fmt.Sprint(got) != "[other device once]" {
+		if got := rmBodies(msgs.Chunk); fmt.Sprint(got) != "[racing other device once]" {
 			t.Fatalf("timeline after replays: %v", got)
 		}
 		// transaction_id is only shown to the sending device.

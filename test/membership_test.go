@@ -211,10 +211,32 @@ func TestMembershipLifecycle(t *testing.T) {
 		}
 		_, err = bob.LeaveRoom(ctx, public)
 		rmWantErr(t, "leave twice", err, 403, "M_FORBIDDEN")
-		// A user who left sees the members as of their leave.
+		// A user who left sees the members as of their leave; "at" gives earlier members.
+		sync, err := alice.FullSyncRequest(ctx, mautrix.ReqSync{Timeout: 0})
+		if err != nil {
+			t.Fatal(err)
+		}
 		if _, err := dave.JoinRoomByID(ctx, public); err != nil {
 			t.Fatal(err)
 		}
+		hasDave := func(req mautrix.ReqMembers) bool {
+			t.Helper()
+			resp, err := alice.Members(ctx, public, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, ev := range resp.Chunk {
+				if *ev.StateKey == dave.UserID.String() && ev.Content.Raw["membership"] == "join" {
+					return true
+				}
+			}
+			return false
+		}
+		if !hasDave(mautrix.ReqMembers{}) || hasDave(mautrix.ReqMembers{At: sync.NextBatch}) {
+			t.Fatalf("members now / at %s: dave's join misplaced", sync.NextBatch)
+		}
+		status, body = s.Do(t, "GET", roomPath(public, "/members?at=garbage"), alice.AccessToken, nil)
+		udExpect(t, "bad at token", status, body, 400, "M_INVALID_PARAM")
 		_, err = bob.JoinedMembers(ctx, public)
 		rmWantErr(t, "joined_members after leaving", err, 403, "M_FORBIDDEN")
 		resp2, err := bob.Members(ctx, public)

@@ -91,6 +91,21 @@ func TestUserDirectoryStorage(t *testing.T) {
 		member(1, "!shared:test", "@gone:test", "leave")
 		member(2, "!public:test", "@stranger:test", "join")
 		member(3, "!private:test", "@hidden:test", "join")
+		member(4, "!open:test", "@opener:test", "join")
+		for nid, rule := range map[int64]string{3: "invite", 4: "public"} {
+			room := map[int64]string{3: "!private:test", 4: "!open:test"}[nid]
+			evID := "$jr" + rule
+			if _, err := db.ExecContext(ctx, `INSERT INTO room_current_state
+				(room_nid, room_id, event_type, state_key, event_nid, event_id, sender)
+				VALUES ($1, $2, 'm.room.join_rules', '', $3, $4, '@x:test')`, nid, room, 100+nid, evID); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.ExecContext(ctx, `INSERT INTO room_events (event_nid, event_id, room_nid, depth, event_type, state_key, sender, origin_server_ts, json)
+				VALUES ($1, $2, $3, 1, 'm.room.join_rules', '', '@x:test', 0, $4)`, 100+nid, evID, nid,
+				`{"content":{"join_rule":"`+rule+`"},"type":"m.room.join_rules"}`); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if _, err := db.ExecContext(ctx, `INSERT INTO profiles (user_id, displayname) VALUES ('@friend:test', 'Best_Pal')`); err != nil {
 			t.Fatal(err)
 		}
@@ -110,7 +125,7 @@ func TestUserDirectoryStorage(t *testing.T) {
 			return strings.Join(out, ","), limited
 		}
 		for term, want := range map[string]string{
-			"test":     "@friend:test,@me:test,@stranger:test",
+			"test":     "@friend:test,@me:test,@opener:test,@stranger:test",
 			"best_pal": "@friend:test",
 			"PAL":      "@friend:test",
 			"_":        "@friend:test",
@@ -122,7 +137,7 @@ func TestUserDirectoryStorage(t *testing.T) {
 				t.Errorf("search %q: got %q, want %q", term, got, want)
 			}
 		}
-		if got, limited := ids("test", 2); got != "@friend:test,@me:test" || !limited {
+		if got, limited := ids("test", 3); got != "@friend:test,@me:test,@opener:test" || !limited {
 			t.Fatalf("limit: %q %v", got, limited)
 		}
 	})

@@ -23,7 +23,8 @@ func likePattern(term string) string {
 
 // SearchUserDirectory finds the users visible to searcher whose user ID or display
 // name contains term (case-insensitively): users joined to a room the searcher is
-// joined to, and users joined to rooms published in the room directory. It returns at
+// joined to, and users joined to public rooms (published in the room directory, or
+// with a public join rule; event JSON is canonical, so the rule is matched as text). It returns at
 // most limit entries, ordered by user ID, and whether more matched.
 func SearchUserDirectory(ctx context.Context, q Querier, searcher, term string, limit int) ([]UserDirectoryEntry, bool, error) {
 	pattern := likePattern(term)
@@ -32,7 +33,11 @@ func SearchUserDirectory(ctx context.Context, q Querier, searcher, term string, 
 			WHERE m.event_type = 'm.room.member' AND m.membership = 'join' AND (
 				m.room_id IN (SELECT s.room_id FROM room_current_state s
 					WHERE s.event_type = 'm.room.member' AND s.state_key = $1 AND s.membership = 'join')
-				OR m.room_id IN (SELECT d.room_id FROM room_directory d))
+				OR m.room_id IN (SELECT d.room_id FROM room_directory d)
+				OR m.room_id IN (SELECT jr.room_id FROM room_current_state jr
+					JOIN room_events je ON je.event_nid = jr.event_nid
+					WHERE jr.event_type = 'm.room.join_rules' AND jr.state_key = ''
+					AND je.json LIKE '%"join_rule":"public"%'))
 		) u
 		LEFT JOIN profiles p ON p.user_id = u.user_id
 		WHERE LOWER(u.user_id) LIKE $2 ESCAPE '\' OR LOWER(COALESCE(p.displayname, '')) LIKE $2 ESCAPE '\'

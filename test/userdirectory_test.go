@@ -20,8 +20,10 @@ func TestUserDirectory(t *testing.T) {
 		if err := alice.SetDisplayName(ctx, "Wonder Woman"); err != nil {
 			t.Fatal(err)
 		}
-		// alice and bob share a private room; carol is in a published room; dave in a
-		// public but unpublished room of his own.
+		// alice and bob share a private room; carol is in a published room; dave in an
+		// unpublished room with a public join rule; erin in a private room of her own.
+		erin := udRegister(t, s, "erin")
+		dirCreate(t, s, erin.AccessToken, map[string]any{"preset": "private_chat"})
 		shared := dirCreate(t, s, alice.AccessToken, map[string]any{"preset": "private_chat", "invite": []string{"@bob:hs1.test"}})
 		dirJoin(t, s, bob.AccessToken, shared)
 		published := dirCreate(t, s, carol.AccessToken, map[string]any{"preset": "public_chat"})
@@ -54,12 +56,16 @@ func TestUserDirectory(t *testing.T) {
 			t.Fatalf("carol: %d %v", status, body)
 		}
 		status, body = search(bob.AccessToken, map[string]any{"search_term": "dave"})
-		if status != 200 || users(body) != "" {
+		if status != 200 || users(body) != "@dave:hs1.test" {
 			t.Fatalf("dave: %d %v", status, body)
 		}
-		status, body = search(dave.AccessToken, map[string]any{"search_term": "bob"})
+		status, body = search(bob.AccessToken, map[string]any{"search_term": "erin"})
 		if status != 200 || users(body) != "" {
-			t.Fatalf("dave searches bob: %d %v", status, body)
+			t.Fatalf("erin: %d %v", status, body)
+		}
+		status, body = search(erin.AccessToken, map[string]any{"search_term": "bob"})
+		if status != 200 || users(body) != "" {
+			t.Fatalf("erin searches bob: %d %v", status, body)
 		}
 		// LIKE wildcards in the term are literal.
 		status, body = search(bob.AccessToken, map[string]any{"search_term": "%"})
@@ -72,7 +78,7 @@ func TestUserDirectory(t *testing.T) {
 			t.Fatalf("limited: %d %v", status, body)
 		}
 		status, body = search(bob.AccessToken, map[string]any{"search_term": "hs1.test"})
-		if status != 200 || users(body) != "@alice:hs1.test,@bob:hs1.test,@carol:hs1.test" || body["limited"] != false {
+		if status != 200 || users(body) != "@alice:hs1.test,@bob:hs1.test,@carol:hs1.test,@dave:hs1.test" || body["limited"] != false {
 			t.Fatalf("all visible: %d %v", status, body)
 		}
 		// Bad requests.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -59,12 +60,19 @@ type Service struct {
 
 	activity chan string
 	stop     context.CancelFunc
+
+	// latestMu guards latest (room → highest stream position seen, from new events or
+	// from the database) and acked (device → to-device position already acknowledged).
+	latestMu sync.Mutex
+	latest   map[string]int64
+	acked    map[string]int64
 }
 
 // New builds the service and starts its background work (presence timeouts); Close stops it.
 func New(cfg Config) *Service {
 	s := &Service{db: cfg.DB, rooms: cfg.Rooms, notifier: cfg.Notifier, unread: cfg.Unread, reads: cfg.Reads,
-		server: cfg.ServerName, lazy: newLazyCache(), activity: make(chan string, 1024)}
+		server: cfg.ServerName, lazy: newLazyCache(), activity: make(chan string, 1024),
+		latest: map[string]int64{}, acked: map[string]int64{}}
 	if s.notifier == nil {
 		s.notifier = NewLocalNotifier()
 	}
@@ -91,6 +99,7 @@ func (s *Service) Notifier() Notifier { return s.notifier }
 // membership events, the target's (invites, joins from elsewhere). It returns at once.
 func (s *Service) OnNewEvent(ev roomserver.OutputEvent) {
 	e := ev.Event
+	s.raiseLatest(e.RoomID().String(), ev.StreamPos)
 	s.notifier.WakeRooms(e.RoomID().String())
 	if e.Type() == spec.MRoomMember && e.StateKey() != nil {
 		s.notifier.WakeUsers(*e.StateKey())
@@ -303,3 +312,50 @@ func (s *Service) shareRoom(ctx context.Context, a, b string) (bool, error) {
 // SweepPresence applies the presence timeouts as of now (the background loop does this
 // every few seconds; tests call it with a clock in the future).
 func (s *Service) SweepPresence(ctx context.Context, now time.Time) { s.presence.sweep(ctx, now) }
+
+func (s *Service) raiseLatest(roomID string, pos int64) {
+	s.latestMu.Lock()
+	if pos > s.latest[roomID] {
+		s.latest[roomID] = pos
+	}
+	s.latestMu.Unlock()
+}
+
+// roomHasEventsAfter reports whether a room may have timeline events after position
+// since. It answers from memory once the room's latest position is known, so an idle
+// incremental /sync does not query every room.
+func (s *Service) roomHasEventsAfter(ctx context.Context, roomID string, since int64) (bool, error) {
+	s.latestMu.Lock()
+	pos, ok := s.latest[roomID]
+	s.latestMu.Unlock()
+	if ok {
+		return pos > since, nil
+	}
+	last, err := s.rooms.StreamEvents(ctx, roomID, 0, s.rooms.StreamPosition(), 1, true)
+	if err != nil {
+		return false, err
+	}
+	if len(last) > 0 {
+		s.raiseLatest(roomID, last[0].StreamPos)
+		return last[0].StreamPos > since, nil
+	}
+	s.raiseLatest(roomID, 0)
+	return false, nil
+}
+
+// needsAck reports whether a device's to-device messages up to pos may still need
+// deleting (ackedTo records a done deletion).
+func (s *Service) needsAck(userID, deviceID string, pos int64) bool {
+	s.latestMu.Lock()
+	defer s.latestMu.Unlock()
+	return s.acked[userID+"|"+deviceID] < pos
+}
+
+func (s *Service) ackedTo(userID, deviceID string, pos int64) {
+	s.latestMu.Lock()
+	defer s.latestMu.Unlock()
+	if len(s.acked) > 100000 {
+		s.acked = map[string]int64{}
+	}
+	s.acked[userID+"|"+deviceID] = max(s.acked[userID+"|"+deviceID], pos)
+}

@@ -235,6 +235,23 @@ func (s *Service) build(ctx context.Context, req Request, ms []roomserver.RoomMe
 	if err != nil {
 		return nil, err
 	}
+	// A membership read from the database may be newer than the stream position that is
+	// safe to read to (its transaction committed, an older one is still in flight): wait
+	// briefly for the position to pass it, so the room's events up to it are consistent.
+	for try := 0; try < 100; try++ {
+		behind := false
+		for _, m := range ms {
+			if m.StreamPos > cur.Events {
+				behind = true
+				break
+			}
+		}
+		if !behind {
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
+		cur.Events = s.rooms.StreamPosition()
+	}
 	st.to = cur.atLeast(st.since)
 	st.resp = &Response{Rooms: &Rooms{Join: map[string]*JoinedRoom{}, Invite: map[string]*InvitedRoom{},
 		Knock: map[string]*KnockedRoom{}, Leave: map[string]*LeftRoom{}}}
@@ -246,9 +263,11 @@ func (s *Service) build(ctx context.Context, req Request, ms []roomserver.RoomMe
 		}
 	}
 	// Room account data, by room.
-	ad, err := storage.AccountDataSince(ctx, s.db, req.UserID, st.since.AccountData, st.to.AccountData)
-	if err != nil {
-		return nil, err
+	var ad []storage.AccountData
+	if st.since.AccountData < st.to.AccountData {
+		if ad, err = storage.AccountDataSince(ctx, s.db, req.UserID, st.since.AccountData, st.to.AccountData); err != nil {
+			return nil, err
+		}
 	}
 	roomAD := map[string][]any{}
 	var globalAD []any
@@ -622,14 +641,24 @@ func (s *Service) joinedRoom(ctx context.Context, st *syncState, m roomserver.Ro
 	if err != nil {
 		return nil, err
 	}
+	// full_state gives the whole state but keeps the timeline incremental.
 	full := st.full || newly
 	from := st.since.Events
-	if full {
+	if st.initial || newly {
 		from = 0
 	}
-	tl, state, timeline, err := s.roomWindow(ctx, st, m.RoomID, from, st.to.Events, full)
-	if err != nil {
-		return nil, err
+	var tl Timeline
+	var state, timeline []*roomserver.Event
+	news := full
+	if !full {
+		if news, err = s.roomHasEventsAfter(ctx, m.RoomID, from); err != nil {
+			return nil, err
+		}
+	}
+	if news {
+		if tl, state, timeline, err = s.roomWindow(ctx, st, m.RoomID, from, st.to.Events, full); err != nil {
+			return nil, err
+		}
 	}
 	jr := &JoinedRoom{Timeline: tl, State: EventList{Events: []any{}}, AccountData: EventList{Events: nonNil(ad)},
 		Ephemeral: EventList{Events: []any{}}}
@@ -649,6 +678,14 @@ func (s *Service) joinedRoom(ctx context.Context, st *syncState, m roomserver.Ro
 	}
 	if !full && len(timeline) == 0 && len(state) == 0 && len(jr.Ephemeral.Events) == 0 && len(ad) == 0 {
 		return nil, nil
+	}
+	if !news {
+		// Only ephemeral events or account data: an empty timeline that continues from here.
+		pos, err := s.rooms.PositionAtStream(ctx, m.RoomID, st.to.Events)
+		if err != nil {
+			return nil, err
+		}
+		jr.Timeline.PrevBatch = pos.String()
 	}
 	if jr.Timeline.Events, err = st.req.Format(ctx, timeline); err != nil {
 		return nil, err
@@ -788,7 +825,7 @@ func stripped(ev *roomserver.Event) strippedEvent {
 func (s *Service) leftRoom(ctx context.Context, st *syncState, m roomserver.RoomMembership, ad []any) (*LeftRoom, error) {
 	from := st.since.Events
 	full := st.full
-	if full {
+	if st.initial {
 		from = 0
 	}
 	tl, state, timeline, err := s.roomWindow(ctx, st, m.RoomID, from, m.StreamPos, full)
@@ -864,10 +901,14 @@ func (s *Service) presenceSection(ctx context.Context, st *syncState) error {
 // toDevice delivers the device's inbox; messages up to since were received and are deleted.
 func (s *Service) toDevice(ctx context.Context, st *syncState) error {
 	const limit = 100
-	if st.since.ToDevice > 0 {
+	if st.since.ToDevice > 0 && s.needsAck(st.req.UserID, st.req.DeviceID, st.since.ToDevice) {
 		if _, err := storage.AckToDevice(ctx, s.db, st.req.UserID, st.req.DeviceID, st.since.ToDevice); err != nil {
 			return err
 		}
+		s.ackedTo(st.req.UserID, st.req.DeviceID, st.since.ToDevice)
+	}
+	if st.since.ToDevice >= st.to.ToDevice {
+		return nil // nothing was sent since: everything up to since was delivered
 	}
 	msgs, err := storage.ToDeviceSince(ctx, s.db, st.req.UserID, st.req.DeviceID, st.since.ToDevice, limit)
 	if err != nil {

@@ -639,3 +639,28 @@ func TestSyncAccountData(t *testing.T) {
 		}
 	})
 }
+
+// TestSyncFullState: full_state=true with a since token gives the whole state but an
+// incremental timeline.
+func TestSyncFullState(t *testing.T) {
+	forEachSyncEngine(t, func(t *testing.T, e *syncEnv) {
+		alice := e.register("alice")
+		roomID := e.createRoom(alice, roomserver.CreateRoomRequest{Preset: "private_chat", Name: "full"})
+		e.send(alice, roomID, "old")
+		r0 := doSync(t, alice, mautrix.ReqSync{})
+		e.send(alice, roomID, "new")
+		r1 := doSync(t, alice, mautrix.ReqSync{Since: r0.NextBatch, FullState: true})
+		jr := r1.Rooms.Join[id.RoomID(roomID)]
+		if jr == nil {
+			t.Fatal("room missing")
+		}
+		if got := strings.Join(timelineBodies(jr.Timeline.Events), ","); got != "new" {
+			t.Errorf("full_state timeline = %q, want only the new message", got)
+		}
+		for _, typ := range []string{"m.room.create", "m.room.name", "m.room.power_levels"} {
+			if !hasState(jr.State.Events, typ, "") {
+				t.Errorf("full_state lacks %s", typ)
+			}
+		}
+	})
+}

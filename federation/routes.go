@@ -14,6 +14,9 @@ import (
 // routes registers the authenticated endpoints (under /_matrix/federation).
 func (s *Server) routes(r *mux.Router) {
 	r.HandleFunc("/v1/query/profile", s.queryProfile).Methods(http.MethodGet)
+	if s.rooms != nil {
+		s.roomRoutes(r)
+	}
 	r.NotFoundHandler = s.router404()
 }
 

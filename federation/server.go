@@ -29,6 +29,7 @@ type Server struct {
 	key     config.SigningKey
 	version string
 	db      *storage.DB
+	rooms   Rooms
 	client  *Client
 	store   *KeyStore
 	keys    *gomatrixserverlib.KeyRing
@@ -42,6 +43,8 @@ type Deps struct {
 	Key     config.SigningKey
 	Version string
 	DB      *storage.DB
+	// Rooms answers the room endpoints; nil leaves them unregistered.
+	Rooms Rooms
 	// Resolver overrides server name resolution (tests); nil uses DNS and well-known.
 	Resolver *Resolver
 }
@@ -55,7 +58,7 @@ func NewServer(d Deps) (*Server, error) {
 		return nil, fmt.Errorf("federation client: %w", err)
 	}
 	store := NewKeyStore(d.DB, name, d.Key)
-	s := &Server{cfg: cfg, key: d.Key, version: d.Version, db: d.DB, client: client, store: store}
+	s := &Server{cfg: cfg, key: d.Key, version: d.Version, db: d.DB, rooms: d.Rooms, client: client, store: store}
 	s.keys = NewKeyRing(cfg, store, client, d.DB)
 	r := mux.NewRouter().SkipClean(true).UseEncodedPath()
 	// Unauthenticated: keys, notary and version.

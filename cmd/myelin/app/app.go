@@ -19,6 +19,7 @@ import (
 
 	"github.com/myelin-chat/myelin/clientapi"
 	"github.com/myelin-chat/myelin/clientapi/auth"
+	"github.com/myelin-chat/myelin/clientapi/media"
 	"github.com/myelin-chat/myelin/config"
 	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/roomserver"
@@ -81,6 +82,12 @@ func New(ctx context.Context, cfg *config.Config, version string) (*Server, erro
 	syncSvc := syncapi.New(syncapi.Config{DB: db, Rooms: rooms, ServerName: spec.ServerName(cfg.ServerName),
 		Unread: pushCounts{pushSvc}, Reads: pushCounts{pushSvc}})
 	syncOut.set(syncSvc)
+	fed, err := federation.NewServer(federation.Deps{Config: cfg, Key: key, Version: version, DB: db, Rooms: rooms})
+	if err != nil {
+		rooms.Close()
+		db.Close()
+		return nil, err
+	}
 	client := clientapi.NewServer(clientapi.Deps{
 		Config:        cfg,
 		DB:            db,
@@ -89,15 +96,13 @@ func New(ctx context.Context, cfg *config.Config, version string) (*Server, erro
 		Rooms:         rooms,
 		Sync:          syncSvc,
 		Push:          pushSvc,
-		Registry:      reg,
-		Version:       version,
+		// Remote media is fetched over federation, signed as this server.
+		RemoteMedia: media.NewFederationFetcher(fed.Client(), cfg.ServerName, cfg.Federation.AllowPrivateAddresses),
+		Registry:    reg,
+		Version:     version,
 	})
-	fed, err := federation.NewServer(federation.Deps{Config: cfg, Key: key, Version: version, DB: db})
-	if err != nil {
-		rooms.Close()
-		db.Close()
-		return nil, err
-	}
+	// Federation media endpoints (X-Matrix authenticated) served from the media repository.
+	client.Media().RegisterFederationRoutes(fed.AuthedRouter())
 	return &Server{Config: cfg, DB: db, SigningKey: key, Accounts: accounts, Rooms: rooms, Sync: syncSvc, Push: pushSvc, Client: client, Federation: fed, registry: reg}, nil
 }
 

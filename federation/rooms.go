@@ -1,0 +1,328 @@
+package federation
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/sirupsen/logrus"
+
+	"github.com/myelin-chat/myelin/clientapi/httputil"
+	"github.com/myelin-chat/myelin/roomserver"
+)
+
+// Rooms is what the federation API needs of the roomserver.
+type Rooms interface {
+	Event(ctx context.Context, eventID string) (*roomserver.Event, error)
+	Events(ctx context.Context, eventIDs []string) (map[string]*roomserver.Event, error)
+	RoomVersion(ctx context.Context, roomID string) (gomatrixserverlib.RoomVersion, error)
+	StateAtEvent(ctx context.Context, eventID string, after bool) ([]*roomserver.Event, error)
+	CurrentState(ctx context.Context, roomID string) ([]*roomserver.Event, error)
+	InputEvents(ctx context.Context, events []roomserver.InputEvent) ([]roomserver.InputResult, error)
+}
+
+// Limits of a transaction (spec: at most 50 PDUs and 100 EDUs).
+const (
+	maxTxnPDUs = 50
+	maxTxnEDUs = 100
+)
+
+func (s *Server) roomRoutes(r *mux.Router) {
+	r.HandleFunc("/v1/event/{eventID}", s.getEvent).Methods(http.MethodGet)
+	r.HandleFunc("/v1/state_ids/{roomID}", s.getStateIDs).Methods(http.MethodGet)
+	r.HandleFunc("/v1/state/{roomID}", s.getState).Methods(http.MethodGet)
+	r.HandleFunc("/v1/event_auth/{roomID}/{eventID}", s.getEventAuth).Methods(http.MethodGet)
+	r.HandleFunc("/v1/send/{txnID}", s.putSend).Methods(http.MethodPut)
+}
+
+func pathVar(r *http.Request, name string) (string, error) {
+	v, err := url.PathUnescape(mux.Vars(r)[name])
+	if err != nil || v == "" {
+		return "", httputil.InvalidParam("Bad %s", name)
+	}
+	return v, nil
+}
+
+func userIDForSender(_ spec.RoomID, senderID spec.SenderID) (*spec.UserID, error) {
+	return spec.NewUserID(string(senderID), true)
+}
+
+// hasJoinedMember reports whether state has a joined member on server.
+func hasJoinedMember(state []*roomserver.Event, server spec.ServerName) bool {
+	for _, ev := range state {
+		if ev.Type() != spec.MRoomMember || ev.StateKey() == nil {
+			continue
+		}
+		uid, err := spec.NewUserID(*ev.StateKey(), true)
+		if err != nil || uid.Domain() != server {
+			continue
+		}
+		if ev.Membership == spec.Join {
+			return true
+		}
+	}
+	return false
+}
+
+// originInRoom checks that the requesting server has a joined member in the room, at
+// the given event (before or after it) or now; M_FORBIDDEN otherwise.
+func (s *Server) originInRoom(ctx context.Context, roomID, eventID string) error {
+	origin := Origin(ctx)
+	if eventID != "" {
+		for _, after := range []bool{false, true} {
+			st, err := s.rooms.StateAtEvent(ctx, eventID, after)
+			if err == nil && hasJoinedMember(st, origin) {
+				return nil
+			}
+		}
+	}
+	cur, err := s.rooms.CurrentState(ctx, roomID)
+	if err != nil {
+		return err
+	}
+	if hasJoinedMember(cur, origin) {
+		return nil
+	}
+	return httputil.Forbidden("Server %s is not in room %s", origin, roomID)
+}
+
+// eventInRoom loads an event and checks it belongs to roomID (when given).
+func (s *Server) eventInRoom(ctx context.Context, roomID, eventID string) (*roomserver.Event, error) {
+	ev, err := s.rooms.Event(ctx, eventID)
+	if err != nil {
+		return nil, err
+	}
+	if roomID != "" && ev.RoomID().String() != roomID {
+		return nil, httputil.NotFound("Event not found")
+	}
+	return ev, nil
+}
+
+// getEvent is GET /_matrix/federation/v1/event/{eventId}.
+func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) {
+	eventID, err := pathVar(r, "eventID")
+	if err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+	ev, err := s.eventInRoom(r.Context(), "", eventID)
+	if err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+	if err := s.originInRoom(r.Context(), ev.RoomID().String(), eventID); err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+	httputil.WriteResult(w, map[string]any{
+		"origin": s.cfg.ServerName, "origin_server_ts": spec.AsTimestamp(time.Now()),
+		"pdus": []json.RawMessage{ev.JSON()},
+	})
+}
+
+// stateAndAuth returns the state before eventID in roomID and the auth chain of that
+// state, after checking the origin is in the room.
+func (s *Server) stateAndAuth(r *http.Request) (state, chain []*roomserver.Event, err error) {
+	roomID, err := pathVar(r, "roomID")
+	if err != nil {
+		return nil, nil, err
+	}
+	eventID := r.URL.Query().Get("event_id")
+	if eventID == "" {
+		return nil, nil, httputil.MissingParam("event_id is required")
+	}
+	if _, err := s.eventInRoom(r.Context(), roomID, eventID); err != nil {
+		return nil, nil, err
+	}
+	if err := s.originInRoom(r.Context(), roomID, eventID); err != nil {
+		return nil, nil, err
+	}
+	state, err = s.rooms.StateAtEvent(r.Context(), eventID, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	chain, err = s.authChain(r.Context(), state)
+	return state, chain, err
+}
+
+// authChain returns every event reachable through auth_events from evs (not evs
+// themselves unless reachable).
+func (s *Server) authChain(ctx context.Context, evs []*roomserver.Event) ([]*roomserver.Event, error) {
+	seen := map[string]bool{}
+	var out []*roomserver.Event
+	var next []string
+	for _, ev := range evs {
+		next = append(next, ev.AuthEventIDs()...)
+	}
+	for len(next) > 0 {
+		var ids []string
+		for _, id := range next {
+			if !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
+			}
+		}
+		if len(ids) == 0 {
+			break
+		}
+		found, err := s.rooms.Events(ctx, ids)
+		if err != nil {
+			return nil, err
+		}
+		next = next[:0]
+		for _, id := range ids {
+			if ev := found[id]; ev != nil {
+				out = append(out, ev)
+				next = append(next, ev.AuthEventIDs()...)
+			}
+		}
+	}
+	return out, nil
+}
+
+func ids(evs []*roomserver.Event) []string {
+	out := make([]string, 0, len(evs))
+	for _, ev := range evs {
+		out = append(out, ev.EventID())
+	}
+	return out
+}
+
+func pdus(evs []*roomserver.Event) []json.RawMessage {
+	out := make([]json.RawMessage, 0, len(evs))
+	for _, ev := range evs {
+		out = append(out, ev.JSON())
+	}
+	return out
+}
+
+// getStateIDs is GET /_matrix/federation/v1/state_ids/{roomId}?event_id=...
+func (s *Server) getStateIDs(w http.ResponseWriter, r *http.Request) {
+	state, chain, err := s.stateAndAuth(r)
+	if err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+	httputil.WriteResult(w, map[string]any{"pdu_ids": ids(state), "auth_chain_ids": ids(chain)})
+}
+
+// getState is GET /_matrix/federation/v1/state/{roomId}?event_id=...
+func (s *Server) getState(w http.ResponseWriter, r *http.Request) {
+	state, chain, err := s.stateAndAuth(r)
+	if err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+	httputil.WriteResult(w, map[string]any{"pdus": pdus(state), "auth_chain": pdus(chain)})
+}
+
+// getEventAuth is GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}.
+func (s *Server) getEventAuth(w http.ResponseWriter, r *http.Request) {
+	roomID, err := pathVar(r, "roomID")
+	if err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+	eventID, err := pathVar(r, "eventID")
+	if err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+	ev, err := s.eventInRoom(r.Context(), roomID, eventID)
+	if err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+	if err := s.originInRoom(r.Context(), roomID, eventID); err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+	chain, err := s.authChain(r.Context(), []*roomserver.Event{ev})
+	if err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+	httputil.WriteResult(w, map[string]any{"auth_chain": pdus(chain)})
+}
+
+type pduResult struct {
+	Error string `json:"error,omitempty"`
+}
+
+// putSend is PUT /_matrix/federation/v1/send/{txnId}: each PDU is parsed for its
+// room's version (content hash checked, redacted if it fails), its signatures checked
+// with the key ring, then given to the roomserver; EDUs are ignored for now.
+func (s *Server) putSend(w http.ResponseWriter, r *http.Request) {
+	var txn struct {
+		Origin string            `json:"origin"`
+		PDUs   []json.RawMessage `json:"pdus"`
+		EDUs   []json.RawMessage `json:"edus"`
+	}
+	if err := httputil.DecodeJSON(r, &txn); err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+	origin := Origin(r.Context())
+	if txn.Origin != "" && spec.ServerName(txn.Origin) != origin {
+		httputil.WriteError(w, r, httputil.Forbidden("Transaction origin does not match the request's"))
+		return
+	}
+	if len(txn.PDUs) > maxTxnPDUs || len(txn.EDUs) > maxTxnEDUs {
+		httputil.WriteError(w, r, httputil.BadJSON("At most %d PDUs and %d EDUs per transaction", maxTxnPDUs, maxTxnEDUs))
+		return
+	}
+	results := map[string]pduResult{}
+	for _, raw := range txn.PDUs {
+		id, res := s.receivePDU(r.Context(), origin, raw)
+		if id != "" {
+			results[id] = res
+		}
+	}
+	httputil.WriteResult(w, map[string]any{"pdus": results})
+}
+
+func (s *Server) receivePDU(ctx context.Context, origin spec.ServerName, raw json.RawMessage) (string, pduResult) {
+	var head struct {
+		RoomID string `json:"room_id"`
+	}
+	if err := json.Unmarshal(raw, &head); err != nil || head.RoomID == "" {
+		return "", pduResult{}
+	}
+	ver, err := s.rooms.RoomVersion(ctx, head.RoomID)
+	if err != nil {
+		// Unknown room: without its version the event ID cannot be computed.
+		logrus.WithField("origin", origin).WithField("room_id", head.RoomID).Info("PDU for an unknown room")
+		return "", pduResult{}
+	}
+	impl, err := gomatrixserverlib.GetRoomVersion(ver)
+	if err != nil {
+		return "", pduResult{}
+	}
+	ev, err := impl.NewEventFromUntrustedJSON(raw)
+	if err != nil {
+		return "", pduResult{}
+	}
+	id := ev.EventID()
+	if err := gomatrixserverlib.VerifyEventSignatures(ctx, ev, s.keys, userIDForSender); err != nil {
+		return id, pduResult{Error: fmt.Sprintf("signature check failed: %v", err)}
+	}
+	res, err := s.rooms.InputEvents(ctx, []roomserver.InputEvent{{Kind: roomserver.InputNew, Event: ev}})
+	if err != nil {
+		return id, pduResult{Error: "could not process event"}
+	}
+	if len(res) == 1 {
+		switch {
+		case res[0].Err != nil:
+			return id, pduResult{Error: res[0].Err.Error()}
+		case res[0].Rejected:
+			return id, pduResult{Error: "event rejected by the auth rules"}
+		}
+	}
+	return id, pduResult{}
+}

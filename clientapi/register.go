@@ -56,6 +56,12 @@ func (s *Server) postRegister(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if s.push != nil && sess.UserID != "" {
+		// The push rules are account data an initial /sync must show (syncapi/push).
+		if err := s.push.EnsureAccountData(r.Context(), sess.UserID); err != nil {
+			return nil, err
+		}
+	}
 	return s.sessionResponse(sess), nil
 }
 

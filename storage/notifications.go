@@ -74,12 +74,13 @@ func ReceiptsAtOrAfter(ctx context.Context, q Querier, roomID string, pos int64)
 
 // MarkNotificationsRead records a read receipt and marks the user's notifications of
 // the room up to pos as read: all of them for an unthreaded receipt (threadID ""),
-// those of the main timeline for "main", those of one thread otherwise.
-func MarkNotificationsRead(ctx context.Context, tx *Tx, userID, roomID, threadID string, pos int64) error {
+// those of the main timeline for "main", those of one thread otherwise. It returns
+// how many notifications became read.
+func MarkNotificationsRead(ctx context.Context, tx *Tx, userID, roomID, threadID string, pos int64) (int64, error) {
 	if _, err := tx.ExecContext(ctx, `INSERT INTO push_receipts (user_id, room_id, thread_id, stream_pos) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET stream_pos = excluded.stream_pos
 		WHERE excluded.stream_pos > push_receipts.stream_pos`, userID, roomID, threadID, pos); err != nil {
-		return fmt.Errorf("store read receipt: %w", err)
+		return 0, fmt.Errorf("store read receipt: %w", err)
 	}
 	query := `UPDATE push_notifications SET is_read = TRUE WHERE user_id = $1 AND room_id = $2 AND stream_pos <= $3 AND is_read = FALSE`
 	args := []any{userID, roomID, pos}
@@ -91,10 +92,11 @@ func MarkNotificationsRead(ctx context.Context, tx *Tx, userID, roomID, threadID
 		query += ` AND thread_id = $4`
 		args = append(args, threadID)
 	}
-	if _, err := tx.ExecContext(ctx, query, args...); err != nil {
-		return fmt.Errorf("mark notifications read: %w", err)
+	res, err := tx.ExecContext(ctx, query, args...)
+	if err != nil {
+		return 0, fmt.Errorf("mark notifications read: %w", err)
 	}
-	return nil
+	return res.RowsAffected()
 }
 
 // UnreadCount is the number of unread notifications and highlights of a room thread.

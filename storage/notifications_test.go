@@ -73,7 +73,8 @@ func TestNotificationCountsAndReceipts(t *testing.T) {
 		mark := func(user, room, thread string, pos int64) {
 			t.Helper()
 			if err := db.WithTx(ctx, func(tx *storage.Tx) error {
-				return storage.MarkNotificationsRead(ctx, tx, user, room, thread, pos)
+				_, err := storage.MarkNotificationsRead(ctx, tx, user, room, thread, pos)
+				return err
 			}); err != nil {
 				t.Fatal(err)
 			}

@@ -185,8 +185,22 @@ func TestPushRulesAPI(t *testing.T) {
 			t.Fatal("m.push_rules missing from /sync account_data")
 		}
 
-		// Another user's rules are untouched; no token is 401.
+		// Another user's rules are untouched; no token is 401. A new account's initial
+		// /sync has the default rules in m.push_rules.
 		bob := udRegister(t, s, "bob")
+		resp, err = bob.SyncRequest(context.Background(), 0, "", "", true, event.PresenceOffline)
+		if err != nil {
+			t.Fatalf("sync: %v", err)
+		}
+		found = false
+		for _, ev := range resp.AccountData.Events {
+			if ev.Type.Type == "m.push_rules" {
+				found = ev.Content.Raw["global"] != nil
+			}
+		}
+		if !found {
+			t.Fatal("m.push_rules missing from a new account's initial /sync")
+		}
 		st, body = s.Do(t, "GET", prPath("/global/content/pie"), bob.AccessToken, nil)
 		prWant(t, "other user's rule", st, body, 404, "M_NOT_FOUND")
 		st, body = s.Do(t, "GET", prPath("/"), "", nil)

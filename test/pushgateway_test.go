@@ -238,6 +238,15 @@ func TestPushGateway(t *testing.T) {
 			t.Fatalf("unexpected push (to the removed pusher?): %+v", n)
 		case <-time.After(500 * time.Millisecond):
 		}
+
+		// Reading the DM sends a badge update: no event, the unread count of the group only.
+		if err := alice.SendReceipt(ctx, dm, last, event.ReceiptTypeRead, nil); err != nil {
+			t.Fatal(err)
+		}
+		n = gw.next(t, "the badge update")
+		if n.EventID != "" || n.Counts.Unread == nil || *n.Counts.Unread != 2 || n.Devices[0].PushKey != "alice-key" {
+			t.Fatalf("badge update after the receipt: %+v (unread %v, want 2: the group's message and mention)", n, n.Counts.Unread)
+		}
 	})
 }
 

@@ -192,3 +192,21 @@ func (s *Service) SetActions(ctx context.Context, userID string, kind Kind, rule
 		return nil
 	})
 }
+
+// EnsureAccountData writes the user's m.push_rules account data when it does not exist
+// yet (new accounts), so that an initial /sync shows the push rules.
+func (s *Service) EnsureAccountData(ctx context.Context, userID string) error {
+	if _, err := storage.GetAccountData(ctx, s.db, userID, "", "m.push_rules"); err == nil || !errors.Is(err, storage.ErrNotFound) {
+		return err
+	}
+	rs, err := s.Rules(ctx, userID)
+	if err != nil {
+		return err
+	}
+	ad, err := rs.AccountData()
+	if err != nil {
+		return err
+	}
+	_, err = storage.SetAccountData(ctx, s.db, userID, "", "m.push_rules", ad)
+	return err
+}

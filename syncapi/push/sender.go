@@ -144,6 +144,35 @@ func (s *Service) enqueuePushes(ctx context.Context, ev *roomserver.Event, pev *
 	return err
 }
 
+// enqueueBadge queues a counts-only notification to each of a user's pushers, so that
+// devices update their badge after the user read something elsewhere.
+func (s *Service) enqueueBadge(ctx context.Context, userID string) error {
+	pushers, err := storage.PushersOfUser(ctx, s.db, userID)
+	if err != nil || len(pushers) == 0 {
+		return err
+	}
+	n, err := storage.TotalUnreadNotifications(ctx, s.db, userID)
+	if err != nil {
+		return err
+	}
+	payload, err := json.Marshal(queuedPayload{Notification: gatewayNotification{Prio: "low", Counts: gatewayCounts{Unread: n}}})
+	if err != nil {
+		return err
+	}
+	err = s.db.WithTx(ctx, func(tx *storage.Tx) error {
+		for _, p := range pushers {
+			if err := storage.EnqueuePush(ctx, tx, p.ID, payload); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		s.sender.Wake()
+	}
+	return err
+}
+
 // Sender delivers queued pushes to push gateways, retrying failures with capped
 // exponential backoff. The queue lives in the database: pushes pending at shutdown
 // are sent after the next start.

@@ -467,10 +467,17 @@ func (s *Service) UnreadCounts(ctx context.Context, userID string, roomIDs []str
 // MarkRead applies a read receipt (m.read or m.read.private) at an event's stream
 // position: threadID "" is an unthreaded receipt (everything up to the event is
 // read), "main" the main timeline, otherwise a thread root.
+// When notifications became read, the user's pushers get a badge update (counts only).
 func (s *Service) MarkRead(ctx context.Context, userID, roomID, threadID string, streamPos int64) error {
-	return s.db.WithTx(ctx, func(tx *storage.Tx) error {
-		return storage.MarkNotificationsRead(ctx, tx, userID, roomID, threadID, streamPos)
+	var changed int64
+	err := s.db.WithTx(ctx, func(tx *storage.Tx) (err error) {
+		changed, err = storage.MarkNotificationsRead(ctx, tx, userID, roomID, threadID, streamPos)
+		return err
 	})
+	if err != nil || changed == 0 {
+		return err
+	}
+	return s.enqueueBadge(ctx, userID)
 }
 
 // NotificationsPage is a page of GET /notifications.

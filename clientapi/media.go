@@ -19,6 +19,9 @@ var (
 	mediaV1 = []string{"/_matrix/media/v1"}
 )
 
+// Media returns the media repository, for the federation media endpoints (cmd wires them).
+func (s *Server) Media() *media.Service { return s.media }
+
 func (s *Server) getMediaConfig(r *http.Request) (any, error) {
 	return s.media.Config(), nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -481,4 +482,52 @@ func BenchmarkMediaDownload1MiB(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "downloads/s")
+}
+
+// TestMediaOverFederation: a user on B downloads (and thumbnails) media uploaded on A;
+// B fetches it over A's X-Matrix authenticated federation media endpoint.
+func TestMediaOverFederation(t *testing.T) {
+	harness.ForEachEngine(t, func(t *testing.T, engine string) {
+		a := harness.Start(t, harness.Options{Engine: engine, Federation: true, NameFromFederationAddr: true})
+		b := harness.Start(t, harness.Options{Engine: engine, Federation: true, NameFromFederationAddr: true, ServerName: "hs2.test"})
+		ctx := context.Background()
+		alice := udRegister(t, a, "alice")
+		bob := udRegister(t, b, "bob")
+		pic := mediaPNG(t, 400, 300)
+		up, err := alice.UploadMedia(ctx, mautrix.ReqUploadMedia{ContentBytes: pic, ContentType: "image/png", FileName: "remote.png"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if up.ContentURI.Homeserver != a.ServerName {
+			t.Fatalf("mxc %s not on %s", up.ContentURI, a.ServerName)
+		}
+		// Unsigned federation requests are refused.
+		fc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: harness.TestCA(t).Pool()}}}
+		resp, err := fc.Get(a.FederationURL + "/_matrix/federation/v1/media/download/" + up.ContentURI.FileID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 401 {
+			t.Fatalf("unsigned federation media download: %d", resp.StatusCode)
+		}
+		got, err := bob.DownloadBytes(ctx, up.ContentURI)
+		if err != nil || !bytes.Equal(got, pic) {
+			t.Fatalf("remote download: %v", err)
+		}
+		r := mediaDo(t, "GET", b.URL+"/_matrix/client/v1/media/download/"+up.ContentURI.Homeserver+"/"+up.ContentURI.FileID, bob.AccessToken, nil, nil)
+		if r.header.Get("Content-Disposition") != "inline; filename=remote.png" || r.header.Get("Content-Type") != "image/png" {
+			t.Fatalf("remote headers: %v", r.header)
+		}
+		r = mediaDo(t, "GET", b.URL+"/_matrix/client/v1/media/thumbnail/"+up.ContentURI.Homeserver+"/"+up.ContentURI.FileID+"?width=96&height=96&method=crop", bob.AccessToken, nil, nil)
+		if cfg, _, err := image.DecodeConfig(bytes.NewReader(r.body)); r.status != 200 || err != nil || cfg.Width != 96 || cfg.Height != 96 {
+			t.Fatalf("remote thumbnail: %d %v %+v", r.status, err, cfg)
+		}
+		// Unknown remote media: 404.
+		if _, err := bob.DownloadBytes(ctx, id.ContentURI{Homeserver: a.ServerName, FileID: "missing"}); err == nil {
+			t.Fatal("unknown remote media downloaded")
+		} else if st, _ := udErr(t, err); st != 404 {
+			t.Fatalf("unknown remote media: %d", st)
+		}
+	})
 }

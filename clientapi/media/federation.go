@@ -5,12 +5,34 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/textproto"
+	"net/url"
 	"os"
 	"strconv"
 	"time"
 
+	"github.com/gorilla/mux"
+
 	"github.com/myelin-chat/myelin/clientapi/httputil"
 )
+
+// RegisterFederationRoutes serves GET /v1/media/download/{mediaId} and
+// /v1/media/thumbnail/{mediaId} on r: the federation API's router for
+// /_matrix/federation, whose handlers run only for requests with a valid X-Matrix signature.
+func (s *Service) RegisterFederationRoutes(r *mux.Router) {
+	mediaID := func(r *http.Request) string {
+		v := mux.Vars(r)["mediaId"]
+		if d, err := url.PathUnescape(v); err == nil {
+			return d
+		}
+		return v
+	}
+	r.HandleFunc("/v1/media/download/{mediaId}", func(w http.ResponseWriter, r *http.Request) {
+		s.FederationDownload(w, r, mediaID(r))
+	}).Methods(http.MethodGet)
+	r.HandleFunc("/v1/media/thumbnail/{mediaId}", func(w http.ResponseWriter, r *http.Request) {
+		s.FederationThumbnail(w, r, mediaID(r))
+	}).Methods(http.MethodGet)
+}
 
 // FederationDownload serves GET /_matrix/federation/v1/media/download/{mediaId}: a
 // multipart/mixed body whose first part is the (empty) JSON metadata and whose second

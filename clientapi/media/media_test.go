@@ -11,10 +11,13 @@ import (
 	"image/jpeg"
 	"image/png"
 	"io"
+	"mime"
+	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -242,5 +245,37 @@ func TestPreviewRedirectCheckedAtConnect(t *testing.T) {
 	p = newPreviewer(&Service{cfg: cfg})
 	if _, body, _, err := p.get(context.Background(), ru, 1<<20); err != nil || string(body) != "internal secret" {
 		t.Fatalf("allowed: %v %q", err, body)
+	}
+}
+
+func TestFederationMultipart(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = f.WriteString("<b>hi</b>")
+	_, _ = f.Seek(0, 0)
+	rec := httptest.NewRecorder()
+	writeMultipart(rec, "text/html", "x.html", f)
+	mt, params, err := mime.ParseMediaType(rec.Header().Get("Content-Type"))
+	if err != nil || mt != "multipart/mixed" {
+		t.Fatalf("content type %q", rec.Header().Get("Content-Type"))
+	}
+	mr := multipart.NewReader(rec.Body, params["boundary"])
+	p, err := mr.NextPart()
+	if err != nil || p.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("first part: %v %v", err, p.Header)
+	}
+	if b, _ := io.ReadAll(p); string(b) != "{}" {
+		t.Fatalf("metadata %q", b)
+	}
+	p, err = mr.NextPart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(p)
+	if string(b) != "<b>hi</b>" || p.Header.Get("Content-Type") != "application/octet-stream" ||
+		p.Header.Get("Content-Disposition") != "attachment; filename=x.html" {
+		t.Fatalf("content part %v %q", p.Header, b)
 	}
 }

@@ -323,7 +323,7 @@ func (s *Service) Lookup(ctx context.Context, serverName, mediaID string, wait t
 }
 
 func (s *Service) fetchRemote(ctx context.Context, serverName, mediaID string) (*storage.Media, error) {
-	if s.remote == nil {
+	if s.remote == nil || !s.cfg.Federation.Enabled {
 		return nil, errNotFound
 	}
 	ct, name, body, err := s.remote.FetchMedia(ctx, serverName, mediaID, s.cfg.Media.RemoteMaxBytes)

@@ -2,9 +2,12 @@ package clientapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
+	"hash/fnv"
 	"net/http"
+	"sync"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
@@ -33,8 +36,8 @@ func tagsTarget(r *http.Request) (userID, roomID string, err error) {
 }
 
 // readTags returns a user's tags of a room (empty when none were set).
-func (s *Server) readTags(r *http.Request, userID, roomID string) (map[string]json.RawMessage, error) {
-	raw, err := storage.GetAccountData(r.Context(), s.db, userID, roomID, tagAccountDataType)
+func readTags(ctx context.Context, q storage.Querier, userID, roomID string) (map[string]json.RawMessage, error) {
+	raw, err := storage.GetAccountData(ctx, q, userID, roomID, tagAccountDataType)
 	if errors.Is(err, storage.ErrNotFound) {
 		return map[string]json.RawMessage{}, nil
 	}
@@ -50,13 +53,33 @@ func (s *Server) readTags(r *http.Request, userID, roomID string) (map[string]js
 	return c.Tags, nil
 }
 
-func (s *Server) writeTags(r *http.Request, userID, roomID string, tags map[string]json.RawMessage) error {
-	content, err := json.Marshal(map[string]any{"tags": tags})
-	if err != nil {
+var tagLocks [32]sync.Mutex
+
+// updateTags changes a user's tags of a room in one transaction, so that concurrent
+// changes of different tags do not lose each other.
+func (s *Server) updateTags(ctx context.Context, userID, roomID string, change func(tags map[string]json.RawMessage) bool) error {
+	// The transaction alone does not serialise read-modify-write on PostgreSQL (read
+	// committed): a lock per user does, within this process.
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(userID))
+	mu := &tagLocks[h.Sum32()%uint32(len(tagLocks))]
+	mu.Lock()
+	defer mu.Unlock()
+	return s.db.WithTx(ctx, func(tx *storage.Tx) error {
+		tags, err := readTags(ctx, tx, userID, roomID)
+		if err != nil {
+			return err
+		}
+		if !change(tags) {
+			return nil
+		}
+		content, err := json.Marshal(map[string]any{"tags": tags})
+		if err != nil {
+			return err
+		}
+		_, err = storage.PutAccountData(ctx, tx, userID, roomID, tagAccountDataType, content)
 		return err
-	}
-	_, err = storage.SetAccountData(r.Context(), s.db, userID, roomID, tagAccountDataType, content)
-	return err
+	})
 }
 
 // getRoomTags serves GET /user/{userId}/rooms/{roomId}/tags.
@@ -65,7 +88,7 @@ func (s *Server) getRoomTags(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	tags, err := s.readTags(r, userID, roomID)
+	tags, err := readTags(r.Context(), s.db, userID, roomID)
 	if err != nil {
 		return nil, err
 	}
@@ -99,12 +122,11 @@ func (s *Server) putRoomTag(r *http.Request) (any, error) {
 			return nil, httputil.InvalidParam("order must be between 0 and 1")
 		}
 	}
-	tags, err := s.readTags(r, userID, roomID)
+	err = s.updateTags(r.Context(), userID, roomID, func(tags map[string]json.RawMessage) bool {
+		tags[tag] = content
+		return true
+	})
 	if err != nil {
-		return nil, err
-	}
-	tags[tag] = content
-	if err := s.writeTags(r, userID, roomID, tags); err != nil {
 		return nil, err
 	}
 	return struct{}{}, nil
@@ -118,15 +140,14 @@ func (s *Server) deleteRoomTag(r *http.Request) (any, error) {
 		return nil, err
 	}
 	tag := pathVar(r, "tag")
-	tags, err := s.readTags(r, userID, roomID)
+	err = s.updateTags(r.Context(), userID, roomID, func(tags map[string]json.RawMessage) bool {
+		if _, ok := tags[tag]; !ok {
+			return false
+		}
+		delete(tags, tag)
+		return true
+	})
 	if err != nil {
-		return nil, err
-	}
-	if _, ok := tags[tag]; !ok {
-		return struct{}{}, nil
-	}
-	delete(tags, tag)
-	if err := s.writeTags(r, userID, roomID, tags); err != nil {
 		return nil, err
 	}
 	return struct{}{}, nil

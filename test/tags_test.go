@@ -2,8 +2,11 @@ package test
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"testing"
 
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/test/harness"
@@ -61,6 +64,27 @@ func TestTags(t *testing.T) {
 		udExpect(t, "bob deletes alice's tags", status, body, 403, "M_FORBIDDEN")
 		status, body = s.Do(t, "GET", dirV3+"/user/"+esc(alice.UserID.String())+"/rooms/not-a-room/tags", alice.AccessToken, nil)
 		udExpect(t, "invalid room ID", status, body, 400, "M_INVALID_PARAM")
+
+		// Concurrent changes of different tags are all kept.
+		var wg sync.WaitGroup
+		for i := 0; i < 8; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				if err := alice.AddTag(ctx, id.RoomID(room), event.RoomTag(fmt.Sprintf("u.c%d", i)), 0.5); err != nil {
+					t.Error(err)
+				}
+			}(i)
+		}
+		wg.Wait()
+		if tags, err := alice.GetTags(ctx, id.RoomID(room)); err != nil || len(tags.Tags) != 11 {
+			t.Fatalf("after concurrent puts: %d tags %v", len(tags.Tags), err)
+		}
+		for i := 0; i < 8; i++ {
+			if err := alice.RemoveTag(ctx, id.RoomID(room), event.RoomTag(fmt.Sprintf("u.c%d", i))); err != nil {
+				t.Fatal(err)
+			}
+		}
 
 		// Delete one, delete a missing one, and read back after a restart.
 		if err := alice.RemoveTag(ctx, id.RoomID(room), "u.work"); err != nil {

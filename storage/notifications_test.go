@@ -159,6 +159,13 @@ func TestPushersAndQueue(t *testing.T) {
 		if err != nil || len(due) != 1 || string(due[0].Payload) != `{"x":1}` {
 			t.Fatalf("due: %+v %v", due, err)
 		}
+		// Only one of two senders claims it.
+		lease := storage.NowMS() + 30_000
+		ok1, err1 := storage.ClaimPush(ctx, db, due[0].ID, due[0].NextAttemptTS, lease)
+		ok2, err2 := storage.ClaimPush(ctx, db, due[0].ID, due[0].NextAttemptTS, lease)
+		if err1 != nil || err2 != nil || !ok1 || ok2 {
+			t.Fatalf("claims: %v %v %v %v", ok1, ok2, err1, err2)
+		}
 		if err := storage.ReschedulePush(ctx, db, due[0].ID, 1, storage.NowMS()+60_000); err != nil {
 			t.Fatal(err)
 		}

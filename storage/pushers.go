@@ -210,3 +210,15 @@ func PusherByID(ctx context.Context, q Querier, id int64) (*Pusher, error) {
 	}
 	return &ps[0], nil
 }
+
+// ClaimPush takes a due push for delivery by moving its due time to leaseUntil, only
+// if nobody else claimed it since it was read (several processes share the queue).
+// A sender that dies mid-delivery leaves the push due again when the lease ends.
+func ClaimPush(ctx context.Context, q Querier, id, dueTS, leaseUntil int64) (bool, error) {
+	res, err := q.ExecContext(ctx, `UPDATE push_queue SET next_attempt_ts = $1 WHERE id = $2 AND next_attempt_ts = $3`, leaseUntil, id, dueTS)
+	if err != nil {
+		return false, fmt.Errorf("claim push: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}

@@ -271,7 +271,11 @@ func (s *Sender) deliverDue(ctx context.Context) time.Duration {
 		}
 		sem := make(chan struct{}, sendParallelism)
 		var wg sync.WaitGroup
+		lease := s.now().Add(2*s.cfg.RequestTimeout.Std() + 10*time.Second).UnixMilli()
 		for _, q := range due {
+			if ok, err := storage.ClaimPush(ctx, s.db, q.ID, q.NextAttemptTS, lease); err != nil || !ok {
+				continue // another process is sending it
+			}
 			sem <- struct{}{}
 			wg.Add(1)
 			go func(q storage.QueuedPush) {

@@ -29,12 +29,16 @@ import (
 	"github.com/myelin-chat/myelin/test/harness"
 )
 
-const mediaMaxUpload = 2 << 20
+const (
+	mediaMaxUpload = 2 << 20
+	mediaQuota     = 3 << 20
+)
 
 func mediaServer(t *testing.T, engine string, allowPrivate bool) *harness.Server {
 	return harness.Start(t, harness.Options{Engine: engine, Configure: func(cfg *config.Config) {
 		cfg.Media.MaxUploadBytes = mediaMaxUpload
 		cfg.Media.URLPreview.AllowPrivateAddresses = allowPrivate
+		cfg.Media.UserQuotaBytes = mediaQuota
 	}})
 }
 
@@ -351,6 +355,14 @@ func TestMediaBadInput(t *testing.T) {
 			if csp := r.header.Get("Content-Security-Policy"); !strings.HasPrefix(csp, "sandbox;") || !strings.Contains(csp, "script-src 'none'") {
 				t.Fatalf("CSP %q", csp)
 			}
+		}
+
+		// The per-user quota: 403 M_FORBIDDEN (as the spec lists for quotas) once exceeded.
+		if r := upload("application/octet-stream", make([]byte, mediaMaxUpload)); r.status != 200 {
+			t.Fatalf("upload within quota: %d %s", r.status, r.body)
+		}
+		if r := upload("application/octet-stream", make([]byte, 1<<20)); r.status != 403 || r.json(t)["errcode"] != "M_FORBIDDEN" {
+			t.Fatalf("upload over quota: %d %s", r.status, r.body)
 		}
 
 		// Bad thumbnail parameters.

@@ -65,7 +65,23 @@ func NewService(cfg *config.Config, db *storage.DB, remote RemoteFetcher) *Servi
 		thumbSem: make(chan struct{}, 2),
 	}
 	s.preview = newPreviewer(s)
+	go s.cleanTemp(time.Hour)
 	return s
+}
+
+// cleanTemp removes temp files left by uploads interrupted by a crash (older than age;
+// younger ones may belong to uploads in progress, here or in another process).
+func (s *Service) cleanTemp(age time.Duration) {
+	dir := filepath.Join(s.dir, "tmp")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > age {
+			_ = os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 // Config is the body of GET /media/config.

@@ -126,8 +126,8 @@ func NewTransport(cfg config.Federation, resolver *Resolver) (*Transport, error)
 	}
 	if resolver == nil {
 		resolver = &Resolver{DNS: net.DefaultResolver}
-		resolver.WellKnown = HTTPWellKnown(&http.Client{Transport: t, Timeout: 30 * time.Second,
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }})
+		// Redirects are followed (at most 10); every hop goes through the same dial checks.
+		resolver.WellKnown = HTTPWellKnown(&http.Client{Transport: t, Timeout: 30 * time.Second})
 	}
 	t.resolver = resolver
 	return t, nil

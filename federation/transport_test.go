@@ -103,3 +103,32 @@ func TestServerAllowed(t *testing.T) {
 		t.Error("empty allow list should allow everyone")
 	}
 }
+
+func TestHTTPWellKnown(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/.well-known/matrix/server":
+			w.Header().Set("Cache-Control", "public, max-age=600")
+			_, _ = io.WriteString(w, `{"m.server":"delegated.test:443"}`)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	_ = os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600)
+	tr, err := NewTransport(config.Federation{CAFile: caFile, AllowPrivateAddresses: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetch := HTTPWellKnown(&http.Client{Transport: tr})
+	name := strings.TrimPrefix(srv.URL, "https://")
+	got, ttl, err := fetch(context.Background(), name)
+	if err != nil || got != "delegated.test:443" || ttl.Minutes() != 10 {
+		t.Fatalf("well-known: %q %v %v", got, ttl, err)
+	}
+	strict, _ := NewTransport(config.Federation{CAFile: caFile}, nil)
+	if _, _, err := HTTPWellKnown(&http.Client{Transport: strict})(context.Background(), name); !errors.Is(err, ErrPrivateAddress) {
+		t.Fatalf("well-known on a private address with the switch off: %v", err)
+	}
+}

@@ -98,8 +98,12 @@ func mustBeSignedBy(t *testing.T, raw []byte, signer string, keys gomatrixserver
 // B (resolving B's name, over TLS checked against the CA file) and answers them signed
 // by B and co-signed by A; a later query is answered from A's cache even with B down.
 func TestFederationNotaryKeys(t *testing.T) {
-	a := harness.Start(t, harness.Options{Federation: true, NameFromFederationAddr: true})
-	b := harness.Start(t, harness.Options{Federation: true, NameFromFederationAddr: true})
+	harness.ForEachEngine(t, testFederationNotaryKeys)
+}
+
+func testFederationNotaryKeys(t *testing.T, engine string) {
+	a := harness.Start(t, harness.Options{Engine: engine, Federation: true, NameFromFederationAddr: true})
+	b := harness.Start(t, harness.Options{Engine: engine, Federation: true, NameFromFederationAddr: true})
 	aKeys, bKeys := serverKeys(t, a), serverKeys(t, b)
 	c := fedHTTP(t)
 

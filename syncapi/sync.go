@@ -368,10 +368,15 @@ func nonNil(evs []any) []any {
 
 // receipts returns the m.receipt event content of each joined room with new receipts.
 func (s *Service) receipts(ctx context.Context, st *syncState) (map[string]map[string]map[string]map[string]any, error) {
-	if len(st.joined) == 0 || st.since.Receipts >= st.to.Receipts {
+	return s.receiptsOf(ctx, st, st.joined, st.since.Receipts)
+}
+
+// receiptsOf returns the m.receipt contents of rooms for receipts after position from.
+func (s *Service) receiptsOf(ctx context.Context, st *syncState, rooms []string, from int64) (map[string]map[string]map[string]map[string]any, error) {
+	if len(rooms) == 0 || from >= st.to.Receipts {
 		return nil, nil
 	}
-	rs, err := storage.ReceiptsSince(ctx, s.db, st.joined, st.since.Receipts, st.to.Receipts)
+	rs, err := storage.ReceiptsSince(ctx, s.db, rooms, from, st.to.Receipts)
 	if err != nil {
 		return nil, err
 	}
@@ -672,6 +677,14 @@ func (s *Service) joinedRoom(ctx context.Context, st *syncState, m roomserver.Ro
 		if users, changed := s.typing.Since(m.RoomID, since); changed {
 			jr.Ephemeral.Events = append(jr.Ephemeral.Events, basicEvent{Type: "m.typing", Content: map[string]any{"user_ids": nonNilStrings(users)}})
 		}
+	}
+	if newly && !st.initial {
+		// A newly joined room gets every receipt, not only those since the token.
+		all, err := s.receiptsOf(ctx, st, []string{m.RoomID}, 0)
+		if err != nil {
+			return nil, err
+		}
+		receipts = all[m.RoomID]
 	}
 	if len(receipts) > 0 && ef.Matches(m.RoomID, "m.receipt", "", false) {
 		jr.Ephemeral.Events = append(jr.Ephemeral.Events, basicEvent{Type: "m.receipt", Content: receipts})

@@ -245,3 +245,21 @@ func TestUnreadNotificationCounts(t *testing.T) {
 }
 
 func toJSON(v any) string { b, _ := json.Marshal(v); return string(b) }
+
+// TestReceiptsOnJoin: a user joining a room gets the receipts already there.
+func TestReceiptsOnJoin(t *testing.T) {
+	forEachSyncEngine(t, func(t *testing.T, e *syncEnv) {
+		alice, bob, carol := e.register("alice"), e.register("bob"), e.register("carol")
+		roomID := e.sharedRoom(alice, bob)
+		ev := e.send(alice, roomID, "read me")
+		if err := bob.SendReceipt(e.ctx, id.RoomID(roomID), id.EventID(ev), event.ReceiptTypeRead, nil); err != nil {
+			t.Fatal(err)
+		}
+		rc0 := doSync(t, carol, mautrix.ReqSync{})
+		e.membership("join", carol, nil, roomID)
+		rc1 := doSync(t, carol, mautrix.ReqSync{Since: rc0.NextBatch, Timeout: 2000})
+		if u := receiptUsers(rc1, roomID, ev, "m.read"); u[bob.UserID.String()] == nil {
+			t.Fatalf("carol does not get bob's receipt on join: %v", ephemeralOf(rc1, roomID, "m.receipt"))
+		}
+	})
+}

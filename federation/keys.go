@@ -177,12 +177,61 @@ func NewKeyRing(cfg *config.Config, store *KeyStore, client gomatrixserverlib.Ke
 		IsLocalServerName: func(s spec.ServerName) bool { return s == own },
 		LocalPublicKey:    spec.Base64Bytes(store.key.Public()),
 	}
-	fetchers := []gomatrixserverlib.KeyFetcher{direct}
+	fetchers := []gomatrixserverlib.KeyFetcher{newThrottledFetcher(direct, refetchInterval)}
 	for _, n := range cfg.Federation.TrustedKeyServers {
 		if n == cfg.ServerName {
 			continue
 		}
-		fetchers = append(fetchers, &notaryFetcher{name: spec.ServerName(n), client: client})
+		fetchers = append(fetchers, newThrottledFetcher(&notaryFetcher{name: spec.ServerName(n), client: client}, refetchInterval))
 	}
 	return &gomatrixserverlib.KeyRing{KeyDatabase: store, KeyFetchers: fetchers}
+}
+
+// refetchInterval is how soon keys of one server may be asked for again when the last
+// attempt did not give the wanted key: requests signed with made-up key IDs must not
+// make us hammer the named server (or a notary).
+const refetchInterval = 30 * time.Second
+
+// throttledFetcher drops requests for servers it asked about less than interval ago.
+// Successful answers are cached by the key ring's database, so only misses repeat.
+type throttledFetcher struct {
+	inner    gomatrixserverlib.KeyFetcher
+	interval time.Duration
+	now      func() time.Time
+
+	mu   sync.Mutex
+	last map[spec.ServerName]time.Time
+}
+
+func newThrottledFetcher(inner gomatrixserverlib.KeyFetcher, interval time.Duration) *throttledFetcher {
+	return &throttledFetcher{inner: inner, interval: interval, now: time.Now, last: map[spec.ServerName]time.Time{}}
+}
+
+func (f *throttledFetcher) FetcherName() string { return f.inner.FetcherName() }
+
+func (f *throttledFetcher) FetchKeys(ctx context.Context, reqs map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp) (map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult, error) {
+	now := f.now()
+	ask := map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp{}
+	f.mu.Lock()
+	for req, ts := range reqs {
+		if last, ok := f.last[req.ServerName]; ok && now.Sub(last) < f.interval {
+			continue
+		}
+		ask[req] = ts
+	}
+	for req := range ask {
+		f.last[req.ServerName] = now
+	}
+	if len(f.last) > 10000 { // forget old entries so the map stays small
+		for name, t := range f.last {
+			if now.Sub(t) >= f.interval {
+				delete(f.last, name)
+			}
+		}
+	}
+	f.mu.Unlock()
+	if len(ask) == 0 {
+		return map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult{}, nil
+	}
+	return f.inner.FetchKeys(ctx, ask)
 }

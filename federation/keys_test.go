@@ -164,6 +164,16 @@ func TestKeyRingFetchesDirectlyThenCaches(t *testing.T) {
 		if err := verify(t, ring, "nowhere.test", sign(t, "nowhere.test", cur), time.Now()); err == nil {
 			t.Fatal("unknown server's signature accepted")
 		}
+		// Made-up key IDs do not make us fetch the origin's keys again and again.
+		fetches := fc.direct
+		for i := 0; i < 5; i++ {
+			if err := verify(t, ring, "remote.test", sign(t, "remote.test", newKey(t)), time.Now()); err == nil {
+				t.Fatal("unknown key accepted")
+			}
+		}
+		if fc.direct > fetches+1 {
+			t.Fatalf("unknown key IDs caused %d fetches", fc.direct-fetches)
+		}
 	})
 }
 

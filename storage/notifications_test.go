@@ -134,6 +134,9 @@ func TestPushersAndQueue(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		if _, err := db.ExecContext(ctx, `INSERT INTO devices (user_id, device_id, created_ts) VALUES ('@a:test', 'D1', 1), ('@b:test', 'D1', 1)`); err != nil {
+			t.Fatal(err)
+		}
 		upsert(p, false)
 		p.Lang = "de"
 		upsert(p, false) // update in place
@@ -187,6 +190,22 @@ func TestPushersAndQueue(t *testing.T) {
 		}
 		if ok, _ := storage.DeletePusher(ctx, db, "@b:test", "app", "k"); ok {
 			t.Fatal("deleted a pusher twice")
+		}
+		// A pusher goes with its device.
+		upsert(b, false)
+		if _, err := db.ExecContext(ctx, `DELETE FROM devices WHERE user_id = '@b:test'`); err != nil {
+			t.Fatal(err)
+		}
+		if ps, _ := storage.PushersOfUsers(ctx, db, []string{"@b:test"}); len(ps) != 0 {
+			t.Fatalf("pusher of a deleted device still listed: %+v", ps)
+		}
+		if err := storage.DeleteOrphanPushers(ctx, db, "@b:test"); err != nil {
+			t.Fatal(err)
+		}
+		var left int
+		_ = db.QueryRowContext(ctx, `SELECT COUNT(*) FROM pushers`).Scan(&left)
+		if left != 0 {
+			t.Fatalf("%d pushers left after deleting orphans", left)
 		}
 	})
 }

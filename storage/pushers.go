@@ -24,6 +24,10 @@ type Pusher struct {
 
 const pusherCols = `id, user_id, device_id, kind, app_id, pushkey, app_display_name, device_display_name, profile_tag, lang, data, created_ts`
 
+// pusherLive keeps pushers whose device still exists: a pusher belongs to the device
+// that set it and goes away with it (logout, device deletion).
+const pusherLive = `(device_id = '' OR EXISTS (SELECT 1 FROM devices d WHERE d.user_id = pushers.user_id AND d.device_id = pushers.device_id))`
+
 func scanPushers(rows interface {
 	Next() bool
 	Scan(...any) error
@@ -100,7 +104,7 @@ func DeletePushersOfDevice(ctx context.Context, q Querier, userID, deviceID stri
 
 // PushersOfUser returns a user's pushers, oldest first.
 func PushersOfUser(ctx context.Context, q Querier, userID string) ([]Pusher, error) {
-	rows, err := q.QueryContext(ctx, `SELECT `+pusherCols+` FROM pushers WHERE user_id = $1 ORDER BY id`, userID)
+	rows, err := q.QueryContext(ctx, `SELECT `+pusherCols+` FROM pushers WHERE user_id = $1 AND `+pusherLive+` ORDER BY id`, userID)
 	if err != nil {
 		return nil, fmt.Errorf("pushers of %s: %w", userID, err)
 	}
@@ -111,7 +115,7 @@ func PushersOfUser(ctx context.Context, q Querier, userID string) ([]Pusher, err
 func PushersOfUsers(ctx context.Context, q Querier, userIDs []string) ([]Pusher, error) {
 	var out []Pusher
 	err := chunks(userIDs, func(part []string) error {
-		rows, err := q.QueryContext(ctx, `SELECT `+pusherCols+` FROM pushers WHERE user_id IN (`+placeholders(1, len(part))+`) ORDER BY id`,
+		rows, err := q.QueryContext(ctx, `SELECT `+pusherCols+` FROM pushers WHERE user_id IN (`+placeholders(1, len(part))+`) AND `+pusherLive+` ORDER BY id`,
 			stringArgs(nil, part)...)
 		if err != nil {
 			return fmt.Errorf("pushers of users: %w", err)
@@ -197,7 +201,7 @@ func DeleteQueuedPush(ctx context.Context, q Querier, id int64) error {
 
 // PusherByID returns a pusher; ErrNotFound when it is gone.
 func PusherByID(ctx context.Context, q Querier, id int64) (*Pusher, error) {
-	rows, err := q.QueryContext(ctx, `SELECT `+pusherCols+` FROM pushers WHERE id = $1`, id)
+	rows, err := q.QueryContext(ctx, `SELECT `+pusherCols+` FROM pushers WHERE id = $1 AND `+pusherLive, id)
 	if err != nil {
 		return nil, fmt.Errorf("pusher %d: %w", id, err)
 	}
@@ -221,4 +225,13 @@ func ClaimPush(ctx context.Context, q Querier, id, dueTS, leaseUntil int64) (boo
 	}
 	n, err := res.RowsAffected()
 	return n == 1, err
+}
+
+// DeleteOrphanPushers removes a user's pushers whose device no longer exists.
+func DeleteOrphanPushers(ctx context.Context, q Querier, userID string) error {
+	_, err := q.ExecContext(ctx, `DELETE FROM pushers WHERE user_id = $1 AND NOT `+pusherLive, userID)
+	if err != nil {
+		return fmt.Errorf("delete orphan pushers: %w", err)
+	}
+	return nil
 }

@@ -278,3 +278,44 @@ func TestPushSurvivesRestart(t *testing.T) {
 		t.Fatalf("push after restart: %+v", n)
 	}
 }
+
+// TestPusherGoesWithItsDevice: logging a device out removes the pusher it set.
+func TestPusherGoesWithItsDevice(t *testing.T) {
+	harness.ForEachEngine(t, func(t *testing.T, engine string) {
+		ctx := context.Background()
+		gw := newTestGateway(t)
+		s := harness.Start(t, harness.Options{Engine: engine, Configure: func(cfg *config.Config) {
+			cfg.Push.AllowPrivateAddresses = true
+		}})
+		alice := udRegister(t, s, "alice")
+		phone := udLogin(t, s, "alice", "phone")
+		bob := udRegister(t, s, "bob")
+		gwSetPusher(t, s, alice, "laptop-key", map[string]any{"url": gw.url()})
+		gwSetPusher(t, s, phone, "phone-key", map[string]any{"url": gw.url()})
+		_, body := s.Do(t, "GET", "/_matrix/client/v3/pushers", alice.AccessToken, nil)
+		if len(body["pushers"].([]any)) != 2 {
+			t.Fatalf("pushers: %v", body)
+		}
+		if _, err := phone.Logout(ctx); err != nil {
+			t.Fatal(err)
+		}
+		_, body = s.Do(t, "GET", "/_matrix/client/v3/pushers", alice.AccessToken, nil)
+		ps := body["pushers"].([]any)
+		if len(ps) != 1 || ps[0].(map[string]any)["pushkey"] != "laptop-key" {
+			t.Fatalf("pushers after the phone logged out: %v", body)
+		}
+		room := rmCreate(t, bob, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if _, err := alice.JoinRoomByID(ctx, room); err != nil {
+			t.Fatal(err)
+		}
+		ev := rmSend(t, bob, room, "hi")
+		if n := gw.next(t, "the push"); n.EventID != ev.String() || n.Devices[0].PushKey != "laptop-key" {
+			t.Fatalf("push: %+v", n)
+		}
+		select {
+		case n := <-gw.ch:
+			t.Fatalf("push to the logged-out device: %+v", n)
+		case <-time.After(500 * time.Millisecond):
+		}
+	})
+}

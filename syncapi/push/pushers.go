@@ -76,6 +76,9 @@ type Pusher struct {
 
 // Pushers returns a user's pushers.
 func (s *Service) Pushers(ctx context.Context, userID string) ([]Pusher, error) {
+	if err := storage.DeleteOrphanPushers(ctx, s.db, userID); err != nil {
+		return nil, err
+	}
 	ps, err := storage.PushersOfUser(ctx, s.db, userID)
 	if err != nil {
 		return nil, err

@@ -664,3 +664,64 @@ func TestSyncFullState(t *testing.T) {
 		}
 	})
 }
+
+// TestSyncKnock: a knock puts the room in rooms.knock with stripped knock_state.
+func TestSyncKnock(t *testing.T) {
+	forEachSyncEngine(t, func(t *testing.T, e *syncEnv) {
+		alice, carol := e.register("alice"), e.register("carol")
+		roomID := e.createRoom(alice, roomserver.CreateRoomRequest{Preset: "private_chat", Name: "Knock knock",
+			InitialState: []roomserver.StateEvent{{Type: "m.room.join_rules", Content: map[string]any{"join_rule": "knock"}}}})
+		r0 := doSync(t, carol, mautrix.ReqSync{})
+		if _, err := e.srv.Rooms.Knock(e.ctx, roomserver.MembershipRequest{RoomID: roomID, Sender: carol.UserID.String()}); err != nil {
+			t.Fatal(err)
+		}
+		r1 := doSync(t, carol, mautrix.ReqSync{Since: r0.NextBatch, Timeout: 2000})
+		kr := r1.Rooms.Knock[id.RoomID(roomID)]
+		if kr == nil {
+			t.Fatalf("no knock: %+v", r1.Rooms)
+		}
+		if !hasState(kr.State.Events, "m.room.name", "") || !hasState(kr.State.Events, "m.room.member", carol.UserID.String()) {
+			t.Errorf("knock_state = %v", eventIDs(kr.State.Events))
+		}
+		if len(r1.Rooms.Join) != 0 {
+			t.Error("knocked room in join")
+		}
+	})
+}
+
+// TestSyncThreadNotifications: with unread_thread_notifications, thread replies are
+// counted per thread in unread_thread_notifications; without it they are not split out.
+func TestSyncThreadNotifications(t *testing.T) {
+	forEachSyncEngine(t, func(t *testing.T, e *syncEnv) {
+		alice, bob := e.register("alice"), e.register("bob")
+		roomID := e.sharedRoom(alice, bob)
+		root := e.send(alice, roomID, "root")
+		if _, err := e.srv.Rooms.SendEvent(e.ctx, roomserver.SendRequest{RoomID: roomID, Sender: alice.UserID.String(), Type: "m.room.message",
+			Content: map[string]any{"msgtype": "m.text", "body": "in thread", "m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": root}}}); err != nil {
+			t.Fatal(err)
+		}
+		get := func(f string) map[string]any {
+			var out map[string]any
+			u := bob.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "sync"}, map[string]string{"filter": f, "set_presence": "offline"})
+			if _, err := bob.MakeRequest(e.ctx, "GET", u, nil, &out); err != nil {
+				t.Fatal(err)
+			}
+			return out["rooms"].(map[string]any)["join"].(map[string]any)[roomID].(map[string]any)
+		}
+		var jr map[string]any
+		for i := 0; i < 50; i++ { // counts are computed just after the events commit
+			jr = get(roomFilter(map[string]any{"timeline": map[string]any{"unread_thread_notifications": true}}))
+			if th, ok := jr["unread_thread_notifications"].(map[string]any); ok && th[root] != nil {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		th, _ := jr["unread_thread_notifications"].(map[string]any)
+		if th == nil || th[root] == nil || th[root].(map[string]any)["notification_count"].(float64) != 1 {
+			t.Fatalf("unread_thread_notifications = %v (unread_notifications %v)", jr["unread_thread_notifications"], jr["unread_notifications"])
+		}
+		if jr = get("{}"); jr["unread_thread_notifications"] != nil {
+			t.Errorf("thread counts without the filter flag: %v", jr["unread_thread_notifications"])
+		}
+	})
+}

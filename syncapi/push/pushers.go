@@ -10,8 +10,9 @@ import (
 
 // PusherRequest is the body of POST /pushers/set.
 type PusherRequest struct {
-	PushKey           string          `json:"pushkey"`
-	Kind              *string         `json:"kind"`
+	PushKey string `json:"pushkey"`
+	// Kind is "http", or null to delete the pusher (required: absent is an error).
+	Kind              json.RawMessage `json:"kind"`
 	AppID             string          `json:"app_id"`
 	AppDisplayName    string          `json:"app_display_name"`
 	DeviceDisplayName string          `json:"device_display_name"`
@@ -29,12 +30,16 @@ func (s *Service) SetPusher(ctx context.Context, userID, deviceID string, req Pu
 	if req.AppID == "" || utf8.RuneCountInString(req.AppID) > 64 {
 		return invalid("app_id must be 1 to 64 characters long")
 	}
-	if req.Kind == nil {
+	if len(req.Kind) == 0 {
+		return invalid("kind is required")
+	}
+	if string(req.Kind) == "null" {
 		_, err := storage.DeletePusher(ctx, s.db, userID, req.AppID, req.PushKey)
 		return err
 	}
-	if *req.Kind != "http" {
-		return invalid("unsupported pusher kind %q (only http is supported)", *req.Kind)
+	var kind string
+	if json.Unmarshal(req.Kind, &kind) != nil || kind != "http" {
+		return invalid("unsupported pusher kind %s (only http is supported)", req.Kind)
 	}
 	if req.AppDisplayName == "" || req.DeviceDisplayName == "" || req.Lang == "" {
 		return invalid("app_display_name, device_display_name and lang are required")
@@ -56,7 +61,7 @@ func (s *Service) SetPusher(ctx context.Context, userID, deviceID string, req Pu
 			return invalid("data.format must be event_id_only when given")
 		}
 	}
-	p := storage.Pusher{UserID: userID, DeviceID: deviceID, Kind: *req.Kind, AppID: req.AppID, PushKey: req.PushKey,
+	p := storage.Pusher{UserID: userID, DeviceID: deviceID, Kind: kind, AppID: req.AppID, PushKey: req.PushKey,
 		AppDisplayName: req.AppDisplayName, DeviceDisplayName: req.DeviceDisplayName, ProfileTag: req.ProfileTag,
 		Lang: req.Lang, Data: req.Data}
 	return s.db.WithTx(ctx, func(tx *storage.Tx) error { return storage.UpsertPusher(ctx, tx, p, req.Append) })

@@ -259,6 +259,16 @@ type pduResult struct {
 // room's version (content hash checked, redacted if it fails), its signatures checked
 // with the key ring, then given to the roomserver; EDUs are ignored for now.
 func (s *Server) putSend(w http.ResponseWriter, r *http.Request) {
+	txnID, err := pathVar(r, "txnID")
+	if err != nil {
+		httputil.WriteError(w, r, err)
+		return
+	}
+	origin := Origin(r.Context())
+	if answer, ok := s.txns.get(string(origin), txnID, time.Now()); ok {
+		httputil.WriteResult(w, answer)
+		return
+	}
 	var txn struct {
 		Origin string            `json:"origin"`
 		PDUs   []json.RawMessage `json:"pdus"`
@@ -268,7 +278,6 @@ func (s *Server) putSend(w http.ResponseWriter, r *http.Request) {
 		httputil.WriteError(w, r, err)
 		return
 	}
-	origin := Origin(r.Context())
 	if txn.Origin != "" && spec.ServerName(txn.Origin) != origin {
 		httputil.WriteError(w, r, httputil.Forbidden("Transaction origin does not match the request's"))
 		return
@@ -284,7 +293,9 @@ func (s *Server) putSend(w http.ResponseWriter, r *http.Request) {
 			results[id] = res
 		}
 	}
-	httputil.WriteResult(w, map[string]any{"pdus": results})
+	answer := map[string]any{"pdus": results}
+	s.txns.put(string(origin), txnID, answer, time.Now())
+	httputil.WriteResult(w, answer)
 }
 
 func (s *Server) receivePDU(ctx context.Context, origin spec.ServerName, raw json.RawMessage) (string, pduResult) {

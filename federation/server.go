@@ -30,6 +30,7 @@ type Server struct {
 	version string
 	db      *storage.DB
 	rooms   Rooms
+	txns    *txnCache
 	client  *Client
 	store   *KeyStore
 	keys    *gomatrixserverlib.KeyRing
@@ -58,7 +59,7 @@ func NewServer(d Deps) (*Server, error) {
 		return nil, fmt.Errorf("federation client: %w", err)
 	}
 	store := NewKeyStore(d.DB, name, d.Key)
-	s := &Server{cfg: cfg, key: d.Key, version: d.Version, db: d.DB, rooms: d.Rooms, client: client, store: store}
+	s := &Server{cfg: cfg, key: d.Key, version: d.Version, db: d.DB, rooms: d.Rooms, txns: newTxnCache(time.Hour, 10000), client: client, store: store}
 	s.keys = NewKeyRing(cfg, store, client, d.DB)
 	r := mux.NewRouter().SkipClean(true).UseEncodedPath()
 	// Unauthenticated: keys, notary and version.

@@ -184,6 +184,16 @@ func TestFederationRoomEndpointsAndSend(t *testing.T) {
 	if !slices.Contains(bodies, "genuine") || slices.Contains(bodies, "forged") {
 		t.Fatalf("timeline bodies: %v", bodies)
 	}
+	// A retransmitted transaction (same txnId) gets the same answer and is not processed again.
+	again := o.event(t, roomID, "bob", "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "retransmitted"}, []string{good.EventID()}, msgAuth, 12)
+	txn["pdus"] = []json.RawMessage{again.JSON()}
+	code, _, raw2 := o.send(t, b, o.name, b.ServerName, o.key, "PUT", "/_matrix/federation/v1/send/txn2", txn, nil)
+	if code != 200 || string(raw2) != string(raw) {
+		t.Fatalf("retransmission: %d %s, first answer %s", code, raw2, raw)
+	}
+	if _, err := cli.GetEvent(ctx, created.RoomID, id.EventID(again.EventID())); err == nil {
+		t.Fatal("a retransmitted transaction was processed again")
+	}
 	// A transaction claiming another origin than the signed request is refused.
 	txn["origin"] = "someone-else.test"
 	if code, ecode, _ := o.send(t, b, o.name, b.ServerName, o.key, "PUT", "/_matrix/federation/v1/send/txn3", txn, nil); code != 403 || ecode != "M_FORBIDDEN" {

@@ -375,3 +375,27 @@ func TestContainsWord(t *testing.T) {
 		}
 	}
 }
+
+func TestDefaultRuleJSON(t *testing.T) {
+	rs := Build(alice, nil)
+	for _, c := range []struct {
+		kind Kind
+		id   string
+		want string
+	}{
+		{KindOverride, ".m.rule.is_user_mention", `{"rule_id":".m.rule.is_user_mention","default":true,"enabled":true,"actions":["notify",{"set_tweak":"sound","value":"default"},{"set_tweak":"highlight"}],"conditions":[{"kind":"event_property_contains","key":"content.m\\.mentions.user_ids","value":"@alice:test"}]}`},
+		{KindOverride, ".m.rule.roomnotif", `{"rule_id":".m.rule.roomnotif","default":true,"enabled":true,"actions":["notify",{"set_tweak":"highlight"}],"conditions":[{"kind":"event_match","key":"content.body","pattern":"@room"},{"kind":"sender_notification_permission","key":"room"}]}`},
+		{KindOverride, ".m.rule.is_room_mention", `{"rule_id":".m.rule.is_room_mention","default":true,"enabled":true,"actions":["notify",{"set_tweak":"highlight"}],"conditions":[{"kind":"event_property_is","key":"content.m\\.mentions.room","value":true},{"kind":"sender_notification_permission","key":"room"}]}`},
+		{KindOverride, ".m.rule.master", `{"rule_id":".m.rule.master","default":true,"enabled":false,"actions":[],"conditions":[]}`},
+		{KindContent, ".m.rule.contains_user_name", `{"rule_id":".m.rule.contains_user_name","default":true,"enabled":true,"actions":["notify",{"set_tweak":"sound","value":"default"},{"set_tweak":"highlight"}],"pattern":"alice"}`},
+		{KindUnderride, ".m.rule.room_one_to_one", `{"rule_id":".m.rule.room_one_to_one","default":true,"enabled":true,"actions":["notify",{"set_tweak":"sound","value":"default"}],"conditions":[{"kind":"room_member_count","is":"2"},{"kind":"event_match","key":"type","pattern":"m.room.message"}]}`},
+	} {
+		b, err := json.Marshal(rs.Find(c.kind, c.id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b) != c.want {
+			t.Errorf("%s:\n got %s\nwant %s", c.id, b, c.want)
+		}
+	}
+}

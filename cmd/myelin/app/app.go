@@ -85,6 +85,8 @@ func New(ctx context.Context, cfg *config.Config, version string) (*Server, erro
 	fed, err := federation.NewServer(federation.Deps{Config: cfg, Key: key, Version: version, DB: db, Rooms: rooms})
 	if err != nil {
 		rooms.Close()
+		pushSvc.Close()
+		syncSvc.Close()
 		db.Close()
 		return nil, err
 	}

@@ -20,8 +20,12 @@ type Typing struct {
 
 type roomTyping struct {
 	pos   int64 // position of the last change
-	users map[string]*time.Timer
+	users map[string]*typingEntry
 }
+
+// typingEntry is one user typing; its identity tells an expiry timer whether it is
+// still the current entry.
+type typingEntry struct{ timer *time.Timer }
 
 func newTyping(wake func(roomID string)) *Typing {
 	// Start from the clock so that positions handed out before a restart stay lower.
@@ -44,18 +48,19 @@ func (t *Typing) Set(roomID, userID string, typing bool, timeout time.Duration) 
 	t.mu.Lock()
 	rt := t.rooms[roomID]
 	if rt == nil {
-		rt = &roomTyping{users: map[string]*time.Timer{}}
+		rt = &roomTyping{users: map[string]*typingEntry{}}
 		t.rooms[roomID] = rt
 	}
 	old, was := rt.users[userID]
 	if was {
-		old.Stop()
+		old.timer.Stop()
 		delete(rt.users, userID)
 	}
 	if typing {
-		var timer *time.Timer
-		timer = time.AfterFunc(timeout, func() { t.expire(roomID, userID, timer) })
-		rt.users[userID] = timer
+		entry := &typingEntry{}
+		// The timer's function takes t.mu, held here, so it sees entry.timer set.
+		entry.timer = time.AfterFunc(timeout, func() { t.expire(roomID, userID, entry) })
+		rt.users[userID] = entry
 	}
 	changed := typing != was
 	if changed {
@@ -75,10 +80,10 @@ func (t *Typing) Set(roomID, userID string, typing bool, timeout time.Duration) 
 	}
 }
 
-func (t *Typing) expire(roomID, userID string, timer *time.Timer) {
+func (t *Typing) expire(roomID, userID string, entry *typingEntry) {
 	t.mu.Lock()
 	rt := t.rooms[roomID]
-	if rt == nil || rt.users[userID] != timer {
+	if rt == nil || rt.users[userID] != entry {
 		t.mu.Unlock()
 		return
 	}

@@ -147,7 +147,14 @@ func (s *Service) run(ctx context.Context) {
 		closed := s.closed
 		s.mu.Unlock()
 		for _, ev := range batch {
-			if err := s.process(ctx, ev); err != nil {
+			err := s.process(ctx, ev)
+			// Transient database errors are retried; processing an event twice is
+			// harmless (notification rows are unique per user and event).
+			for attempt := 1; err != nil && attempt < 3; attempt++ {
+				time.Sleep(time.Duration(attempt) * 200 * time.Millisecond)
+				err = s.process(ctx, ev)
+			}
+			if err != nil {
 				s.log.WithError(err).WithFields(logrus.Fields{"room_id": ev.Event.RoomID().String(), "event_id": ev.Event.EventID()}).
 					Error("push rule evaluation failed")
 			}

@@ -25,6 +25,22 @@ type Notification struct {
 // InsertNotifications stores notifications (an event already recorded for a user is
 // skipped).
 func InsertNotifications(ctx context.Context, tx *Tx, ns []Notification) error {
+	if tx.Dialect() == SQLite {
+		// In-process SQLite: one prepared single-row statement beats compiling large
+		// multi-row statements; PostgreSQL prefers fewer round trips.
+		stmt, err := tx.PrepareContext(ctx, `INSERT INTO push_notifications (user_id, room_id, event_id, stream_pos, thread_id, actions, highlight, is_read, ts)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (user_id, event_id) DO NOTHING`)
+		if err != nil {
+			return fmt.Errorf("insert notifications: %w", err)
+		}
+		defer stmt.Close()
+		for _, n := range ns {
+			if _, err := stmt.ExecContext(ctx, n.UserID, n.RoomID, n.EventID, n.StreamPos, n.ThreadID, string(n.Actions), n.Highlight, n.Read, n.TS); err != nil {
+				return fmt.Errorf("insert notifications: %w", err)
+			}
+		}
+		return nil
+	}
 	const cols = 9
 	for start := 0; start < len(ns); start += 200 {
 		chunk := ns[start:min(start+200, len(ns))]

@@ -52,6 +52,13 @@ func (s *Server) getSync(r *http.Request) (any, error) {
 	default:
 		return nil, httputil.InvalidParam("full_state must be true or false")
 	}
+	switch q.Get("use_state_after") {
+	case "", "false":
+	case "true":
+		req.UseStateAfter = true
+	default:
+		return nil, httputil.InvalidParam("use_state_after must be true or false")
+	}
 	f, err := s.syncFilter(r.Context(), d.UserID, q.Get("filter"))
 	if err != nil {
 		return nil, err

@@ -21,6 +21,9 @@ type Request struct {
 	Since     *Token
 	Filter    *filter.Filter
 	FullState bool
+	// UseStateAfter asks for state_after (the state up to the end of the timeline)
+	// instead of state (up to its start).
+	UseStateAfter bool
 	// SetPresence is online (default), unavailable or offline.
 	SetPresence string
 	Timeout     time.Duration
@@ -87,7 +90,8 @@ type NotificationCounts struct {
 // JoinedRoom is a room of rooms.join.
 type JoinedRoom struct {
 	Summary                   *Summary                      `json:"summary,omitempty"`
-	State                     EventList                     `json:"state"`
+	State                     *EventList                    `json:"state,omitempty"`
+	StateAfter                *EventList                    `json:"state_after,omitempty"`
 	Timeline                  Timeline                      `json:"timeline"`
 	Ephemeral                 EventList                     `json:"ephemeral"`
 	AccountData               EventList                     `json:"account_data"`
@@ -107,9 +111,10 @@ type KnockedRoom struct {
 
 // LeftRoom is a room of rooms.leave.
 type LeftRoom struct {
-	State       EventList `json:"state"`
-	Timeline    Timeline  `json:"timeline"`
-	AccountData EventList `json:"account_data"`
+	State       *EventList `json:"state,omitempty"`
+	StateAfter  *EventList `json:"state_after,omitempty"`
+	Timeline    Timeline   `json:"timeline"`
+	AccountData EventList  `json:"account_data"`
 }
 
 // strippedEvent is a stripped state event (invite_state, knock_state).
@@ -485,6 +490,9 @@ func (s *Service) roomWindow(ctx context.Context, st *syncState, roomID string, 
 		}
 		tl.PrevBatch = pos.String()
 	}
+	if st.req.UseStateAfter {
+		return s.stateAfter(ctx, st, roomID, from, to, full, tl, evs)
+	}
 	// The state before the timeline: all of it when full, else what changed since from.
 	// State changes the timeline filter dropped are added from the state at the end of
 	// the window, so the client never misses one.
@@ -530,15 +538,51 @@ func (s *Service) roomWindow(ctx context.Context, st *syncState, roomID string, 
 			}
 		}
 	}
-	state, err = s.filterState(ctx, st, roomID, state, evs, full)
+	var memberAt func(userID string) (*roomserver.Event, error)
+	if len(evs) > 0 {
+		memberAt = func(userID string) (*roomserver.Event, error) {
+			return s.rooms.StateEventAt(ctx, evs[0].EventID(), spec.MRoomMember, userID, false)
+		}
+	}
+	state, err = s.filterState(ctx, st, roomID, state, evs, full, memberAt)
 	if err != nil {
 		return tl, nil, nil, err
 	}
 	return tl, state, evs, nil
 }
 
+// stateAfter computes state_after: the state changes between from and the end of the
+// window (all of the state when full), timeline events included.
+func (s *Service) stateAfter(ctx context.Context, st *syncState, roomID string, from, to int64, full bool, tl Timeline,
+	evs []*roomserver.Event) (Timeline, []*roomserver.Event, []*roomserver.Event, error) {
+	last, err := s.rooms.StreamEvents(ctx, roomID, 0, to, 1, true)
+	if err != nil || len(last) == 0 {
+		return tl, nil, evs, err
+	}
+	end, err := s.rooms.StateAtEvent(ctx, last[0].EventID(), true)
+	if err != nil {
+		return tl, nil, evs, err
+	}
+	members := map[string]*roomserver.Event{}
+	var state []*roomserver.Event
+	for _, ev := range end {
+		if ev.Type() == spec.MRoomMember {
+			members[*ev.StateKey()] = ev
+		}
+		if full || ev.StreamPos > from {
+			state = append(state, ev)
+		}
+	}
+	memberAt := func(userID string) (*roomserver.Event, error) { return members[userID], nil }
+	state, err = s.filterState(ctx, st, roomID, state, evs, full, memberAt)
+	return tl, state, evs, err
+}
+
 // filterState applies the state filter and lazy-loading of members.
-func (s *Service) filterState(ctx context.Context, st *syncState, roomID string, state, timeline []*roomserver.Event, full bool) ([]*roomserver.Event, error) {
+// memberAt looks up the member event of a timeline sender that is not in state (nil
+// when there is no timeline).
+func (s *Service) filterState(ctx context.Context, st *syncState, roomID string, state, timeline []*roomserver.Event, full bool,
+	memberAt func(userID string) (*roomserver.Event, error)) ([]*roomserver.Event, error) {
 	sf := st.req.Filter.GetRoom().GetState()
 	lazy := sf.LazyLoad()
 	needed := map[string]bool{}
@@ -569,7 +613,7 @@ func (s *Service) filterState(ctx context.Context, st *syncState, roomID string,
 		}
 		out = append(out, ev)
 	}
-	if lazy && len(timeline) > 0 && sf.Matches(roomID, spec.MRoomMember, "", false) {
+	if lazy && memberAt != nil && sf.Matches(roomID, spec.MRoomMember, "", false) {
 		// Members of timeline senders that are not in the state delta.
 		users := make([]string, 0, len(needed))
 		for u := range needed {
@@ -580,7 +624,7 @@ func (s *Service) filterState(ctx context.Context, st *syncState, roomID string,
 			if have[u] {
 				continue
 			}
-			ev, err := s.rooms.StateEventAt(ctx, timeline[0].EventID(), spec.MRoomMember, u, false)
+			ev, err := memberAt(u)
 			if err != nil {
 				return nil, err
 			}
@@ -665,8 +709,7 @@ func (s *Service) joinedRoom(ctx context.Context, st *syncState, m roomserver.Ro
 			return nil, err
 		}
 	}
-	jr := &JoinedRoom{Timeline: tl, State: EventList{Events: []any{}}, AccountData: EventList{Events: nonNil(ad)},
-		Ephemeral: EventList{Events: []any{}}}
+	jr := &JoinedRoom{Timeline: tl, AccountData: EventList{Events: nonNil(ad)}, Ephemeral: EventList{Events: []any{}}}
 	// Ephemeral: typing and receipts.
 	ef := st.req.Filter.GetRoom().GetEphemeral()
 	if ef.Matches(m.RoomID, "m.typing", "", false) {
@@ -703,8 +746,14 @@ func (s *Service) joinedRoom(ctx context.Context, st *syncState, m roomserver.Ro
 	if jr.Timeline.Events, err = st.req.Format(ctx, timeline); err != nil {
 		return nil, err
 	}
-	if jr.State.Events, err = st.req.Format(ctx, state); err != nil {
+	stateList := &EventList{}
+	if stateList.Events, err = st.req.Format(ctx, state); err != nil {
 		return nil, err
+	}
+	if st.req.UseStateAfter {
+		jr.StateAfter = stateList
+	} else {
+		jr.State = stateList
 	}
 	memberChange := full
 	for _, evs := range [][]*roomserver.Event{state, timeline} {
@@ -849,8 +898,14 @@ func (s *Service) leftRoom(ctx context.Context, st *syncState, m roomserver.Room
 	if lr.Timeline.Events, err = st.req.Format(ctx, timeline); err != nil {
 		return nil, err
 	}
-	if lr.State.Events, err = st.req.Format(ctx, state); err != nil {
+	stateList := &EventList{}
+	if stateList.Events, err = st.req.Format(ctx, state); err != nil {
 		return nil, err
+	}
+	if st.req.UseStateAfter {
+		lr.StateAfter = stateList
+	} else {
+		lr.State = stateList
 	}
 	if !st.initial {
 		members, err := s.rooms.JoinedMembers(ctx, m.RoomID)

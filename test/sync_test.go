@@ -725,3 +725,41 @@ func TestSyncThreadNotifications(t *testing.T) {
 		}
 	})
 }
+
+// TestSyncUseStateAfter: with use_state_after, state_after holds the state up to the end
+// of the timeline (timeline state events included) and state is omitted.
+func TestSyncUseStateAfter(t *testing.T) {
+	forEachSyncEngine(t, func(t *testing.T, e *syncEnv) {
+		alice := e.register("alice")
+		roomID := e.createRoom(alice, roomserver.CreateRoomRequest{Preset: "private_chat", Name: "after"})
+		r0 := doSync(t, alice, mautrix.ReqSync{UseStateAfter: true})
+		jr := r0.Rooms.Join[id.RoomID(roomID)]
+		if jr == nil || jr.StateAfter == nil || len(jr.State.Events) != 0 {
+			t.Fatalf("initial: state_after %v, state %d events", jr.StateAfter, len(jr.State.Events))
+		}
+		for _, typ := range []string{"m.room.create", "m.room.name", "m.room.power_levels"} {
+			if !hasState(jr.StateAfter.Events, typ, "") {
+				t.Errorf("initial state_after lacks %s", typ)
+			}
+		}
+		e.sendState(alice, roomID, "m.room.topic", "", map[string]any{"topic": "new"})
+		e.send(alice, roomID, "msg")
+		r1 := doSync(t, alice, mautrix.ReqSync{Since: r0.NextBatch, UseStateAfter: true})
+		jr = r1.Rooms.Join[id.RoomID(roomID)]
+		if jr == nil || jr.StateAfter == nil {
+			t.Fatal("incremental: no state_after")
+		}
+		if got := stateKeys(jr.StateAfter.Events, "m.room.topic"); len(got) != 1 || len(jr.StateAfter.Events) != 1 {
+			t.Errorf("incremental state_after = %v", eventIDs(jr.StateAfter.Events))
+		}
+		if !hasState(jr.Timeline.Events, "m.room.topic", "") {
+			t.Error("topic change missing from the timeline")
+		}
+		// A room with only ephemeral news still carries an (empty) state_after.
+		_, _ = alice.UserTyping(e.ctx, id.RoomID(roomID), true, 5*time.Second)
+		r2 := doSync(t, alice, mautrix.ReqSync{Since: r1.NextBatch, UseStateAfter: true})
+		if jr = r2.Rooms.Join[id.RoomID(roomID)]; jr == nil || jr.StateAfter == nil || len(jr.StateAfter.Events) != 0 {
+			t.Errorf("typing-only room: %+v", jr)
+		}
+	})
+}

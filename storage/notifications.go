@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 )
 
 // Notification is an event that notified a user.
@@ -41,23 +40,20 @@ func InsertNotifications(ctx context.Context, tx *Tx, ns []Notification) error {
 		}
 		return nil
 	}
-	const cols = 9
-	for start := 0; start < len(ns); start += 200 {
-		chunk := ns[start:min(start+200, len(ns))]
-		var b strings.Builder
-		b.WriteString(`INSERT INTO push_notifications (user_id, room_id, event_id, stream_pos, thread_id, actions, highlight, is_read, ts) VALUES `)
-		args := make([]any, 0, len(chunk)*cols)
-		for i, n := range chunk {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString("(" + placeholders(i*cols+1, cols) + ")")
-			args = append(args, n.UserID, n.RoomID, n.EventID, n.StreamPos, n.ThreadID, string(n.Actions), n.Highlight, n.Read, n.TS)
-		}
-		b.WriteString(` ON CONFLICT (user_id, event_id) DO NOTHING`)
-		if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
-			return fmt.Errorf("insert notifications: %w", err)
-		}
+	// PostgreSQL: the rows as nine arrays, one statement, one round trip.
+	n := len(ns)
+	users, rooms, events, threads, actions := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	positions, tss := make([]int64, n), make([]int64, n)
+	highlights, reads := make([]bool, n), make([]bool, n)
+	for i, x := range ns {
+		users[i], rooms[i], events[i], threads[i], actions[i] = x.UserID, x.RoomID, x.EventID, x.ThreadID, string(x.Actions)
+		positions[i], tss[i], highlights[i], reads[i] = x.StreamPos, x.TS, x.Highlight, x.Read
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO push_notifications (user_id, room_id, event_id, stream_pos, thread_id, actions, highlight, is_read, ts)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::boolean[], $8::boolean[], $9::bigint[])
+		ON CONFLICT (user_id, event_id) DO NOTHING`, users, rooms, events, positions, threads, actions, highlights, reads, tss)
+	if err != nil {
+		return fmt.Errorf("insert notifications: %w", err)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package push
 import (
 	"context"
 	"fmt"
+	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -116,7 +117,7 @@ func BenchmarkEvaluate1000Members(b *testing.B) {
 // transaction). Rulesets are cached after the first event.
 func BenchmarkProcess1000Members(b *testing.B) {
 	const n = 1000
-	db := storagetest.Open(b, "sqlite")
+	db := storagetest.Open(b, benchEngine())
 	cfg := config.Default()
 	cfg.ServerName = "test"
 	rooms := newFakeRooms(b, n)
@@ -171,4 +172,13 @@ func (c cpuClock) report(b *testing.B) {
 	if b.N > 0 {
 		b.ReportMetric(float64(processCPU()-c.start)/float64(b.N), "cpu-ns/op")
 	}
+}
+
+// benchEngine is the database of BenchmarkProcess1000Members: MYELIN_BENCH_ENGINE
+// (sqlite by default, or postgres).
+func benchEngine() string {
+	if e := os.Getenv("MYELIN_BENCH_ENGINE"); e != "" {
+		return e
+	}
+	return "sqlite"
 }

@@ -3,6 +3,7 @@ package syncapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"sort"
 	"time"
 
@@ -219,6 +220,7 @@ type syncState struct {
 	joined  []string
 	changed map[string]bool // device_lists.changed candidates
 	left    map[string]bool
+	ignored map[string]bool // m.ignored_user_list
 }
 
 func (s *Service) build(ctx context.Context, req Request, ms []roomserver.RoomMembership) (*Response, error) {
@@ -267,6 +269,9 @@ func (s *Service) build(ctx context.Context, req Request, ms []roomserver.RoomMe
 			st.joined = append(st.joined, m.RoomID)
 		}
 	}
+	if st.ignored, err = s.ignoredUsers(ctx, req.UserID); err != nil {
+		return nil, err
+	}
 	// Room account data, by room.
 	var ad []storage.AccountData
 	if st.since.AccountData < st.to.AccountData {
@@ -313,7 +318,9 @@ func (s *Service) build(ctx context.Context, req Request, ms []roomserver.RoomMe
 				if err != nil {
 					return nil, err
 				}
-				st.resp.Rooms.Invite[m.RoomID] = &InvitedRoom{InviteState: EventList{Events: ir}}
+				if !st.ignored[invitedBy(ir)] {
+					st.resp.Rooms.Invite[m.RoomID] = &InvitedRoom{InviteState: EventList{Events: ir}}
+				}
 			}
 		case "knock":
 			if st.full || changedSince {
@@ -324,6 +331,9 @@ func (s *Service) build(ctx context.Context, req Request, ms []roomserver.RoomMe
 				st.resp.Rooms.Knock[m.RoomID] = &KnockedRoom{KnockState: EventList{Events: ir}}
 			}
 		case spec.Leave, spec.Ban:
+			if m.Forgotten {
+				continue
+			}
 			if (st.full && rf.IncludesLeave()) || (!st.initial && changedSince) {
 				lr, err := s.leftRoom(ctx, st, m, roomAD[m.RoomID])
 				if err != nil {
@@ -436,6 +446,9 @@ func (s *Service) timeline(ctx context.Context, st *syncState, roomID string, fr
 			return nil, false, false, err
 		}
 		for _, ev := range vis {
+			if st.ignored[string(ev.SenderID())] && !ev.IsState() {
+				continue // events of ignored users are not sent, except state
+			}
 			if !tf.Matches(roomID, ev.Type(), string(ev.SenderID()), hasURL(ev)) {
 				if ev.IsState() {
 					droppedState = true
@@ -1036,4 +1049,37 @@ func (s *Service) deviceLists(ctx context.Context, st *syncState) error {
 		st.resp.DeviceLists = dl
 	}
 	return nil
+}
+
+// ignoredUsers reads the user's m.ignored_user_list.
+func (s *Service) ignoredUsers(ctx context.Context, userID string) (map[string]bool, error) {
+	raw, err := storage.GetAccountData(ctx, s.db, userID, "", "m.ignored_user_list")
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var c struct {
+		IgnoredUsers map[string]json.RawMessage `json:"ignored_users"`
+	}
+	if json.Unmarshal(raw, &c) != nil || len(c.IgnoredUsers) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]bool, len(c.IgnoredUsers))
+	for u := range c.IgnoredUsers {
+		out[u] = true
+	}
+	return out, nil
+}
+
+// invitedBy returns the sender of the invite in a stripped invite_state (its last event).
+func invitedBy(state []any) string {
+	if len(state) == 0 {
+		return ""
+	}
+	if ev, ok := state[len(state)-1].(strippedEvent); ok {
+		return ev.Sender
+	}
+	return ""
 }

@@ -763,3 +763,35 @@ func TestSyncUseStateAfter(t *testing.T) {
 		}
 	})
 }
+
+// TestSyncIgnoredUsers: messages and invites from ignored users are not sent; their
+// state events are.
+func TestSyncIgnoredUsers(t *testing.T) {
+	forEachSyncEngine(t, func(t *testing.T, e *syncEnv) {
+		alice, bob, troll := e.register("alice"), e.register("bob"), e.register("troll")
+		roomID := e.sharedRoom(alice, bob, troll)
+		if err := alice.SetAccountData(e.ctx, "m.ignored_user_list", map[string]any{"ignored_users": map[string]any{troll.UserID.String(): map[string]any{}}}); err != nil {
+			t.Fatal(err)
+		}
+		r0 := doSync(t, alice, mautrix.ReqSync{})
+		e.send(troll, roomID, "spam")
+		e.send(bob, roomID, "hello")
+		e.sendState(troll, roomID, "m.room.member", troll.UserID.String(), map[string]any{"membership": "join", "displayname": "Troll"})
+		r1 := doSync(t, alice, mautrix.ReqSync{Since: r0.NextBatch})
+		jr := r1.Rooms.Join[id.RoomID(roomID)]
+		if jr == nil || strings.Join(timelineBodies(jr.Timeline.Events), ",") != "hello" {
+			t.Fatalf("alice's timeline = %v", jr)
+		}
+		if !hasState(jr.Timeline.Events, "m.room.member", troll.UserID.String()) {
+			t.Error("state event of an ignored user dropped")
+		}
+		room2 := e.createRoom(troll, roomserver.CreateRoomRequest{Preset: "private_chat"})
+		e.membership("invite", troll, alice, room2)
+		if r := doSync(t, alice, mautrix.ReqSync{Since: r1.NextBatch}); r.Rooms.Invite[id.RoomID(room2)] != nil {
+			t.Error("invite from an ignored user delivered")
+		}
+		if r := doSync(t, bob, mautrix.ReqSync{}); !strings.Contains(strings.Join(timelineBodies(r.Rooms.Join[id.RoomID(roomID)].Timeline.Events), ","), "spam") {
+			t.Error("bob (not ignoring) lost the message")
+		}
+	})
+}

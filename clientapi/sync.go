@@ -2,6 +2,7 @@ package clientapi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -69,7 +70,16 @@ func (s *Server) getSync(r *http.Request) (any, error) {
 		if len(evs) == 0 {
 			return []any{}, nil
 		}
-		return fmtr.events(ctx, evs)
+		out, err := fmtr.events(ctx, evs)
+		if err != nil || len(f.EventFields) == 0 {
+			return out, err
+		}
+		for i, ev := range out {
+			if out[i], err = onlyFields(ev, f.EventFields); err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
 	}
 	return s.sync.Sync(r.Context(), req)
 }
@@ -102,4 +112,61 @@ func (s *Server) syncFilter(ctx context.Context, userID, param string) (*filter.
 		return nil, filterError(err)
 	}
 	return f, nil
+}
+
+// onlyFields applies a filter's event_fields to a formatted event: only the listed
+// dot-separated paths are kept ('\.' escapes a dot inside a key).
+func onlyFields(ev any, fields []string) (any, error) {
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return nil, err
+	}
+	var full map[string]any
+	if err := json.Unmarshal(data, &full); err != nil {
+		return nil, err
+	}
+	out := map[string]any{}
+	for _, f := range fields {
+		path := splitFieldPath(f)
+		src, dst := full, out
+		for i, key := range path {
+			v, ok := src[key]
+			if !ok {
+				break
+			}
+			if i == len(path)-1 {
+				dst[key] = v
+				break
+			}
+			next, ok := v.(map[string]any)
+			if !ok {
+				break
+			}
+			sub, _ := dst[key].(map[string]any)
+			if sub == nil {
+				sub = map[string]any{}
+				dst[key] = sub
+			}
+			src, dst = next, sub
+		}
+	}
+	return out, nil
+}
+
+func splitFieldPath(f string) []string {
+	var parts []string
+	var cur strings.Builder
+	for i := 0; i < len(f); i++ {
+		switch {
+		case f[i] == '\\' && i+1 < len(f) && f[i+1] == '.':
+			cur.WriteByte('.')
+			i++
+		case f[i] == '.':
+			parts = append(parts, cur.String())
+			cur.Reset()
+		default:
+			cur.WriteByte(f[i])
+		}
+	}
+	return append(parts, cur.String())
 }

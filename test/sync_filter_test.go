@@ -224,3 +224,23 @@ func sortedStrings(s ...string) []string {
 }
 
 var _ = event.EventMessage
+
+// TestSyncFilterEventFields: event_fields keeps only the listed fields of room events.
+func TestSyncFilterEventFields(t *testing.T) {
+	forEachSyncEngine(t, func(t *testing.T, e *syncEnv) {
+		alice := e.register("alice")
+		roomID := e.createRoom(alice, roomserver.CreateRoomRequest{Preset: "private_chat"})
+		e.send(alice, roomID, "fields")
+		var out map[string]any
+		u := alice.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "sync"}, map[string]string{
+			"filter": inlineFilter(map[string]any{"event_fields": []string{"type", "content.body"}, "room": map[string]any{"timeline": map[string]any{"limit": 1}}})})
+		if _, err := alice.MakeRequest(e.ctx, "GET", u, nil, &out); err != nil {
+			t.Fatal(err)
+		}
+		evs := out["rooms"].(map[string]any)["join"].(map[string]any)[roomID].(map[string]any)["timeline"].(map[string]any)["events"].([]any)
+		got := toJSON(evs[0])
+		if got != `{"content":{"body":"fields"},"type":"m.room.message"}` {
+			t.Fatalf("event with event_fields = %s", got)
+		}
+	})
+}

@@ -23,6 +23,7 @@ func (s *Server) postDeviceSigningUpload(r *http.Request) (any, error) {
 	if err := s.e2ee().UploadCrossSigning(r.Context(), userID, req, uia); err != nil {
 		return nil, err
 	}
+	s.sync.OnKeysChanged(userID, true) // device_lists.changed for the user and room-mates
 	return struct{}{}, nil
 }
 
@@ -32,5 +33,12 @@ func (s *Server) postSignaturesUpload(r *http.Request) (any, error) {
 	if err := httputil.DecodeJSON(r, &body); err != nil {
 		return nil, err
 	}
-	return s.e2ee().UploadSignatures(r.Context(), requestDevice(r).UserID, body)
+	userID := requestDevice(r).UserID
+	resp, err := s.e2ee().UploadSignatures(r.Context(), userID, body)
+	if err == nil {
+		// Signatures of the user's own keys reach its room-mates' device_lists.changed;
+		// those of other users' master keys only the uploader's.
+		s.sync.OnKeysChanged(userID, true)
+	}
+	return resp, err
 }

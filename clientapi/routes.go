@@ -66,6 +66,7 @@ func (s *Server) routes() []route {
 		{method: post, prefixes: clientV3, path: "/keys/upload", auth: authRequired, h: s.postKeysUpload},
 		{method: post, prefixes: clientV3, path: "/keys/query", auth: authRequired, h: s.postKeysQuery},
 		{method: post, prefixes: clientV3, path: "/keys/claim", auth: authRequired, h: s.postKeysClaim},
+		{method: get, prefixes: clientV3, path: "/keys/changes", auth: authRequired, h: s.getKeysChanges},
 		{method: post, prefixes: clientV3, path: "/keys/device_signing/upload", auth: authRequired, limited: true, h: s.postDeviceSigningUpload},
 		{method: post, prefixes: clientV3, path: "/keys/signatures/upload", auth: authRequired, limited: true, h: s.postSignaturesUpload},
 

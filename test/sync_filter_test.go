@@ -223,8 +223,6 @@ func sortedStrings(s ...string) []string {
 	return out
 }
 
-var _ = event.EventMessage
-
 // TestSyncFilterEventFields: event_fields keeps only the listed fields of room events.
 func TestSyncFilterEventFields(t *testing.T) {
 	forEachSyncEngine(t, func(t *testing.T, e *syncEnv) {
@@ -241,6 +239,29 @@ func TestSyncFilterEventFields(t *testing.T) {
 		got := toJSON(evs[0])
 		if got != `{"content":{"body":"fields"},"type":"m.room.message"}` {
 			t.Fatalf("event with event_fields = %s", got)
+		}
+	})
+}
+
+// TestSyncFilterPresence: the presence filter selects presence events.
+func TestSyncFilterPresence(t *testing.T) {
+	forEachSyncEngine(t, func(t *testing.T, e *syncEnv) {
+		alice, bob := e.register("alice"), e.register("bob")
+		e.sharedRoom(alice, bob)
+		if err := alice.SetPresence(e.ctx, mautrix.ReqPresence{Presence: event.PresenceOnline, StatusMsg: "here"}); err != nil {
+			t.Fatal(err)
+		}
+		r := doSync(t, bob, mautrix.ReqSync{SetPresence: event.PresenceOffline})
+		if presenceOf(r, alice.UserID) == nil {
+			t.Fatal("no presence without a filter")
+		}
+		r = doSync(t, bob, mautrix.ReqSync{SetPresence: event.PresenceOffline, FilterID: inlineFilter(map[string]any{"presence": map[string]any{"not_types": []string{"*"}}})})
+		if len(r.Presence.Events) != 0 {
+			t.Errorf("presence not_types *: %d events", len(r.Presence.Events))
+		}
+		r = doSync(t, bob, mautrix.ReqSync{SetPresence: event.PresenceOffline, FilterID: inlineFilter(map[string]any{"presence": map[string]any{"senders": []string{bob.UserID.String()}}})})
+		if presenceOf(r, alice.UserID) != nil {
+			t.Error("presence senders filter let alice through")
 		}
 	})
 }

@@ -5,9 +5,9 @@ package test
 import (
 	"context"
 	"errors"
+	"os"
 	"slices"
 	"sync"
-	"os"
 	"testing"
 	"time"
 

@@ -27,6 +27,9 @@ func (s *Server) postPassword(r *http.Request) (any, error) {
 	if err := s.accounts.ChangePassword(r.Context(), requestDevice(r), r.URL.Path, req.NewPassword, logout, req.Auth); err != nil {
 		return nil, err
 	}
+	if logout {
+		s.sync.OnKeysChanged(requestDevice(r).UserID, true) // room-mates' clients forget the devices
+	}
 	return struct{}{}, nil
 }
 

@@ -136,6 +136,7 @@ func (s *Server) deleteDevicesWithUIA(r *http.Request, deviceIDs []string, authD
 		if err := s.accounts.DeleteDevices(r.Context(), userID, deviceIDs); err != nil {
 			return nil, err
 		}
+		s.sync.OnKeysChanged(userID, true) // room-mates' clients forget the devices
 	}
 	return struct{}{}, nil
 }

@@ -50,6 +50,7 @@ func (s *Server) postLogout(r *http.Request) (any, error) {
 	if err := s.accounts.Logout(r.Context(), requestDevice(r)); err != nil {
 		return nil, err
 	}
+	s.sync.OnKeysChanged(requestDevice(r).UserID, true) // room-mates' clients forget the device
 	return struct{}{}, nil
 }
 
@@ -58,5 +59,6 @@ func (s *Server) postLogoutAll(r *http.Request) (any, error) {
 	if err := s.accounts.LogoutAll(r.Context(), requestDevice(r).UserID); err != nil {
 		return nil, err
 	}
+	s.sync.OnKeysChanged(requestDevice(r).UserID, true) // room-mates' clients forget the devices
 	return struct{}{}, nil
 }

@@ -104,7 +104,7 @@ func (s *Server) putPushRule(r *http.Request) (any, error) {
 		}
 		return nil, pushError(err)
 	}
-	return struct{}{}, nil
+	return s.pushRulesChanged(r)
 }
 
 // deletePushRule serves DELETE /pushrules/global/{kind}/{ruleId}.
@@ -116,7 +116,7 @@ func (s *Server) deletePushRule(r *http.Request) (any, error) {
 	if err := s.push.DeleteRule(r.Context(), requestDevice(r).UserID, kind, id); err != nil {
 		return nil, pushError(err)
 	}
-	return struct{}{}, nil
+	return s.pushRulesChanged(r)
 }
 
 // getPushRuleAttr serves GET /pushrules/global/{kind}/{ruleId}/{enabled,actions}.
@@ -153,7 +153,10 @@ func (s *Server) putPushRuleAttr(r *http.Request) (any, error) {
 		if body.Enabled == nil {
 			return nil, httputil.MissingParam("enabled is required")
 		}
-		return struct{}{}, pushError(s.push.SetEnabled(r.Context(), userID, kind, id, *body.Enabled))
+		if err := s.push.SetEnabled(r.Context(), userID, kind, id, *body.Enabled); err != nil {
+			return nil, pushError(err)
+		}
+		return s.pushRulesChanged(r)
 	}
 	var body struct {
 		Actions []json.RawMessage `json:"actions"`
@@ -167,5 +170,12 @@ func (s *Server) putPushRuleAttr(r *http.Request) (any, error) {
 	if err := s.push.SetActions(r.Context(), userID, kind, id, body.Actions); err != nil {
 		return nil, pushError(err)
 	}
+	return s.pushRulesChanged(r)
+}
+
+// pushRulesChanged wakes the user's /sync long-polls after a rule change (the rules are
+// m.push_rules account data) and answers the request.
+func (s *Server) pushRulesChanged(r *http.Request) (any, error) {
+	s.sync.OnAccountData(requestDevice(r).UserID)
 	return struct{}{}, nil
 }

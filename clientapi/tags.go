@@ -65,6 +65,12 @@ func (s *Server) updateTags(ctx context.Context, userID, roomID string, change f
 	mu := &tagLocks[h.Sum32()%uint32(len(tagLocks))]
 	mu.Lock()
 	defer mu.Unlock()
+	changed := false
+	defer func() {
+		if changed {
+			s.sync.OnAccountData(userID) // wakes the user's /sync long-polls
+		}
+	}()
 	return s.db.WithTx(ctx, func(tx *storage.Tx) error {
 		tags, err := readTags(ctx, tx, userID, roomID)
 		if err != nil {
@@ -77,8 +83,11 @@ func (s *Server) updateTags(ctx context.Context, userID, roomID string, change f
 		if err != nil {
 			return err
 		}
-		_, err = storage.PutAccountData(ctx, tx, userID, roomID, tagAccountDataType, content)
-		return err
+		if _, err = storage.PutAccountData(ctx, tx, userID, roomID, tagAccountDataType, content); err != nil {
+			return err
+		}
+		changed = true
+		return nil
 	})
 }
 

@@ -2,7 +2,8 @@
 //  1. Alice and Bob share an encrypted room (m.megolm.v1.aes-sha2) and each decrypts
 //     the other's messages (device keys, one-time key claims, Olm to-device room keys).
 //  2. Alice bootstraps cross-signing (UIA with her password) and secret storage with a
-//     key backup; Bob sees her cross-signing identity.
+//     key backup; Bob sees her cross-signing identity, bootstraps his own, and the two
+//     verify each other with an in-room SAS verification (user-signing signatures).
 //  3. Alice logs in on a second device, loads the backup key from secret storage and
 //     restores the backup, then reads the messages sent before that device existed.
 //  4. Carol joins later: she decrypts new messages but not the ones sent before she
@@ -170,6 +171,41 @@ async function backedUpSessions() {
   }
 }
 step("backup holds the sessions");
+
+step("bob: cross-signing, then alice and bob verify each other (SAS, in-room)");
+const bobCrypto = bob.getCrypto();
+await bobCrypto.bootstrapCrossSigning({
+  authUploadDeviceSigningKeys: async (makeRequest) => {
+    await makeRequest({ type: "m.login.password", identifier: { type: "m.id.user", user: bobReg.user_id }, password: bobReg.password });
+  },
+});
+await until("alice sees bob's cross-signing keys", () => aliceCrypto.userHasCrossSigningKeys(bobReg.user_id, true));
+// Both sides confirm the short authentication string as soon as it is shown.
+const confirmSas = (verifier) => verifier.on("show_sas", (sas) => sas.confirm());
+const bobVerified = new Promise((resolve, reject) => {
+  bob.on("crypto.verificationRequestReceived", async (request) => {
+    try {
+      await request.accept();
+      await new Promise((r) => { const check = () => { if (request.verifier) { request.off("change", check); r(); } }; request.on("change", check); check(); });
+      confirmSas(request.verifier);
+      await request.verifier.verify();
+      resolve();
+    } catch (e) { reject(e); }
+  });
+});
+const request = await aliceCrypto.requestVerificationDM(bobReg.user_id, roomId);
+await new Promise((resolve, reject) => {
+  const t = setTimeout(() => reject(new Error("bob never accepted the verification request: phase " + request.phase)), 30000);
+  const check = () => { if (request.phase === 3 /* Ready */) { clearTimeout(t); request.off("change", check); resolve(); } };
+  request.on("change", check);
+  check();
+});
+const aliceVerifier = await request.startVerification("m.sas.v1");
+confirmSas(aliceVerifier);
+await Promise.all([aliceVerifier.verify(), bobVerified]);
+await until("alice trusts bob's identity", async () => (await aliceCrypto.getUserVerificationStatus(bobReg.user_id)).isCrossSigningVerified());
+await until("bob trusts alice's identity", async () => (await bobCrypto.getUserVerificationStatus(aliceReg.user_id)).isCrossSigningVerified());
+await until("bob trusts alice's device through cross-signing", async () => (await bobCrypto.getDeviceVerificationStatus(aliceReg.user_id, aliceReg.device_id))?.crossSigningVerified);
 
 step("alice: second device restores the backup");
 const loginClient = createClient({ baseUrl });

@@ -55,7 +55,7 @@ type config struct {
 var scenarioDefaults = map[string]map[string]string{
 	"register":      {"users": "100", "concurrency": "10"},
 	"send":          {"concurrency": "10", "rooms": "10", "messages": "1000", "duration": "60s"},
-	"fanout":        {"listeners": "50", "messages": "50", "interval": "200ms", "duration": "60s"},
+	"fanout":        {"listeners": "50", "messages": "50", "interval": "200ms", "duration": "60s", "concurrency": "10"},
 	"initial-sync":  {"rooms": "20", "events": "50", "concurrency": "4", "repeat": "3"},
 	"join-big-room": {"members": "500", "users": "10", "concurrency": "10"},
 	"paginate":      {"events": "1000", "page": "50", "concurrency": "4", "repeat": "1"},
@@ -164,11 +164,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "myelin-load: %s is not a loopback address; pass -allow-remote to load a remote server\n", u.Hostname())
 		return 2
 	}
+	if cfg.pid != 0 {
+		if _, err := procCPU(cfg.pid); err != nil {
+			fmt.Fprintf(stderr, "myelin-load: -pid %d: %v\n", cfg.pid, err)
+			return 2
+		}
+		if warn := checkListener(cfg.pid, u); warn != "" {
+			fmt.Fprintf(stderr, "myelin-load: warning: %s\n", warn)
+		}
+	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop() // a second Ctrl-C ends the process at once
+	}()
 
 	code := 0
 	for _, s := range cfg.scenarios {
@@ -266,6 +279,9 @@ func printText(w io.Writer, r *Result) {
 		}
 		sort.Strings(keys)
 		for _, k := range keys {
+			if k == "per_listener" {
+				continue // JSON only
+			}
 			v, _ := json.Marshal(r.Extra[k])
 			fmt.Fprintf(w, "   %-11s %s\n", k, v)
 		}

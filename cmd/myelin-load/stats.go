@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/url"
 	"os"
 	"sort"
 	"strconv"
@@ -259,4 +260,53 @@ func (w *procWatch) stop() *Server {
 		s.CPUPercent = math.Round((cpu-w.cpu0)/wall*1000) / 10
 	}
 	return s
+}
+
+// checkListener warns when pid does not hold the listening socket of the
+// homeserver URL's port (a pid for the wrong process measures the wrong thing).
+// It stays silent when it cannot tell (another user's process, a proxy in front).
+func checkListener(pid int, u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return ""
+	}
+	want := fmt.Sprintf("%04X", p)
+	inodes := map[string]bool{}
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n")[1:] {
+			fields := strings.Fields(line)
+			// local_address is fields[1] (addr:port), st is fields[3] (0A = LISTEN), inode is fields[9].
+			if len(fields) < 10 || fields[3] != "0A" {
+				continue
+			}
+			if i := strings.LastIndexByte(fields[1], ':'); i >= 0 && fields[1][i+1:] == want {
+				inodes[fields[9]] = true
+			}
+		}
+	}
+	if len(inodes) == 0 {
+		return "" // nothing on this machine listens there (or it is behind NAT/containers)
+	}
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return ""
+	}
+	for _, fd := range fds {
+		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if err == nil && strings.HasPrefix(link, "socket:[") && inodes[strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]")] {
+			return ""
+		}
+	}
+	return fmt.Sprintf("process %d does not listen on port %s of %s; -pid should name the homeserver process", pid, port, u.Host)
 }

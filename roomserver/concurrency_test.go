@@ -170,6 +170,21 @@ func TestStreamTrackerOutOfOrder(t *testing.T) {
 	if tr.Safe() != pd[0] || published[len(published)-1] != pd[0] {
 		t.Fatalf("after c rolled back: safe=%d published=%v", tr.Safe(), published)
 	}
+
+	// Transactions whose allocations interleave (one job of e after f's allocation).
+	published = nil
+	e := tr.begin()
+	pe1, _ := tr.alloc(ctx, nil, e, 1)
+	f := tr.begin()
+	pf, _ := tr.alloc(ctx, nil, f, 1)
+	pe2, _ := tr.alloc(ctx, nil, e, 1)
+	e.outputs = []OutputEvent{{StreamPos: pe1[0]}, {StreamPos: pe2[0]}}
+	f.outputs = []OutputEvent{{StreamPos: pf[0]}}
+	tr.finish(f, true)
+	tr.finish(e, true)
+	if fmt.Sprint(published) != fmt.Sprint([]int64{pe1[0], pf[0], pe2[0]}) {
+		t.Fatalf("interleaved transactions published %v", published)
+	}
 }
 
 // TestConcurrentSendsOneRoom sends from many goroutines into one room, some of them

@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -139,16 +142,69 @@ func (rs *Roomserver) eventsByNID(ctx context.Context, nids []int64) (map[int64]
 	if len(missing) == 0 {
 		return out, nil
 	}
-	rows, err := roomstore.EventsByNID(ctx, rs.db, missing)
+	loaded, err := rs.loadEvents(ctx, missing)
 	if err != nil {
 		return nil, err
 	}
+	for _, ev := range loaded {
+		out[ev.NID] = ev
+	}
+	return out, nil
+}
+
+// loadEvents reads and parses events from the database. Large loads (the state of a
+// big room) are split over a few goroutines: reading and parsing are both CPU-bound.
+func (rs *Roomserver) loadEvents(ctx context.Context, nids []int64) ([]*Event, error) {
+	const part = 500
+	if len(nids) <= 2*part {
+		return rs.loadEventsPart(ctx, nids)
+	}
+	var parts [][]int64
+	for len(nids) > 0 {
+		n := min(part, len(nids))
+		parts = append(parts, nids[:n])
+		nids = nids[n:]
+	}
+	results := make([][]*Event, len(parts))
+	errs := make([]error, len(parts))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(len(parts), max(2, runtime.GOMAXPROCS(0))) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(parts) {
+					return
+				}
+				results[i], errs[i] = rs.loadEventsPart(ctx, parts[i])
+			}
+		}()
+	}
+	wg.Wait()
+	var out []*Event
+	for i := range parts {
+		if errs[i] != nil {
+			return nil, errs[i]
+		}
+		out = append(out, results[i]...)
+	}
+	return out, nil
+}
+
+func (rs *Roomserver) loadEventsPart(ctx context.Context, nids []int64) ([]*Event, error) {
+	rows, err := roomstore.EventsByNID(ctx, rs.db, nids)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Event, 0, len(rows))
 	for _, row := range rows {
 		ev, err := rs.eventFromRow(ctx, row)
 		if err != nil {
 			return nil, err
 		}
-		out[ev.NID] = ev
+		out = append(out, ev)
 	}
 	return out, nil
 }

@@ -118,6 +118,9 @@ func (t *streamTracker) finish(txn *streamTxn, committed bool) {
 		n++
 	}
 	t.ready = t.ready[n:]
+	// The jobs of one transaction allocate separately, so transactions' positions can
+	// interleave: publish everything now settled in position order.
+	sort.Slice(out, func(i, j int) bool { return out[i].StreamPos < out[j].StreamPos })
 	if len(out) == 0 {
 		t.mu.Unlock()
 		return

@@ -253,12 +253,9 @@ type TopoPos struct{ Depth, Stream int64 }
 // gap to when it is non-nil.
 func EventsTopological(ctx context.Context, q storage.Querier, roomNID int64, from TopoPos, to *TopoPos, dir Order, limit int, f TimelineFilter) ([]*Event, error) {
 	args := []any{roomNID, from.Depth, from.Stream}
-	after := func(d, s int) string {
-		return fmt.Sprintf(`(depth > $%d OR (depth = $%d AND stream_pos > $%d))`, d, d, s)
-	}
-	before := func(d, s int) string {
-		return fmt.Sprintf(`(depth < $%d OR (depth = $%d AND stream_pos <= $%d))`, d, d, s)
-	}
+	// Row values let both engines walk the (room_nid, depth, stream_pos) index.
+	after := func(d, s int) string { return fmt.Sprintf(`(depth, stream_pos) > ($%d, $%d)`, d, s) }
+	before := func(d, s int) string { return fmt.Sprintf(`(depth, stream_pos) <= ($%d, $%d)`, d, s) }
 	where := ` WHERE room_nid = $1 AND stream_pos IS NOT NULL AND `
 	order := "ASC"
 	if dir == Backward {
@@ -341,9 +338,11 @@ func Relations(ctx context.Context, q storage.Querier, targetID, relType, eventT
 // room (0 if they never joined).
 func LastJoinPos(ctx context.Context, q storage.Querier, roomNID int64, userID string) (int64, error) {
 	var pos sql.NullInt64
-	err := q.QueryRowContext(ctx, `SELECT MAX(stream_pos) FROM room_events
-		WHERE room_nid = $1 AND event_type = 'm.room.member' AND state_key = $2 AND membership = 'join'
-		AND stream_pos IS NOT NULL`, roomNID, userID).Scan(&pos)
+	// MAX(+stream_pos): the unary plus keeps SQLite from walking the stream index
+	// backwards through the whole room; the (room, type, state key) index is the one.
+	err := q.QueryRowContext(ctx, `SELECT MAX(+stream_pos) FROM room_events
+		WHERE room_nid = $1 AND event_type = 'm.room.member' AND state_key = $2 AND membership = 'join'`,
+		roomNID, userID).Scan(&pos)
 	if err != nil {
 		return 0, fmt.Errorf("last join of %s: %w", userID, err)
 	}

@@ -14,10 +14,12 @@ func (s *Server) putDehydratedDevice(r *http.Request) (any, error) {
 	if err := httputil.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
-	id, err := s.e2ee().PutDehydratedDevice(r.Context(), requestDevice(r).UserID, req)
+	userID := requestDevice(r).UserID
+	id, err := s.e2ee().PutDehydratedDevice(r.Context(), userID, req)
 	if err != nil {
 		return nil, err
 	}
+	s.sync.OnKeysChanged(userID, true) // room-mates' clients learn of the new device
 	return map[string]string{"device_id": id}, nil
 }
 
@@ -26,10 +28,12 @@ func (s *Server) getDehydratedDevice(r *http.Request) (any, error) {
 }
 
 func (s *Server) deleteDehydratedDevice(r *http.Request) (any, error) {
-	id, err := s.e2ee().DeleteDehydratedDevice(r.Context(), requestDevice(r).UserID)
+	userID := requestDevice(r).UserID
+	id, err := s.e2ee().DeleteDehydratedDevice(r.Context(), userID)
 	if err != nil {
 		return nil, err
 	}
+	s.sync.OnKeysChanged(userID, true) // room-mates' clients forget the device
 	return map[string]string{"device_id": id}, nil
 }
 
@@ -41,4 +45,18 @@ func (s *Server) postDehydratedDeviceEvents(r *http.Request) (any, error) {
 		return nil, err
 	}
 	return s.e2ee().DehydratedDeviceEvents(r.Context(), requestDevice(r).UserID, pathVar(r, "deviceId"), body.NextBatch)
+}
+
+// getDehydratedDeviceEvents is the GET form of the events endpoint that matrix-js-sdk
+// (Rust crypto) uses: the position comes as ?from= and the client pages until the
+// response has no next_batch, so an empty page carries none.
+func (s *Server) getDehydratedDeviceEvents(r *http.Request) (any, error) {
+	resp, err := s.e2ee().DehydratedDeviceEvents(r.Context(), requestDevice(r).UserID, pathVar(r, "deviceId"), r.URL.Query().Get("from"))
+	if err != nil {
+		return nil, err
+	}
+	if len(resp.Events) == 0 {
+		return map[string]any{"events": resp.Events}, nil
+	}
+	return resp, nil
 }

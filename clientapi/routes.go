@@ -147,6 +147,7 @@ func (s *Server) routes() []route {
 		{method: get, prefixes: unstable, path: "/org.matrix.msc3814.v1/dehydrated_device", auth: authRequired, h: s.getDehydratedDevice},
 		{method: del, prefixes: unstable, path: "/org.matrix.msc3814.v1/dehydrated_device", auth: authRequired, limited: true, h: s.deleteDehydratedDevice},
 		{method: post, prefixes: unstable, path: "/org.matrix.msc3814.v1/dehydrated_device/{deviceId}/events", auth: authRequired, h: s.postDehydratedDeviceEvents},
+		{method: get, prefixes: unstable, path: "/org.matrix.msc3814.v1/dehydrated_device/{deviceId}/events", auth: authRequired, h: s.getDehydratedDeviceEvents},
 
 		// Sync, typing, receipts, read markers and presence (sync.go, typing.go, receipts.go, presence.go).
 		{method: get, prefixes: clientV3, path: "/sync", auth: authRequired, h: s.getSync},

@@ -191,3 +191,62 @@ func TestCrossSigningWakesSync(t *testing.T) {
 		}
 	})
 }
+
+// TestDehydratedDeviceEventsGET pins the GET form of the MSC3814 events endpoint that
+// matrix-js-sdk's Rust crypto uses (?from=, paging until a response has no next_batch),
+// beside the POST form, and that storing a dehydrated device wakes room-mates' /sync
+// with device_lists.changed.
+func TestDehydratedDeviceEventsGET(t *testing.T) {
+	harness.ForEachEngine(t, func(t *testing.T, engine string) {
+		s := harness.Start(t, harness.Options{Engine: engine})
+		ctx := context.Background()
+		alice := e2eRegister(t, s, "alice")
+		bob := e2eRegister(t, s, "bob")
+		room, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.cli.JoinRoomByID(ctx, room.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		const base = "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device"
+		dev := &e2eDev{userID: alice.userID, deviceID: "DEHYDRATED1", priv: alice.priv, ed: alice.ed, curve: alice.curve}
+
+		since := e2eSyncToken(t, s, bob)
+		type res struct {
+			took    time.Duration
+			changed bool
+		}
+		done := make(chan res, 1)
+		go func() {
+			start := time.Now()
+			resp, err := bob.cli.SyncRequest(ctx, 20000, since, "", false, event.PresenceOnline)
+			done <- res{time.Since(start), err == nil && slices.Contains(resp.DeviceLists.Changed, id.UserID(alice.userID))}
+		}()
+		time.Sleep(500 * time.Millisecond)
+		status, body := s.Do(t, "PUT", base, alice.token, map[string]any{"device_id": dev.deviceID,
+			"device_data": map[string]any{"algorithm": "org.matrix.msc3814.v1.olm"}, "device_keys": dev.deviceKeys(t)})
+		e2eExpect(t, "put dehydrated device", status, body, 200, "")
+		if r := <-done; !r.changed || r.took > 10*time.Second {
+			t.Fatalf("bob's /sync after alice's dehydrated device: took %v, changed %v", r.took, r.changed)
+		}
+
+		status, body = s.Do(t, "PUT", "/_matrix/client/v3/sendToDevice/m.test/txn1", bob.token,
+			map[string]any{"messages": map[string]any{alice.userID: map[string]any{dev.deviceID: map[string]any{"n": 1}}}})
+		e2eExpect(t, "sendToDevice", status, body, 200, "")
+		events := base + "/" + dev.deviceID + "/events"
+		status, body = s.Do(t, "GET", events, alice.token, nil)
+		if evs, _ := body["events"].([]any); status != 200 || len(evs) != 1 || body["next_batch"] == nil {
+			t.Fatalf("GET dehydrated events: %d %v", status, body)
+		}
+		status, body = s.Do(t, "GET", events+"?from="+url.QueryEscape(body["next_batch"].(string)), alice.token, nil)
+		if evs, ok := body["events"].([]any); status != 200 || !ok || len(evs) != 0 {
+			t.Fatalf("GET dehydrated events from next_batch: %d %v", status, body)
+		}
+		if _, ok := body["next_batch"]; ok {
+			t.Fatalf("an empty page must end the paging (no next_batch): %v", body)
+		}
+		status, body = s.Do(t, "GET", events, bob.token, nil)
+		e2eExpect(t, "GET events of another user's dehydrated device", status, body, 403, "M_FORBIDDEN")
+	})
+}

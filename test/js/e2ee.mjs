@@ -9,6 +9,8 @@
 //  4. Carol joins later: she decrypts new messages but not the ones sent before she
 //     joined (the Rust crypto shares the current Megolm session from its current ratchet
 //     index; it does not re-share older keys on join).
+//  5. Alice sets up a dehydrated device (MSC3814), all her devices go offline, Bob
+//     writes; a new device of Alice rehydrates and reads Bob's message.
 // Usage: node e2ee.mjs <homeserver URL>
 import "./polyfill.mjs";
 import { createClient, ClientEvent, RoomEvent, RoomMemberEvent, MatrixEventEvent } from "matrix-js-sdk";
@@ -264,6 +266,30 @@ for (const e of old) {
 }
 step("carol: old events are decryption failures (" + old.map((e) => e.decryptionFailureReason).join(",") + ")");
 
-for (const c of [alice, alice2, bob, carol]) c.stopClient();
+step("alice: dehydrated device");
+assert.ok(await aliceCrypto.isDehydrationSupported(), "the server supports MSC3814 dehydrated devices");
+await aliceCrypto.startDehydration({ createNewKey: true });
+const dehydrated = await (await fetch(`${baseUrl}/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device`, { headers: { Authorization: `Bearer ${aliceReg.access_token}` } })).json();
+assert.ok(dehydrated.device_id, "a dehydrated device is stored: " + JSON.stringify(dehydrated));
+await until("bob knows alice's dehydrated device", async () => (await bob.getCrypto().getUserDeviceInfo([aliceReg.user_id], true)).get(aliceReg.user_id)?.has(dehydrated.device_id));
+// Every device of Alice goes offline; Bob's next message reaches her dehydrated device only.
+alice.stopClient();
+alice2.stopClient();
+await bob.sendTextMessage(roomId, "secret 6 from bob while alice is offline");
+await waitDecrypted(carol, roomId, "secret 6 from bob while alice is offline", "carol");
+const login3 = await loginClient.loginRequest({ type: "m.login.password", identifier: { type: "m.id.user", user: aliceReg.user_id }, password: aliceReg.password, initial_device_display_name: "alice 3" });
+ssKeys.clear();
+const alice3 = await started({ ...login3, user_id: aliceReg.user_id });
+await waitFor("alice3 has the room", alice3, [ClientEvent.Room], () => !!alice3.getRoom(roomId));
+await until("alice3 knows alice's cross-signing keys", async () => (await alice3.getCrypto().getCrossSigningStatus()).publicKeysOnDevice);
+await alice3.getCrypto().bootstrapCrossSigning({}); // private keys from secret storage
+let rehydratedRoomKeys = 0;
+alice3.on("dehydration.RehydrationProgress", (roomKeys) => { rehydratedRoomKeys = roomKeys; });
+await alice3.getCrypto().startDehydration(); // rehydrates: the dehydrated device's to-device inbox
+await waitDecrypted(alice3, roomId, "secret 6 from bob while alice is offline", "alice3");
+assert.ok(rehydratedRoomKeys >= 1, "room keys came from the dehydrated device's to-device inbox");
+step(`alice3 decrypted, with ${rehydratedRoomKeys} room key(s) from the rehydrated device, a message sent while alice was offline`);
+
+for (const c of [alice3, bob, carol]) c.stopClient();
 step("ok");
 process.exit(0);

@@ -252,9 +252,9 @@ func (s *Server) dropCanonicalAlias(ctx context.Context, roomID, alias, userID s
 func (s *Server) getRoomAliases(r *http.Request) (any, error) {
 	ctx := r.Context()
 	d := requestDevice(r)
-	roomID := pathVar(r, "roomId")
-	if _, err := spec.NewRoomID(roomID); err != nil {
-		return nil, httputil.InvalidParam("%q is not a valid room ID", roomID)
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return nil, err
 	}
 	ok, err := s.canPeekRoom(ctx, roomID, d.UserID)
 	if err != nil {

@@ -145,9 +145,9 @@ func (s *Server) canSeeInHierarchy(ctx context.Context, sum *roomSummary, userID
 func (s *Server) getHierarchy(r *http.Request) (any, error) {
 	ctx := r.Context()
 	d := requestDevice(r)
-	roomID := pathVar(r, "roomId")
-	if _, err := spec.NewRoomID(roomID); err != nil {
-		return nil, httputil.InvalidParam("%q is not a valid room ID", roomID)
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return nil, err
 	}
 	q := r.URL.Query()
 	suggestedOnly := false

@@ -87,9 +87,9 @@ func (s *Server) summarizeRoom(ctx context.Context, roomID string) (*roomSummary
 // getDirectoryListRoom serves GET /directory/list/room/{roomId}.
 func (s *Server) getDirectoryListRoom(r *http.Request) (any, error) {
 	ctx := r.Context()
-	roomID := pathVar(r, "roomId")
-	if _, err := spec.NewRoomID(roomID); err != nil {
-		return nil, httputil.InvalidParam("%q is not a valid room ID", roomID)
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return nil, err
 	}
 	if _, err := s.rooms.RoomInfo(ctx, roomID); err != nil {
 		return nil, err
@@ -110,9 +110,9 @@ func (s *Server) getDirectoryListRoom(r *http.Request) (any, error) {
 func (s *Server) putDirectoryListRoom(r *http.Request) (any, error) {
 	ctx := r.Context()
 	d := requestDevice(r)
-	roomID := pathVar(r, "roomId")
-	if _, err := spec.NewRoomID(roomID); err != nil {
-		return nil, httputil.InvalidParam("%q is not a valid room ID", roomID)
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return nil, err
 	}
 	var body struct {
 		Visibility string `json:"visibility"`

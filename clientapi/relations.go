@@ -260,9 +260,9 @@ func (s *Server) requireRoomReader(ctx context.Context, roomID, userID string) e
 func (s *Server) getThreads(r *http.Request) (any, error) {
 	ctx := r.Context()
 	d := requestDevice(r)
-	roomID := pathVar(r, "roomId")
-	if _, err := spec.NewRoomID(roomID); err != nil {
-		return nil, httputil.InvalidParam("%q is not a valid room ID", roomID)
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return nil, err
 	}
 	q := r.URL.Query()
 	participant := ""

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
@@ -174,6 +175,16 @@ func pathVar(r *http.Request, name string) string {
 		return d
 	}
 	return v
+}
+
+// roomIDVar returns the decoded {roomId} path variable, or M_INVALID_PARAM when it is not
+// a room ID.
+func roomIDVar(r *http.Request) (string, error) {
+	roomID := pathVar(r, "roomId")
+	if _, err := spec.NewRoomID(roomID); err != nil {
+		return "", httputil.InvalidParam("%q is not a valid room ID", roomID)
+	}
+	return roomID, nil
 }
 
 // wrap adds authentication, rate limiting, metrics and logging to a route's handler.

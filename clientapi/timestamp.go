@@ -4,8 +4,6 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/matrix-org/gomatrixserverlib/spec"
-
 	"github.com/myelin-chat/myelin/clientapi/httputil"
 )
 
@@ -18,9 +16,9 @@ const timestampCandidates = 100
 func (s *Server) getTimestampToEvent(r *http.Request) (any, error) {
 	ctx := r.Context()
 	d := requestDevice(r)
-	roomID := pathVar(r, "roomId")
-	if _, err := spec.NewRoomID(roomID); err != nil {
-		return nil, httputil.InvalidParam("%q is not a valid room ID", roomID)
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return nil, err
 	}
 	q := r.URL.Query()
 	tsStr := q.Get("ts")

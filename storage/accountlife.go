@@ -41,7 +41,7 @@ func DeleteAllAccountData(ctx context.Context, q Querier, userID string) error {
 // DeleteAccessTokensExcept removes every access token of a user but keepHash ("" keeps none)
 // and returns the removed hashes. With keepHash "", the user's refresh tokens go too.
 func DeleteAccessTokensExcept(ctx context.Context, tx *Tx, userID, keepHash string) ([]string, error) {
-	hashes, err := queryStrings(ctx, tx, `SELECT token_hash FROM access_tokens WHERE user_id = $1 AND token_hash <> $2`, userID, keepHash)
+	hashes, err := QueryStrings(ctx, tx, `SELECT token_hash FROM access_tokens WHERE user_id = $1 AND token_hash <> $2`, userID, keepHash)
 	if err != nil {
 		return nil, err
 	}

@@ -194,7 +194,7 @@ func UpdateDeviceLastSeen(ctx context.Context, q Querier, userID, deviceID strin
 // the device-list stream), and returns the hashes of the access tokens removed, so that
 // caches can drop them.
 func DeleteDevice(ctx context.Context, tx *Tx, userID, deviceID string) ([]string, error) {
-	hashes, err := queryStrings(ctx, tx, `SELECT token_hash FROM access_tokens WHERE user_id = $1 AND device_id = $2`, userID, deviceID)
+	hashes, err := QueryStrings(ctx, tx, `SELECT token_hash FROM access_tokens WHERE user_id = $1 AND device_id = $2`, userID, deviceID)
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +213,9 @@ func DeleteDevice(ctx context.Context, tx *Tx, userID, deviceID string) ([]strin
 	return hashes, nil
 }
 
-func queryStrings(ctx context.Context, q Querier, query string, args ...any) ([]string, error) {
+// QueryStrings runs a query selecting one text column and returns its values in order
+// (nil when there are none).
+func QueryStrings(ctx context.Context, q Querier, query string, args ...any) ([]string, error) {
 	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list token hashes: %w", err)
@@ -296,7 +298,7 @@ func TakeRefreshToken(ctx context.Context, tx *Tx, hash string) (userID, deviceI
 
 // DeleteAccessTokensForRefresh removes access tokens that were issued with the given refresh token.
 func DeleteAccessTokensForRefresh(ctx context.Context, tx *Tx, refreshHash string) ([]string, error) {
-	hashes, err := queryStrings(ctx, tx, `SELECT token_hash FROM access_tokens WHERE refresh_token_hash = $1`, refreshHash)
+	hashes, err := QueryStrings(ctx, tx, `SELECT token_hash FROM access_tokens WHERE refresh_token_hash = $1`, refreshHash)
 	if err != nil {
 		return nil, err
 	}
@@ -308,5 +310,5 @@ func DeleteAccessTokensForRefresh(ctx context.Context, tx *Tx, refreshHash strin
 
 // DeviceIDs lists the device IDs of a user.
 func DeviceIDs(ctx context.Context, q Querier, userID string) ([]string, error) {
-	return queryStrings(ctx, q, `SELECT device_id FROM devices WHERE user_id = $1 ORDER BY device_id`, userID)
+	return QueryStrings(ctx, q, `SELECT device_id FROM devices WHERE user_id = $1 ORDER BY device_id`, userID)
 }

@@ -67,20 +67,14 @@ func DeleteRoomAlias(ctx context.Context, q Querier, alias string) error {
 
 // RoomAliases returns the local aliases of a room, sorted.
 func RoomAliases(ctx context.Context, q Querier, roomID string) ([]string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias`, roomID)
+	out, err := QueryStrings(ctx, q, `SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias`, roomID)
 	if err != nil {
 		return nil, fmt.Errorf("room aliases of %s: %w", roomID, err)
 	}
-	defer rows.Close()
-	out := []string{}
-	for rows.Next() {
-		var a string
-		if err := rows.Scan(&a); err != nil {
-			return nil, err
-		}
-		out = append(out, a)
+	if out == nil {
+		out = []string{}
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // MoveRoomAliases points every local alias of one room to another (room upgrades).

@@ -306,7 +306,7 @@ func OneTimeKeyCounts(ctx context.Context, q Querier, userID, deviceID string) (
 // UnusedFallbackKeyTypes returns the algorithms for which the device has a fallback key
 // that has not been handed out yet (/sync's device_unused_fallback_key_types), sorted.
 func UnusedFallbackKeyTypes(ctx context.Context, q Querier, userID, deviceID string) ([]string, error) {
-	out, err := queryStrings(ctx, q, `SELECT algorithm FROM e2e_fallback_keys
+	out, err := QueryStrings(ctx, q, `SELECT algorithm FROM e2e_fallback_keys
 		WHERE user_id = $1 AND device_id = $2 AND used = FALSE ORDER BY algorithm`, userID, deviceID)
 	if err != nil {
 		return nil, fmt.Errorf("unused fallback keys %s/%s: %w", userID, deviceID, err)

@@ -71,7 +71,7 @@ func DeviceListChangedUsers(ctx context.Context, q Querier, requester string, fr
 		query += ` AND stream_pos <= $3`
 		args = append(args, to)
 	}
-	out, err := queryStrings(ctx, q, query+` ORDER BY user_id`, args...)
+	out, err := QueryStrings(ctx, q, query+` ORDER BY user_id`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("device list changes since %d: %w", from, err)
 	}

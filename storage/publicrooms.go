@@ -31,18 +31,9 @@ func IsRoomPublished(ctx context.Context, q Querier, roomID string) (bool, error
 
 // PublishedRooms returns the IDs of the rooms in the public room directory, sorted.
 func PublishedRooms(ctx context.Context, q Querier) ([]string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT room_id FROM room_directory ORDER BY room_id`)
+	out, err := QueryStrings(ctx, q, `SELECT room_id FROM room_directory ORDER BY room_id`)
 	if err != nil {
 		return nil, fmt.Errorf("published rooms: %w", err)
 	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		out = append(out, id)
-	}
-	return out, rows.Err()
+	return out, nil
 }

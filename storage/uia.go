@@ -91,7 +91,7 @@ func DeleteUIASessionsForUser(ctx context.Context, q Querier, userID string) err
 // DeleteExpiredUIASessions removes sessions created before beforeTS, giving back the pending
 // registration-token uses they reserved. It returns how many sessions were removed.
 func DeleteExpiredUIASessions(ctx context.Context, tx *Tx, beforeTS int64) (int64, error) {
-	tokens, err := queryStrings(ctx, tx, `SELECT registration_token FROM uia_sessions
+	tokens, err := QueryStrings(ctx, tx, `SELECT registration_token FROM uia_sessions
 		WHERE created_ts < $1 AND registration_token <> ''`, beforeTS)
 	if err != nil {
 		return 0, err

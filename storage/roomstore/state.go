@@ -201,20 +201,11 @@ func InsertPendingRedaction(ctx context.Context, q storage.Querier, redactionID,
 
 // PendingRedactionsOf returns the IDs of redactions waiting for the target event.
 func PendingRedactionsOf(ctx context.Context, q storage.Querier, targetID string) ([]string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT redaction_event_id FROM room_pending_redactions WHERE redacts_event_id = $1`, targetID)
+	out, err := storage.QueryStrings(ctx, q, `SELECT redaction_event_id FROM room_pending_redactions WHERE redacts_event_id = $1`, targetID)
 	if err != nil {
 		return nil, fmt.Errorf("pending redactions: %w", err)
 	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		out = append(out, id)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // DeletePendingRedaction forgets a pending redaction once applied or refused.

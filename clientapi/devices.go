@@ -98,7 +98,14 @@ func (s *Server) deleteDevice(r *http.Request) (any, error) {
 	if err := httputil.DecodeJSON(r, &body); err != nil {
 		return nil, err
 	}
-	return s.deleteDevicesWithUIA(r, []string{pathVar(r, "deviceId")}, body.Auth)
+	// The spec answers 404 for a device the user does not have (before asking for auth).
+	deviceID := pathVar(r, "deviceId")
+	if _, err := storage.GetDevice(r.Context(), s.db, requestDevice(r).UserID, deviceID); errors.Is(err, storage.ErrNotFound) {
+		return nil, httputil.NotFound("Unknown device")
+	} else if err != nil {
+		return nil, err
+	}
+	return s.deleteDevicesWithUIA(r, []string{deviceID}, body.Auth)
 }
 
 // postDeleteDevices serves POST /delete_devices {devices: [...]}, behind user-interactive auth.

@@ -3,6 +3,8 @@ package clientapi
 import (
 	"net/http"
 
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
 	"github.com/myelin-chat/myelin/clientapi/httputil"
 	"github.com/myelin-chat/myelin/clientapi/keys"
 )
@@ -73,6 +75,11 @@ func (s *Server) putRoomKeys(r *http.Request) (any, error) {
 		}
 		for id, rb := range b.Rooms {
 			rooms[id] = rb.Sessions
+		}
+	}
+	for id := range rooms {
+		if _, err := spec.NewRoomID(id); err != nil {
+			return nil, httputil.InvalidParam("%q is not a valid room ID", id)
 		}
 	}
 	return s.e2ee().PutBackupKeys(r.Context(), requestDevice(r).UserID, r.URL.Query().Get("version"), rooms)

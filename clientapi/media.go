@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/myelin-chat/myelin/clientapi/httputil"
 	"github.com/myelin-chat/myelin/clientapi/media"
@@ -26,14 +27,24 @@ func (s *Server) getMediaConfig(r *http.Request) (any, error) {
 	return s.media.Config(), nil
 }
 
-// uploadFileName is the filename query parameter (optional).
-func uploadFileName(r *http.Request) string {
-	return r.URL.Query().Get("filename")
+// uploadFileName is the filename query parameter (optional). It is stored in a text
+// column and echoed in Content-Disposition, so it must be UTF-8 (PostgreSQL refuses
+// anything else with an internal error).
+func uploadFileName(r *http.Request) (string, error) {
+	name := r.URL.Query().Get("filename")
+	if !utf8.ValidString(name) {
+		return "", httputil.InvalidParam("filename is not valid UTF-8")
+	}
+	return name, nil
 }
 
 func (s *Server) postUpload(r *http.Request) (any, error) {
 	d := requestDevice(r)
-	uri, err := s.media.Upload(r.Context(), d.UserID, r.Header.Get("Content-Type"), uploadFileName(r), r.Body, r.ContentLength)
+	name, err := uploadFileName(r)
+	if err != nil {
+		return nil, err
+	}
+	uri, err := s.media.Upload(r.Context(), d.UserID, r.Header.Get("Content-Type"), name, r.Body, r.ContentLength)
 	if err != nil {
 		return nil, err
 	}
@@ -51,8 +62,12 @@ func (s *Server) postMediaCreate(r *http.Request) (any, error) {
 
 func (s *Server) putUpload(r *http.Request) (any, error) {
 	d := requestDevice(r)
-	err := s.media.UploadTo(r.Context(), d.UserID, pathVar(r, "serverName"), pathVar(r, "mediaId"),
-		r.Header.Get("Content-Type"), uploadFileName(r), r.Body, r.ContentLength)
+	name, err := uploadFileName(r)
+	if err != nil {
+		return nil, err
+	}
+	err = s.media.UploadTo(r.Context(), d.UserID, pathVar(r, "serverName"), pathVar(r, "mediaId"),
+		r.Header.Get("Content-Type"), name, r.Body, r.ContentLength)
 	if err != nil {
 		return nil, err
 	}

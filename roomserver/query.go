@@ -154,9 +154,9 @@ func (rs *Roomserver) stateOfType(ctx context.Context, snap *state.Snapshot, eve
 	return rs.eventsOf(ctx, entries)
 }
 
-// StateAtEvent returns the state of a room before an event (after it when after is
-// true), as the events of that state.
-func (rs *Roomserver) StateAtEvent(ctx context.Context, eventID string, after bool) ([]*Event, error) {
+// snapshotAt loads the state snapshot before an event (after it when after is true);
+// M_NOT_FOUND for unknown events and outliers, which have no state of their own.
+func (rs *Roomserver) snapshotAt(ctx context.Context, eventID string, after bool) (*state.Snapshot, error) {
 	ev, err := rs.eventByID(ctx, eventID)
 	if err != nil {
 		return nil, err
@@ -168,7 +168,13 @@ func (rs *Roomserver) StateAtEvent(ctx context.Context, eventID string, after bo
 	if after {
 		nid = ev.stateAfter
 	}
-	snap, err := rs.states.Snapshot(ctx, nid)
+	return rs.states.Snapshot(ctx, nid)
+}
+
+// StateAtEvent returns the state of a room before an event (after it when after is
+// true), as the events of that state.
+func (rs *Roomserver) StateAtEvent(ctx context.Context, eventID string, after bool) ([]*Event, error) {
+	snap, err := rs.snapshotAt(ctx, eventID, after)
 	if err != nil {
 		return nil, err
 	}
@@ -182,18 +188,7 @@ func (rs *Roomserver) StateAtEvent(ctx context.Context, eventID string, after bo
 // StateEventAt returns the state event (type, state key) before an event (after it
 // when after is true); nil when absent.
 func (rs *Roomserver) StateEventAt(ctx context.Context, eventID, eventType, stateKey string, after bool) (*Event, error) {
-	ev, err := rs.eventByID(ctx, eventID)
-	if err != nil {
-		return nil, err
-	}
-	if ev == nil || ev.Outlier {
-		return nil, spec.NotFound("Event not found")
-	}
-	nid := ev.stateBefore
-	if after {
-		nid = ev.stateAfter
-	}
-	snap, err := rs.states.Snapshot(ctx, nid)
+	snap, err := rs.snapshotAt(ctx, eventID, after)
 	if err != nil {
 		return nil, err
 	}

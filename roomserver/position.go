@@ -5,6 +5,8 @@ import (
 	"math"
 	"strconv"
 	"strings"
+
+	"github.com/myelin-chat/myelin/storage/roomstore"
 )
 
 // Position is a gap in a room's topological order, just after the event at (Depth,
@@ -54,3 +56,11 @@ const (
 	Backward Direction = iota
 	Forward
 )
+
+// order is the storage ordering of a page in direction d.
+func (d Direction) order() roomstore.Order {
+	if d == Backward {
+		return roomstore.Backward
+	}
+	return roomstore.Forward
+}

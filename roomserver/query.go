@@ -344,10 +344,7 @@ func (rs *Roomserver) Messages(ctx context.Context, req MessagesRequest) (*Messa
 		limit = 10
 	}
 	limit = min(limit, 1000)
-	dir := roomstore.Forward
-	if req.Dir == Backward {
-		dir = roomstore.Backward
-	}
+	dir := req.Dir.order()
 	var to *roomstore.TopoPos
 	if req.To != nil {
 		to = &roomstore.TopoPos{Depth: req.To.Depth, Stream: req.To.Stream}
@@ -402,9 +399,9 @@ func (rs *Roomserver) StreamEvents(ctx context.Context, roomID string, from, to 
 	if err != nil {
 		return nil, err
 	}
-	dir := roomstore.Forward
+	dir := Forward.order()
 	if backward {
-		dir = roomstore.Backward
+		dir = Backward.order()
 	}
 	rows, err := roomstore.EventsByStream(ctx, rs.db, r.nid, from, to, dir, limit, roomstore.TimelineFilter{})
 	if err != nil {
@@ -464,10 +461,7 @@ func (rs *Roomserver) Relations(ctx context.Context, req RelationsRequest) (*Rel
 		limit = 50
 	}
 	limit = min(limit, 1000)
-	dir := roomstore.Forward
-	if req.Dir == Backward {
-		dir = roomstore.Backward
-	}
+	dir := req.Dir.order()
 	rows, err := roomstore.Relations(ctx, rs.db, req.EventID, req.RelType, req.EventType, req.From, dir, limit)
 	if err != nil {
 		return nil, err

@@ -37,6 +37,36 @@ func decodeTarget(r *http.Request) (*targetBody, error) {
 
 type membershipFunc func(context.Context, roomserver.MembershipRequest) (*roomserver.Event, error)
 
+// Memberships changes the memberships of local users, through other servers when the
+// room is not here (federation implements it; see federation.Memberships).
+type Memberships interface {
+	Join(ctx context.Context, req roomserver.MembershipRequest, via []string) (*roomserver.Event, error)
+	Leave(ctx context.Context, req roomserver.MembershipRequest) (*roomserver.Event, error)
+	Invite(ctx context.Context, req roomserver.MembershipRequest) (*roomserver.Event, error)
+	Knock(ctx context.Context, req roomserver.MembershipRequest, via []string) (*roomserver.Event, error)
+	// ResolveAlias asks the alias's server for its room ID and servers to join through.
+	ResolveAlias(ctx context.Context, alias string) (roomID string, servers []string, err error)
+}
+
+// localMemberships is Memberships without federation: rooms of this server only.
+type localMemberships struct{ rooms *roomserver.Roomserver }
+
+func (l localMemberships) Join(ctx context.Context, req roomserver.MembershipRequest, _ []string) (*roomserver.Event, error) {
+	return l.rooms.Join(ctx, req)
+}
+func (l localMemberships) Leave(ctx context.Context, req roomserver.MembershipRequest) (*roomserver.Event, error) {
+	return l.rooms.Leave(ctx, req)
+}
+func (l localMemberships) Invite(ctx context.Context, req roomserver.MembershipRequest) (*roomserver.Event, error) {
+	return l.rooms.Invite(ctx, req)
+}
+func (l localMemberships) Knock(ctx context.Context, req roomserver.MembershipRequest, _ []string) (*roomserver.Event, error) {
+	return l.rooms.Knock(ctx, req)
+}
+func (l localMemberships) ResolveAlias(_ context.Context, alias string) (string, []string, error) {
+	return "", nil, httputil.NotFound("Room alias %s is not on this server and cannot be resolved", alias)
+}
+
 // targetHandler builds the handler of an endpoint acting on another user.
 func (s *Server) targetHandler(pick func() membershipFunc) handlerFunc {
 	return func(r *http.Request) (any, error) {
@@ -55,7 +85,7 @@ func (s *Server) targetHandler(pick func() membershipFunc) handlerFunc {
 }
 
 func (s *Server) postInvite(r *http.Request) (any, error) {
-	return s.targetHandler(func() membershipFunc { return s.rooms.Invite })(r)
+	return s.targetHandler(func() membershipFunc { return s.members.Invite })(r)
 }
 func (s *Server) postKick(r *http.Request) (any, error) {
 	return s.targetHandler(func() membershipFunc { return s.rooms.Kick })(r)
@@ -71,16 +101,17 @@ type reasonBody struct {
 	Reason string `json:"reason"`
 }
 
-// joinRoom joins the requesting user to roomID.
-func (s *Server) joinRoom(r *http.Request, roomID string) (any, error) {
+// joinRoom joins the requesting user to roomID (through the via servers when the room
+// is on other servers).
+func (s *Server) joinRoom(r *http.Request, roomID string, via []string) (any, error) {
 	var b reasonBody
 	if err := httputil.DecodeJSON(r, &b); err != nil {
 		return nil, err
 	}
 	d := requestDevice(r)
-	if _, err := s.rooms.Join(r.Context(), roomserver.MembershipRequest{
+	if _, err := s.members.Join(r.Context(), roomserver.MembershipRequest{
 		RoomID: roomID, Sender: d.UserID, Reason: b.Reason, DeviceID: d.DeviceID,
-	}); err != nil {
+	}, via); err != nil {
 		return nil, err
 	}
 	return map[string]string{"room_id": roomID}, nil
@@ -88,22 +119,50 @@ func (s *Server) joinRoom(r *http.Request, roomID string) (any, error) {
 
 // postJoinRoomID is POST /rooms/{roomId}/join.
 func (s *Server) postJoinRoomID(r *http.Request) (any, error) {
-	return s.joinRoom(r, pathVar(r, "roomId"))
+	return s.joinRoom(r, pathVar(r, "roomId"), nil)
 }
 
-// postJoin is POST /join/{roomIdOrAlias} (server_name/via are only needed for rooms
-// on other servers).
+// viaServers returns the via (and deprecated server_name) query parameters.
+func viaServers(r *http.Request) []string {
+	q := r.URL.Query()
+	return append(append([]string{}, q["via"]...), q["server_name"]...)
+}
+
+// resolveForJoin resolves {roomIdOrAlias} of /join and /knock to a room ID and the
+// servers to try when the room is elsewhere: the via parameters, then those the alias's
+// server named.
+func (s *Server) resolveForJoin(r *http.Request) (string, []string, error) {
+	idOrAlias := pathVar(r, "roomIdOrAlias")
+	via := viaServers(r)
+	if strings.HasPrefix(idOrAlias, "#") {
+		local, err := s.parseAlias(idOrAlias)
+		if err != nil {
+			return "", nil, err
+		}
+		if !local {
+			roomID, servers, err := s.members.ResolveAlias(r.Context(), idOrAlias)
+			if err != nil {
+				return "", nil, err
+			}
+			return roomID, append(via, servers...), nil
+		}
+	}
+	roomID, err := s.resolveRoomIDOrAlias(r.Context(), idOrAlias)
+	return roomID, via, err
+}
+
+// postJoin is POST /join/{roomIdOrAlias}?via=...
 func (s *Server) postJoin(r *http.Request) (any, error) {
-	roomID, err := s.resolveRoomIDOrAlias(r.Context(), pathVar(r, "roomIdOrAlias"))
+	roomID, via, err := s.resolveForJoin(r)
 	if err != nil {
 		return nil, err
 	}
-	return s.joinRoom(r, roomID)
+	return s.joinRoom(r, roomID, via)
 }
 
-// postKnock is POST /knock/{roomIdOrAlias}.
+// postKnock is POST /knock/{roomIdOrAlias}?via=...
 func (s *Server) postKnock(r *http.Request) (any, error) {
-	roomID, err := s.resolveRoomIDOrAlias(r.Context(), pathVar(r, "roomIdOrAlias"))
+	roomID, via, err := s.resolveForJoin(r)
 	if err != nil {
 		return nil, err
 	}
@@ -112,9 +171,9 @@ func (s *Server) postKnock(r *http.Request) (any, error) {
 		return nil, err
 	}
 	d := requestDevice(r)
-	if _, err := s.rooms.Knock(r.Context(), roomserver.MembershipRequest{
+	if _, err := s.members.Knock(r.Context(), roomserver.MembershipRequest{
 		RoomID: roomID, Sender: d.UserID, Reason: b.Reason, DeviceID: d.DeviceID,
-	}); err != nil {
+	}, via); err != nil {
 		return nil, err
 	}
 	return map[string]string{"room_id": roomID}, nil
@@ -127,7 +186,7 @@ func (s *Server) postLeave(r *http.Request) (any, error) {
 		return nil, err
 	}
 	d := requestDevice(r)
-	if _, err := s.rooms.Leave(r.Context(), roomserver.MembershipRequest{
+	if _, err := s.members.Leave(r.Context(), roomserver.MembershipRequest{
 		RoomID: pathVar(r, "roomId"), Sender: d.UserID, Reason: b.Reason, DeviceID: d.DeviceID,
 	}); err != nil {
 		return nil, err

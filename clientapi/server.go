@@ -41,6 +41,9 @@ type Deps struct {
 	Push *push.Service
 	// RemoteMedia fetches media of other servers; nil answers 404 for remote media.
 	RemoteMedia media.RemoteFetcher
+	// Memberships changes memberships also in rooms of other servers (federation);
+	// nil limits joins, leaves, invites and knocks to rooms this server is in.
+	Memberships Memberships
 	// Registry receives the API's metrics; nil disables them.
 	Registry prometheus.Registerer
 	// Version is the server version reported by /_matrix/federation/v1/version and logs.
@@ -62,6 +65,7 @@ type Server struct {
 	router   *mux.Router
 	seen     deviceSeen // throttled device last-seen writes (devices.go)
 	media    *media.Service
+	members  Memberships
 }
 
 // NewServer builds the API and its route table.
@@ -78,6 +82,10 @@ func NewServer(d Deps) *Server {
 		version:  d.Version,
 	}
 	s.media = media.NewService(d.Config, d.DB, d.RemoteMedia)
+	s.members = d.Memberships
+	if s.members == nil {
+		s.members = localMemberships{d.Rooms}
+	}
 	if d.Config.RateLimits.Enabled {
 		s.limiter = ratelimit.New(d.Config.RateLimits.PerSecond, d.Config.RateLimits.Burst, d.Config.RateLimits.ExemptUsers)
 	}

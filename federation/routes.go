@@ -17,6 +17,9 @@ func (s *Server) routes(r *mux.Router) {
 	if s.rooms != nil {
 		s.roomRoutes(r)
 	}
+	if s.members != nil {
+		s.membershipRoutes(r)
+	}
 	r.NotFoundHandler = s.router404()
 }
 

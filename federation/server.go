@@ -30,6 +30,7 @@ type Server struct {
 	version string
 	db      *storage.DB
 	rooms   Rooms
+	members MembershipRooms
 	txns    *txnCache
 	client  *Client
 	store   *KeyStore
@@ -61,6 +62,11 @@ func NewServer(d Deps) (*Server, error) {
 	store := NewKeyStore(d.DB, name, d.Key)
 	s := &Server{cfg: cfg, key: d.Key, version: d.Version, db: d.DB, rooms: d.Rooms, txns: newTxnCache(time.Hour, 10000), client: client, store: store}
 	s.keys = NewKeyRing(cfg, store, client, d.DB)
+	// The membership endpoints (joins, leaves, invites, knocks) need more of the
+	// roomserver than the room reads; the real roomserver provides it.
+	if m, ok := d.Rooms.(MembershipRooms); ok {
+		s.members = m
+	}
 	r := mux.NewRouter().SkipClean(true).UseEncodedPath()
 	// Unauthenticated: keys, notary and version.
 	r.HandleFunc("/_matrix/key/v2/server", s.getServerKeys).Methods(http.MethodGet)

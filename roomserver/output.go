@@ -13,6 +13,11 @@ type OutputEvent struct {
 	// state with this event (both empty when StateChanged is false).
 	AddsState    []string
 	RemovesState []string
+	// OutOfBand marks a membership of a local user received outside the room's DAG (an
+	// invite from another server, its rejection, a knock): an outlier that changed the
+	// user's membership but is not in the timeline (Event.StreamPos is 0; StreamPos is
+	// its NID). It must not be sent to other servers as a room event.
+	OutOfBand bool
 }
 
 // Output receives every new timeline event, in stream order. It is called from the

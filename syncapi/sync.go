@@ -864,6 +864,14 @@ var strippedTypes = []string{spec.MRoomCreate, spec.MRoomJoinRules, spec.MRoomNa
 
 func (s *Service) invitedRoom(ctx context.Context, m roomserver.RoomMembership) ([]any, error) {
 	out := []any{}
+	// A membership received from another server for a room this server is not in
+	// carries the stripped state its server sent (unsigned invite_room_state or
+	// knock_room_state): this server's copy of the room's state is empty or stale.
+	if ev, err := s.rooms.Event(ctx, m.EventID); err == nil && ev.Outlier {
+		if given := strippedFromUnsigned(ev); given != nil {
+			return append(given, stripped(ev)), nil
+		}
+	}
 	for _, t := range strippedTypes {
 		ev, err := s.rooms.CurrentStateEvent(ctx, m.RoomID, t, "")
 		if err != nil {
@@ -887,6 +895,31 @@ func (s *Service) invitedRoom(ctx context.Context, m roomserver.RoomMembership) 
 	}
 	out = append(out, stripped(ev))
 	return out, nil
+}
+
+// strippedFromUnsigned returns the stripped state in an event's unsigned
+// invite_room_state or knock_room_state; nil when there is none.
+func strippedFromUnsigned(ev *roomserver.Event) []any {
+	var u struct {
+		Invite []strippedEvent `json:"invite_room_state"`
+		Knock  []strippedEvent `json:"knock_room_state"`
+	}
+	if json.Unmarshal(ev.Unsigned(), &u) != nil {
+		return nil
+	}
+	var out []any
+	for _, list := range [][]strippedEvent{u.Invite, u.Knock} {
+		for _, e := range list {
+			if e.Type == "" || (e.Type == spec.MRoomMember && e.StateKey == *ev.StateKey()) {
+				continue // the membership itself comes last, from the event
+			}
+			if len(e.Content) == 0 {
+				e.Content = json.RawMessage("{}")
+			}
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func stripped(ev *roomserver.Event) strippedEvent {

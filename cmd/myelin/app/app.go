@@ -90,6 +90,10 @@ func New(ctx context.Context, cfg *config.Config, version string) (*Server, erro
 		db.Close()
 		return nil, err
 	}
+	var members clientapi.Memberships
+	if m := fed.Memberships(); m != nil {
+		members = m
+	}
 	client := clientapi.NewServer(clientapi.Deps{
 		Config:        cfg,
 		DB:            db,
@@ -100,6 +104,8 @@ func New(ctx context.Context, cfg *config.Config, version string) (*Server, erro
 		Push:          pushSvc,
 		// Remote media is fetched over federation, signed as this server.
 		RemoteMedia: media.NewFederationFetcher(fed.Client(), cfg.ServerName, cfg.Federation.AllowPrivateAddresses),
+		// Joins, leaves, invites and knocks reach rooms of other servers through federation.
+		Memberships: members,
 		Registry:    reg,
 		Version:     version,
 	})

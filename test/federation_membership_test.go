@@ -2,17 +2,23 @@ package test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"net/url"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/myelin-chat/myelin/config"
 	"github.com/myelin-chat/myelin/test/harness"
 )
 
@@ -264,4 +270,226 @@ func mustJSON(t *testing.T, v any) []byte {
 		t.Fatal(err)
 	}
 	return raw
+}
+
+// fmMakeJoin asks a for a join template of localpart (on o) and builds the signed
+// join from it; it fails the test unless make_join succeeds.
+func (o *fakeOrigin) fmMakeJoin(t *testing.T, a *harness.Server, roomID id.RoomID, localpart string) (gomatrixserverlib.PDU, map[string]any) {
+	t.Helper()
+	user := "@" + localpart + ":" + o.name
+	code, ecode, raw := o.send(t, a, o.name, a.ServerName, o.key, "GET",
+		"/_matrix/federation/v1/make_join/"+url.PathEscape(roomID.String())+"/"+url.PathEscape(user)+"?ver=10&ver=11", nil, nil)
+	if code != 200 {
+		t.Fatalf("make_join for %s: %d %s %s", user, code, ecode, raw)
+	}
+	var resp struct {
+		Event       gomatrixserverlib.ProtoEvent  `json:"event"`
+		RoomVersion gomatrixserverlib.RoomVersion `json:"room_version"`
+	}
+	if err := json.Unmarshal(raw, &resp); err != nil || resp.RoomVersion != "11" {
+		t.Fatalf("make_join answer: %s (%v)", raw, err)
+	}
+	var content map[string]any
+	_ = json.Unmarshal(resp.Event.Content, &content)
+	ev, err := gomatrixserverlib.MustGetRoomVersion(resp.RoomVersion).NewEventBuilderFromProtoEvent(&resp.Event).
+		Build(time.Now(), spec.ServerName(o.name), o.key.ID, o.key.Private)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev, content
+}
+
+// fmSendJoin sends a join with send_join v2 (with the given path event ID) and returns
+// the status, errcode and answer.
+func (o *fakeOrigin) fmSendJoin(t *testing.T, a *harness.Server, roomID id.RoomID, eventID string, body json.RawMessage) (int, string, map[string]json.RawMessage) {
+	t.Helper()
+	code, ecode, raw := o.send(t, a, o.name, a.ServerName, o.key, "PUT",
+		"/_matrix/federation/v2/send_join/"+url.PathEscape(roomID.String())+"/"+url.PathEscape(eventID), body, nil)
+	var out map[string]json.RawMessage
+	_ = json.Unmarshal(raw, &out)
+	return code, ecode, out
+}
+
+// withSignatures returns an event's JSON with its signatures replaced.
+func withSignatures(t *testing.T, ev gomatrixserverlib.PDU, sigs any) json.RawMessage {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(ev.JSON(), &m); err != nil {
+		t.Fatal(err)
+	}
+	if sigs == nil {
+		delete(m, "signatures")
+	} else {
+		m["signatures"] = sigs
+	}
+	return mustJSON(t, m)
+}
+
+// TestFederationMembershipChecks: the incoming make_join/send_join/invite endpoints
+// refuse what the spec says they must (unknown room, unsupported version, a user of
+// another server, forged or unsigned events, banned users, unknown invitees) and
+// answer a good join with the room's state and auth chain; restricted joins are
+// authorised (and countersigned) by a local member; an invite from another server
+// reaches the local user's /sync with the stripped state it carried.
+func TestFederationMembershipChecks(t *testing.T) {
+	harness.ForEachEngine(t, testFederationMembershipChecks)
+}
+
+func testFederationMembershipChecks(t *testing.T, engine string) {
+	ctx := context.Background()
+	o := startFakeOrigin(t)
+	a := harness.Start(t, harness.Options{Engine: engine, Federation: true, NameFromFederationAddr: true})
+	alice := udRegister(t, a, "alice")
+	room := rmCreate(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "11"})
+	get := func(uri string) (int, string, []byte) {
+		t.Helper()
+		return o.send(t, a, o.name, a.ServerName, o.key, "GET", uri, nil, nil)
+	}
+	makeJoin := func(roomID, user, query string) string { return "/_matrix/federation/v1/make_join/" + url.PathEscape(roomID) + "/" + url.PathEscape(user) + query }
+	zed := "@zed:" + o.name
+
+	if code, ecode, raw := get(makeJoin("!nowhere:"+a.ServerName, zed, "?ver=11")); code != 404 || ecode != "M_NOT_FOUND" {
+		t.Fatalf("make_join of an unknown room: %d %s %s", code, ecode, raw)
+	}
+	code, ecode, raw := get(makeJoin(room.String(), zed, "?ver=1&ver=2"))
+	if code != 400 || ecode != "M_INCOMPATIBLE_ROOM_VERSION" || !strings.Contains(string(raw), `"room_version":"11"`) {
+		t.Fatalf("make_join without the room's version: %d %s %s", code, ecode, raw)
+	}
+	if code, ecode, raw := get(makeJoin(room.String(), "@zed:elsewhere.test", "?ver=11")); code != 403 || ecode != "M_FORBIDDEN" {
+		t.Fatalf("make_join for a user of another server: %d %s %s", code, ecode, raw)
+	}
+
+	join, _ := o.fmMakeJoin(t, a, room, "zed")
+	// Forged: another key's signature in the origin's name; unsigned: no signatures.
+	otherKey, _ := config.GenerateSigningKey()
+	forgedSigs := map[string]any{o.name: map[string]string{string(o.key.ID): base64.RawStdEncoding.EncodeToString(ed25519.Sign(otherKey.Private, []byte("x")))}}
+	for name, body := range map[string]json.RawMessage{
+		"forged signature": withSignatures(t, join, forgedSigs),
+		"no signatures":    withSignatures(t, join, nil),
+	} {
+		if code, ecode, _ := o.fmSendJoin(t, a, room, join.EventID(), body); code != 403 || ecode != "M_FORBIDDEN" {
+			t.Fatalf("send_join with %s: %d %s", name, code, ecode)
+		}
+	}
+	if code, _, _ := o.fmSendJoin(t, a, room, "$other", join.JSON()); code != 400 {
+		t.Fatalf("send_join under another event ID: %d", code)
+	}
+	if m := rmMembership(t, alice, room, id.UserID(zed)); m != "" {
+		t.Fatalf("a refused join changed zed's membership: %q", m)
+	}
+	code, ecode, out := o.fmSendJoin(t, a, room, join.EventID(), join.JSON())
+	if code != 200 {
+		t.Fatalf("send_join: %d %s %v", code, ecode, out)
+	}
+	var state, chain []struct {
+		Type     string  `json:"type"`
+		StateKey *string `json:"state_key"`
+	}
+	_ = json.Unmarshal(out["state"], &state)
+	_ = json.Unmarshal(out["auth_chain"], &chain)
+	var stateTypes []string
+	for _, e := range state {
+		stateTypes = append(stateTypes, e.Type)
+	}
+	if !slices.Contains(stateTypes, "m.room.create") || !slices.Contains(stateTypes, "m.room.member") || len(chain) == 0 ||
+		string(out["members_omitted"]) != "false" || !strings.Contains(string(out["servers_in_room"]), a.ServerName) {
+		t.Fatalf("send_join answer: state %v, %d auth events, %s", stateTypes, len(chain), out["servers_in_room"])
+	}
+	if m := rmMembership(t, alice, room, id.UserID(zed)); m != "join" {
+		t.Fatalf("zed's membership after send_join: %q", m)
+	}
+	// v1 answers [200, body]; a repeated join is accepted.
+	code, _, raw = o.send(t, a, o.name, a.ServerName, o.key, "PUT",
+		"/_matrix/federation/v1/send_join/"+url.PathEscape(room.String())+"/"+url.PathEscape(join.EventID()), json.RawMessage(join.JSON()), nil)
+	if code != 200 || !strings.HasPrefix(string(raw), "[200,") {
+		t.Fatalf("send_join v1: %d %s", code, raw)
+	}
+
+	// A banned user is refused at make_join.
+	if _, err := alice.BanUser(ctx, room, &mautrix.ReqBanUser{UserID: id.UserID("@yan:" + o.name)}); err != nil {
+		t.Fatal(err)
+	}
+	if code, ecode, _ := get(makeJoin(room.String(), "@yan:"+o.name, "?ver=11")); code != 403 || ecode != "M_FORBIDDEN" {
+		t.Fatalf("make_join of a banned user: %d %s", code, ecode)
+	}
+
+	// Restricted room: joining needs membership of the space; a local member authorises.
+	space := rmCreate(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "11"})
+	restricted := rmCreate(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", RoomVersion: "11",
+		InitialState: []*event.Event{{Type: event.StateJoinRules, Content: event.Content{Raw: map[string]any{
+			"join_rule": "restricted", "allow": []any{map[string]any{"type": "m.room_membership", "room_id": space.String()}}}}}}})
+	if code, ecode, _ := get(makeJoin(restricted.String(), "@wes:"+o.name, "?ver=11")); code != 403 || ecode != "M_FORBIDDEN" {
+		t.Fatalf("make_join of a restricted room without the space: %d %s", code, ecode)
+	}
+	spaceJoin, _ := o.fmMakeJoin(t, a, space, "wes")
+	if code, ecode, _ := o.fmSendJoin(t, a, space, spaceJoin.EventID(), spaceJoin.JSON()); code != 200 {
+		t.Fatalf("join the space: %d %s", code, ecode)
+	}
+	rJoin, content := o.fmMakeJoin(t, a, restricted, "wes")
+	if content["join_authorised_via_users_server"] != alice.UserID.String() {
+		t.Fatalf("restricted join template: %v", content)
+	}
+	code, ecode, out = o.fmSendJoin(t, a, restricted, rJoin.EventID(), rJoin.JSON())
+	if code != 200 || !strings.Contains(string(out["event"]), `"`+a.ServerName+`"`) {
+		t.Fatalf("restricted send_join: %d %s, event %s", code, ecode, out["event"])
+	}
+	aKeys := serverKeys(t, a)
+	mustBeSignedBy(t, redactedForSigning(t, out["event"]), a.ServerName, aKeys)
+
+	// An invite from o for alice: countersigned, and shown in her /sync with its state.
+	inviteFor := func(target string) gomatrixserverlib.PDU {
+		return o.event(t, "!faraway:"+o.name, "olga", "m.room.member", &target, map[string]any{"membership": "invite"},
+			[]string{"$prev"}, []string{"$create", "$pl", "$olga"}, 5)
+	}
+	inv := inviteFor(alice.UserID.String())
+	invPath := "/_matrix/federation/v2/invite/" + url.PathEscape("!faraway:"+o.name) + "/" + url.PathEscape(inv.EventID())
+	inviteBody := func(ev gomatrixserverlib.PDU) map[string]any {
+		return map[string]any{"room_version": "11", "event": json.RawMessage(ev.JSON()), "invite_room_state": []any{
+			map[string]any{"type": "m.room.name", "state_key": "", "sender": "@olga:" + o.name, "content": map[string]any{"name": "Far away"}},
+			map[string]any{"type": "m.room.create", "state_key": "", "sender": "@olga:" + o.name, "content": map[string]any{"room_version": "11"}},
+		}}
+	}
+	code, ecode, raw = o.send(t, a, o.name, a.ServerName, o.key, "PUT", invPath, inviteBody(inv), nil)
+	if code != 200 || !strings.Contains(string(raw), `"`+a.ServerName+`"`) {
+		t.Fatalf("invite: %d %s %s", code, ecode, raw)
+	}
+	var signed struct {
+		Event json.RawMessage `json:"event"`
+	}
+	_ = json.Unmarshal(raw, &signed)
+	mustBeSignedBy(t, redactedForSigning(t, signed.Event), a.ServerName, aKeys)
+	var ir struct {
+		InviteState struct {
+			Events []struct {
+				Type string `json:"type"`
+			} `json:"events"`
+		} `json:"invite_state"`
+	}
+	_ = json.Unmarshal(mustJSON(t, fmSync(t, a, alice)["invite"]["!faraway:"+o.name]), &ir)
+	var types []string
+	for _, e := range ir.InviteState.Events {
+		types = append(types, e.Type)
+	}
+	if !slices.Equal(types, []string{"m.room.name", "m.room.create", "m.room.member"}) {
+		t.Fatalf("alice's invite_state: %v", types)
+	}
+	// Refused: an unknown local user, an invite sent for another server's user.
+	nobody := inviteFor("@nobody:" + a.ServerName)
+	if code, ecode, _ := o.send(t, a, o.name, a.ServerName, o.key, "PUT", "/_matrix/federation/v2/invite/"+url.PathEscape("!faraway:"+o.name)+"/"+url.PathEscape(nobody.EventID()), inviteBody(nobody), nil); code != 404 || ecode != "M_NOT_FOUND" {
+		t.Fatalf("invite of an unknown user: %d %s", code, ecode)
+	}
+	if code, _, _ := o.send(t, a, o.name, a.ServerName, o.key, "PUT", invPath, map[string]any{"room_version": "nonsense", "event": json.RawMessage(inv.JSON())}, nil); code != 400 {
+		t.Fatalf("invite with an unknown room version: %d", code)
+	}
+}
+
+// redactedForSigning returns an event's JSON as its signatures cover it (redacted,
+// without unsigned).
+func redactedForSigning(t *testing.T, raw json.RawMessage) []byte {
+	t.Helper()
+	red, err := gomatrixserverlib.MustGetRoomVersion("11").RedactEventJSON(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return red
 }

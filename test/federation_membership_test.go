@@ -345,7 +345,9 @@ func testFederationMembershipChecks(t *testing.T, engine string) {
 		t.Helper()
 		return o.send(t, a, o.name, a.ServerName, o.key, "GET", uri, nil, nil)
 	}
-	makeJoin := func(roomID, user, query string) string { return "/_matrix/federation/v1/make_join/" + url.PathEscape(roomID) + "/" + url.PathEscape(user) + query }
+	makeJoin := func(roomID, user, query string) string {
+		return "/_matrix/federation/v1/make_join/" + url.PathEscape(roomID) + "/" + url.PathEscape(user) + query
+	}
 	zed := "@zed:" + o.name
 
 	if code, ecode, raw := get(makeJoin("!nowhere:"+a.ServerName, zed, "?ver=11")); code != 404 || ecode != "M_NOT_FOUND" {

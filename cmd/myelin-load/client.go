@@ -256,7 +256,7 @@ func (c *client) join(ctx context.Context, u *user, roomID string) error {
 	return err
 }
 
-// send posts an m.room.message carrying the load sequence number.
+// send posts an m.room.message carrying the load sequence number (429 answers are waited out and retried).
 func (c *client) send(ctx context.Context, u *user, roomID string, seq int64) (string, error) {
 	var out struct {
 		EventID string `json:"event_id"`
@@ -265,6 +265,15 @@ func (c *client) send(ctx context.Context, u *user, roomID string, seq int64) (s
 	path := "/_matrix/client/v3/rooms/" + url.PathEscape(roomID) + "/send/m.room.message/" + url.PathEscape(c.nextTxn())
 	_, err := c.do(ctx, "PUT", path, u.Token, body, &out, 0)
 	return out.EventID, err
+}
+
+// sendOnce is send without retries: a 429 comes back as an *apiError whose Body
+// holds the server's retry_after_ms.
+func (c *client) sendOnce(ctx context.Context, u *user, roomID string, seq int64) error {
+	body, _ := json.Marshal(map[string]any{"msgtype": "m.text", "body": fmt.Sprintf("load message %d", seq), seqKey: seq, runKey: c.runID})
+	path := "/_matrix/client/v3/rooms/" + url.PathEscape(roomID) + "/send/m.room.message/" + url.PathEscape(c.nextTxn())
+	_, _, err := c.once(ctx, "PUT", path, u.Token, body, nil, 0)
+	return err
 }
 
 const (

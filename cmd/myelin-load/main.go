@@ -4,8 +4,8 @@
 //
 //	myelin-load -hs http://127.0.0.1:8008 -scenario send -concurrency 10 -rooms 10 -messages 1000
 //
-// Scenarios: register, send, fanout, initial-sync, join-big-room, paginate (a
-// comma-separated list runs several against the same server). Users are created
+// Scenarios: register, send, fanout, initial-sync, join-big-room, paginate, overload
+// (a comma-separated list runs several against the same server). Users are created
 // by open registration (m.login.dummy) or, with -shared-secret, by the
 // Synapse-compatible /_synapse/admin/v1/register endpoint.
 package main
@@ -49,6 +49,7 @@ type config struct {
 	interval    time.Duration
 	repeat      int
 	drain       time.Duration
+	baseline    time.Duration
 }
 
 // scenarioDefaults are the sizes used when a flag is not given, per scenario.
@@ -59,9 +60,14 @@ var scenarioDefaults = map[string]map[string]string{
 	"initial-sync":  {"rooms": "20", "events": "50", "concurrency": "4", "repeat": "3"},
 	"join-big-room": {"members": "500", "users": "10", "concurrency": "10"},
 	"paginate":      {"events": "1000", "page": "50", "concurrency": "4", "repeat": "1"},
+	"overload":      {"users": "10", "interval": "1s", "concurrency": "16", "rooms": "1", "duration": "20s", "baseline": "10s"},
 }
 
-var allScenarios = []string{"register", "send", "fanout", "initial-sync", "join-big-room", "paginate"}
+var allScenarios = []string{"register", "send", "fanout", "initial-sync", "join-big-room", "paginate", "overload"}
+
+// benchScenarios are what "all" runs: the throughput scenarios, which want the server's
+// rate limits off. overload wants them on, so it only runs when named.
+var benchScenarios = allScenarios[:6]
 
 // Result is one scenario's outcome; -json prints one per line.
 type Result struct {
@@ -100,25 +106,26 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var cfg config
 	var scen string
 	fs.StringVar(&cfg.hs, "hs", "http://127.0.0.1:8008", "homeserver client API base URL")
-	fs.StringVar(&scen, "scenario", "", "scenario(s), comma-separated: "+strings.Join(allScenarios, ", ")+" or all")
+	fs.StringVar(&scen, "scenario", "", "scenario(s), comma-separated: "+strings.Join(allScenarios, ", ")+" or all (every one but overload)")
 	fs.StringVar(&cfg.sharedSecret, "shared-secret", "", "register users through /_synapse/admin/v1/register with this secret instead of open registration")
 	fs.IntVar(&cfg.pid, "pid", 0, "homeserver process id on this machine: report its CPU seconds and peak RSS")
 	fs.BoolVar(&cfg.jsonOut, "json", false, "print results as JSON, one object per scenario per line, on stdout")
 	fs.BoolVar(&cfg.quiet, "quiet", false, "no progress lines on stderr")
 	fs.BoolVar(&cfg.allowRemote, "allow-remote", false, "allow a homeserver that is not on a loopback address")
 	fs.DurationVar(&cfg.timeout, "timeout", 60*time.Second, "per-request timeout (long-polls add their own timeout)")
-	fs.IntVar(&cfg.users, "users", 0, "register: users to register; join-big-room: users whose join is timed")
-	fs.IntVar(&cfg.concurrency, "concurrency", 0, "concurrent clients (send: senders)")
-	fs.IntVar(&cfg.rooms, "rooms", 0, "send, initial-sync: rooms")
+	fs.IntVar(&cfg.users, "users", 0, "register: users to register; join-big-room: users whose join is timed; overload: well-behaved users")
+	fs.IntVar(&cfg.concurrency, "concurrency", 0, "concurrent clients (send: senders; overload: the abuser's parallel connections)")
+	fs.IntVar(&cfg.rooms, "rooms", 0, "send, initial-sync, overload: rooms")
 	fs.IntVar(&cfg.messages, "messages", 0, "send, fanout: messages to send in total")
-	fs.DurationVar(&cfg.duration, "duration", 0, "send, fanout: stop sending after this long")
+	fs.DurationVar(&cfg.duration, "duration", 0, "send, fanout: stop sending after this long; overload: length of the flood")
 	fs.IntVar(&cfg.listeners, "listeners", 0, "fanout: users long-polling /sync")
 	fs.IntVar(&cfg.events, "events", 0, "initial-sync: events per room; paginate: events to page back through")
 	fs.IntVar(&cfg.members, "members", 0, "join-big-room: members of the room before the timed joins")
 	fs.IntVar(&cfg.page, "page", 0, "paginate: /messages page size")
-	fs.DurationVar(&cfg.interval, "interval", 0, "fanout: pause between messages")
+	fs.DurationVar(&cfg.interval, "interval", 0, "fanout: pause between messages; overload: pause between a well-behaved user's messages")
 	fs.IntVar(&cfg.repeat, "repeat", 0, "initial-sync, paginate: times to repeat the measured read")
 	fs.DurationVar(&cfg.drain, "drain", 15*time.Second, "fanout: how long to wait for deliveries after the last send")
+	fs.DurationVar(&cfg.baseline, "baseline", 0, "overload: how long the well-behaved users send alone before the flood (0: no baseline)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: myelin-load -hs URL -scenario NAME[,NAME...] [flags]\n\nDefaults per scenario when a size flag is not given:\n")
 		for _, s := range allScenarios {
@@ -144,7 +151,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if scen == "all" {
-		cfg.scenarios = allScenarios
+		cfg.scenarios = benchScenarios
 	} else {
 		for _, s := range strings.Split(scen, ",") {
 			s = strings.TrimSpace(s)
@@ -206,7 +213,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return code
 }
 
-var sizeFlags = []string{"users", "concurrency", "rooms", "messages", "duration", "listeners", "events", "members", "page", "interval", "repeat"}
+var sizeFlags = []string{"users", "concurrency", "rooms", "messages", "duration", "listeners", "events", "members", "page", "interval", "repeat", "baseline"}
 
 // applyDefaults sets every size flag not given on the command line to the
 // scenario's default (or zero when the scenario does not use it).

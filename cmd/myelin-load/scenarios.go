@@ -54,6 +54,8 @@ func runScenario(ctx context.Context, name string, cfg config, stderr io.Writer)
 		err = e.joinBigRoom()
 	case "paginate":
 		err = e.paginate()
+	case "overload":
+		err = e.overload()
 	}
 	r := e.res
 	if e.m0.IsZero() {
@@ -110,6 +112,8 @@ func params(name string, cfg config) map[string]any {
 			p[k] = cfg.interval.String()
 		case "repeat":
 			p[k] = cfg.repeat
+		case "baseline":
+			p[k] = cfg.baseline.String()
 		}
 	}
 	if cfg.sharedSecret != "" {

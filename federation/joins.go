@@ -75,7 +75,7 @@ func remoteError(server spec.ServerName, err error) error {
 		}
 	}
 	var fe *gomatrixserverlib.FederationError
-	if errors.As(err, &fe) && fe.Err != nil && !errors.Is(fe.Err, err) {
+	if errors.As(err, &fe) && fe.Err != nil {
 		return remoteError(server, fe.Err)
 	}
 	var hte *httputil.Error

@@ -273,8 +273,25 @@ func (rs *Roomserver) JoinFromState(ctx context.Context, join gomatrixserverlib.
 		}
 		outliers = append(outliers, ne)
 	}
-	if newRoom && len(outliers) == 0 {
-		return nil, spec.BadJSON("The join answer holds no state")
+	// The join must be allowed by the state (checked before anything is stored).
+	var statePDUs []gomatrixserverlib.PDU
+	hasCreate := false
+	for _, ev := range stateEvs {
+		if rejected[ev.EventID()] || ev.StateKey() == nil {
+			continue
+		}
+		statePDUs = append(statePDUs, ev)
+		hasCreate = hasCreate || (ev.Type() == spec.MRoomCreate && ev.StateKeyEquals(""))
+	}
+	if !hasCreate {
+		return nil, spec.BadJSON("The join answer's state has no create event")
+	}
+	provider, err := gomatrixserverlib.NewAuthEvents(statePDUs)
+	if err != nil {
+		return nil, spec.BadJSON(fmt.Sprintf("The join answer's state: %v", err))
+	}
+	if err := gomatrixserverlib.Allowed(join, provider, userIDForSender); err != nil {
+		return nil, spec.Forbidden(fmt.Sprintf("The join is not allowed by the room's state: %v", err))
 	}
 	if len(outliers) > 0 {
 		w := &roomWrite{r: r, newRoom: newRoom, events: outliers, headFrom: -1}
@@ -306,16 +323,9 @@ func (rs *Roomserver) JoinFromState(ctx context.Context, join gomatrixserverlib.
 		}
 	}
 	if create == nil {
-		return nil, spec.BadJSON("The join answer's state has no create event")
+		return nil, fmt.Errorf("room %s: the stored state has no create event", roomID)
 	}
 	entries = withEntries(entries)
-	ok, err := rs.allowedAt(ctx, join, nil, entries)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return nil, spec.Forbidden("The join is not allowed by the room's state")
-	}
 
 	// 3. The join, on top of that state; it becomes the room's head.
 	k, _, err := rs.stateKey(ctx, spec.MRoomMember, *join.StateKey(), true)

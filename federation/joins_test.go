@@ -1,0 +1,47 @@
+package federation
+
+import (
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/matrix-org/gomatrix"
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/myelin-chat/myelin/clientapi/httputil"
+	"github.com/myelin-chat/myelin/config"
+)
+
+func TestJoinCandidates(t *testing.T) {
+	m := &Memberships{s: &Server{cfg: &config.Config{ServerName: "us.example"}}}
+	got := m.candidates("!room:creator.example", []string{"via.example", "us.example", "via.example"}, "inviter.example", "")
+	want := []spec.ServerName{"via.example", "inviter.example", "creator.example"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("candidates: %v, want %v", got, want)
+	}
+	// Room IDs without a server (room version 12) add nothing.
+	if got := m.candidates("!abcdef", nil); len(got) != 0 {
+		t.Fatalf("candidates of a domainless room ID: %v", got)
+	}
+}
+
+func TestRemoteError(t *testing.T) {
+	forbidden := gomatrix.HTTPError{Code: 403, Contents: []byte(`{"errcode":"M_FORBIDDEN","error":"You are banned"}`)}
+	for _, c := range []struct {
+		name   string
+		err    error
+		status int
+		code   string
+	}{
+		{"matrix error", forbidden, 403, "M_FORBIDDEN"},
+		{"wrapped in a federation error", &gomatrixserverlib.FederationError{Err: errors.Join(errors.New("make_join"), forbidden)}, 403, "M_FORBIDDEN"},
+		{"server error", gomatrix.HTTPError{Code: 500, Contents: []byte(`{"errcode":"M_UNKNOWN","error":"boom"}`)}, 502, "M_UNKNOWN"},
+		{"unreachable", errors.New("connection refused"), 502, "M_UNKNOWN"},
+	} {
+		var he *httputil.Error
+		if err := remoteError("remote.example", c.err); !errors.As(err, &he) || he.Status != c.status || he.Code != c.code {
+			t.Errorf("%s: %v, want %d %s", c.name, err, c.status, c.code)
+		}
+	}
+}

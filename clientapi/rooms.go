@@ -1,17 +1,12 @@
 package clientapi
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
-	"hash/fnv"
 	"net/http"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
-	"github.com/sirupsen/logrus"
 
 	"github.com/myelin-chat/myelin/clientapi/httputil"
 	"github.com/myelin-chat/myelin/roomserver"
@@ -116,88 +111,6 @@ func (s *Server) postCreateRoom(r *http.Request) (any, error) {
 	return map[string]string{"room_id": roomID}, nil
 }
 
-// txnLocks serialise requests that share a client transaction ID, so that a replay
-// racing the original waits for it and returns its response.
-var txnLocks [256]sync.Mutex
-
-// staleTxn is how long a claimed transaction ID may stay without a response before
-// another request takes it over (the process handling it died).
-const staleTxn = 2 * time.Minute
-
-// withTxn runs fn once per (user, device, scope, txnID): a replay returns the response
-// the first request recorded, also after a restart. Within a process a striped lock
-// orders replays; with PostgreSQL, where several processes may share the database, the
-// ID is also claimed in the database before fn runs, so that a replay reaching another
-// process waits for the first one.
-func (s *Server) withTxn(ctx context.Context, scope, txnID string, d deviceIdent, fn func() (any, error)) (any, error) {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(d.userID + "\x00" + d.deviceID + "\x00" + scope + "\x00" + txnID))
-	mu := &txnLocks[h.Sum32()%uint32(len(txnLocks))]
-	mu.Lock()
-	defer mu.Unlock()
-	if resp, found, err := storage.TransactionResponse(ctx, s.db, d.userID, d.deviceID, scope, txnID); err != nil {
-		return nil, err
-	} else if found {
-		return json.RawMessage(resp), nil
-	}
-	if s.db.Dialect() == storage.Postgres {
-		return s.withClaimedTxn(ctx, scope, txnID, d, fn)
-	}
-	res, err := fn()
-	if err != nil {
-		return nil, err
-	}
-	raw, err := json.Marshal(res)
-	if err != nil {
-		return nil, err
-	}
-	stored, err := storage.RecordTransaction(ctx, s.db, d.userID, d.deviceID, scope, txnID, string(raw))
-	if err != nil {
-		return nil, err
-	}
-	return json.RawMessage(stored), nil
-}
-
-// withClaimedTxn is withTxn across processes: claim, run, record (or release on failure).
-func (s *Server) withClaimedTxn(ctx context.Context, scope, txnID string, d deviceIdent, fn func() (any, error)) (any, error) {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		claimed, resp, err := storage.ClaimTransaction(ctx, s.db, d.userID, d.deviceID, scope, txnID, time.Now().Add(-staleTxn).UnixMilli())
-		if err != nil {
-			return nil, err
-		}
-		if resp != "" {
-			return json.RawMessage(resp), nil
-		}
-		if claimed {
-			break
-		}
-		if time.Now().After(deadline) {
-			return nil, httputil.NewError(http.StatusConflict, "M_UNKNOWN", "A request with this transaction ID is still in progress")
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	res, err := fn()
-	if err != nil {
-		if rerr := storage.ReleaseTransaction(context.WithoutCancel(ctx), s.db, d.userID, d.deviceID, scope, txnID); rerr != nil {
-			logrus.WithError(rerr).Warn("releasing a transaction ID")
-		}
-		return nil, err
-	}
-	raw, err := json.Marshal(res)
-	if err != nil {
-		return nil, err
-	}
-	if err := storage.CompleteTransaction(context.WithoutCancel(ctx), s.db, d.userID, d.deviceID, scope, txnID, string(raw)); err != nil {
-		return nil, err
-	}
-	return json.RawMessage(raw), nil
-}
-
 type deviceIdent struct{ userID, deviceID string }
 
 func identOf(r *http.Request) deviceIdent {
@@ -229,16 +142,16 @@ func (s *Server) putSend(r *http.Request) (any, error) {
 		return nil, err
 	}
 	id := identOf(r)
-	return s.withTxn(r.Context(), "send:"+roomID, txnID, id, func() (any, error) {
-		ev, err := s.rooms.SendEvent(r.Context(), roomserver.SendRequest{
-			RoomID: roomID, Sender: id.userID, Type: evType, Content: content,
-			TxnID: txnID, DeviceID: id.deviceID,
-		})
-		if err != nil {
-			return nil, sendError(err)
-		}
-		return map[string]string{"event_id": ev.EventID()}, nil
+	// The roomserver records the transaction ID with the event (one commit) and
+	// answers a replay with the first event.
+	ev, err := s.rooms.SendEvent(r.Context(), roomserver.SendRequest{
+		RoomID: roomID, Sender: id.userID, Type: evType, Content: content,
+		TxnID: txnID, DeviceID: id.deviceID, TxnScope: "send:" + roomID,
 	})
+	if err != nil {
+		return nil, sendError(err)
+	}
+	return map[string]string{"event_id": ev.EventID()}, nil
 }
 
 // sendError maps the roomserver's answer for an unknown room on write paths: the user
@@ -261,20 +174,18 @@ func (s *Server) putRedact(r *http.Request) (any, error) {
 		return nil, err
 	}
 	id := identOf(r)
-	return s.withTxn(r.Context(), "redact:"+roomID, txnID, id, func() (any, error) {
-		content := map[string]any{"redacts": eventID}
-		if body.Reason != nil {
-			content["reason"] = *body.Reason
-		}
-		ev, err := s.rooms.SendEvent(r.Context(), roomserver.SendRequest{
-			RoomID: roomID, Sender: id.userID, Type: spec.MRoomRedaction, Content: content, Redacts: eventID,
-			TxnID: txnID, DeviceID: id.deviceID,
-		})
-		if err != nil {
-			return nil, sendError(err)
-		}
-		return map[string]string{"event_id": ev.EventID()}, nil
+	content := map[string]any{"redacts": eventID}
+	if body.Reason != nil {
+		content["reason"] = *body.Reason
+	}
+	ev, err := s.rooms.SendEvent(r.Context(), roomserver.SendRequest{
+		RoomID: roomID, Sender: id.userID, Type: spec.MRoomRedaction, Content: content, Redacts: eventID,
+		TxnID: txnID, DeviceID: id.deviceID, TxnScope: "redact:" + roomID,
 	})
+	if err != nil {
+		return nil, sendError(err)
+	}
+	return map[string]string{"event_id": ev.EventID()}, nil
 }
 
 type reportBody struct {

@@ -18,7 +18,10 @@ import (
 
 // TestCrashSafety kills a process that is writing events (SIGKILL, no shutdown) and
 // checks that every event it acknowledged is there after a restart, and that the room
-// is consistent enough to keep writing.
+// is consistent enough to keep writing. The sends carry client transaction IDs: after
+// the restart every one that was started is sent again, and each must be stored
+// exactly once, acknowledged ones with the event first acknowledged (no crash window
+// where the event is stored but its transaction ID is not).
 func TestCrashSafety(t *testing.T) {
 	if os.Getenv("MYELIN_CRASH_CHILD") != "" {
 		t.Skip("child process")
@@ -45,14 +48,18 @@ func TestCrashSafety(t *testing.T) {
 			t.Fatal(err)
 		}
 		var roomID string
-		acked := map[string]bool{}
+		acked := map[string]string{} // event ID -> txn ID
+		tried := map[string]bool{}   // txn IDs sent, acknowledged or not
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
 			line := sc.Text()
 			if r, ok := strings.CutPrefix(line, "ROOM "); ok {
 				roomID = r
-			} else if id, ok := strings.CutPrefix(line, "ACK "); ok {
-				acked[id] = true
+			} else if txn, ok := strings.CutPrefix(line, "TRY "); ok {
+				tried[txn] = true
+			} else if rest, ok := strings.CutPrefix(line, "ACK "); ok {
+				id, txn, _ := strings.Cut(rest, " ")
+				acked[id] = txn
 				if len(acked) == 300 {
 					_ = cmd.Process.Signal(syscall.SIGKILL)
 					break
@@ -77,6 +84,34 @@ func TestCrashSafety(t *testing.T) {
 		for id := range acked {
 			if _, err := rs.Event(ctx, id); err != nil {
 				t.Fatalf("acknowledged event %s lost: %v", id, err)
+			}
+		}
+		ackedTxn := map[string]string{}
+		for id, txn := range acked {
+			ackedTxn[txn] = id
+		}
+		for txn := range tried {
+			ev, err := rs.SendEvent(ctx, crashSend(roomID, txn))
+			if err != nil {
+				t.Fatalf("replay of %s: %v", txn, err)
+			}
+			if id, ok := ackedTxn[txn]; ok && ev.EventID() != id {
+				t.Fatalf("replay of %s made %s, first acknowledged as %s", txn, ev.EventID(), id)
+			}
+		}
+		all, err := rs.StreamEvents(ctx, roomID, 0, rs.StreamPosition(), 100000, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		perTxn := map[string]int{}
+		for _, ev := range all {
+			if ev.TxnID != "" {
+				perTxn[ev.TxnID]++
+			}
+		}
+		for txn := range tried {
+			if perTxn[txn] != 1 {
+				t.Fatalf("transaction %s stored %d times", txn, perTxn[txn])
 			}
 		}
 		info, err := rs.RoomInfo(ctx, roomID)
@@ -136,16 +171,23 @@ func TestCrashChild(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; ; i++ {
-				ev, err := rs.SendEvent(context.Background(), SendRequest{RoomID: roomID, Sender: user("alice"),
-					Type: "m.room.message", Content: msg(fmt.Sprint(w, i))})
+				txn := fmt.Sprint(w, "-", i)
+				print("TRY " + txn)
+				ev, err := rs.SendEvent(context.Background(), crashSend(roomID, txn))
 				if err != nil {
 					print("ERR " + err.Error())
 					return
 				}
-				print("ACK " + ev.EventID())
+				print("ACK " + ev.EventID() + " " + txn)
 			}
 		}()
 	}
 	wg.Wait()
 	time.Sleep(time.Minute) // killed before this ends
+}
+
+// crashSend is the idempotent send of TestCrashChild and its replay after the crash.
+func crashSend(roomID, txn string) SendRequest {
+	return SendRequest{RoomID: roomID, Sender: user("alice"), Type: "m.room.message", Content: msg(txn),
+		TxnID: txn, DeviceID: "DEV", TxnScope: "send:" + roomID}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/myelin-chat/myelin/roomserver/internal/state"
+	"github.com/myelin-chat/myelin/storage"
 )
 
 // maxPrevEvents caps the prev_events of a new local event.
@@ -39,6 +40,12 @@ type SendRequest struct {
 	// TxnID and DeviceID identify the client transaction (kept for local echo).
 	TxnID    string
 	DeviceID string
+	// TxnScope, when set with TxnID, makes the send idempotent: the first send of
+	// (Sender, DeviceID, TxnScope, TxnID) records the transaction ID in the
+	// transaction that stores the event, and every later send with the same key
+	// returns that event instead of creating another (also after a crash or restart,
+	// and when the two race). The client API uses the endpoint and room as scope.
+	TxnScope string
 	// Unsigned is put in the event's unsigned object (not signed, not hashed).
 	Unsigned map[string]any
 	// Timestamp is origin_server_ts (application services may set it); zero means now.
@@ -47,7 +54,8 @@ type SendRequest struct {
 
 // SendEvent builds, signs, authorises and persists a new event from a local user. It
 // returns once the event has committed. Auth failures are M_FORBIDDEN; nothing is
-// stored then.
+// stored then. With req.TxnScope the send is idempotent per client transaction (see
+// SendRequest.TxnScope).
 //
 // Concurrent sends to one room queue up: the room's writer takes every queued request,
 // builds them as a chain (each on top of the previous one) and commits them together,
@@ -70,11 +78,20 @@ func (rs *Roomserver) SendEvent(ctx context.Context, req SendRequest) (*Event, e
 	if err != nil {
 		return nil, err
 	}
-	sr := &sendReq{p: protoEvent{
+	p := protoEvent{
 		sender: req.Sender, typ: req.Type, stateKey: req.StateKey, content: content,
 		redacts: req.Redacts, unsigned: req.Unsigned, ts: req.Timestamp,
 		txnID: req.TxnID, deviceID: req.DeviceID,
-	}, done: make(chan struct{})}
+	}
+	if req.TxnID != "" && req.TxnScope != "" {
+		p.txnScope = req.TxnScope
+		// The common replay (a client retrying after a timeout or a restart) is
+		// answered here; one racing the first send is caught by the commit.
+		if ev, found, err := rs.replayedSend(ctx, p); err != nil || found {
+			return ev, err
+		}
+	}
+	sr := &sendReq{p: p, done: make(chan struct{})}
 	q := rs.sendQueue(r.id)
 	q.mu.Lock()
 	q.pending = append(q.pending, sr)
@@ -101,6 +118,52 @@ type protoEvent struct {
 	ts       time.Time
 	txnID    string
 	deviceID string
+	// txnScope is set when the send is idempotent (SendRequest.TxnScope).
+	txnScope string
+}
+
+// txnKey identifies an idempotent send; "" when the send is not idempotent.
+func (p *protoEvent) txnKey() string {
+	if p.txnScope == "" {
+		return ""
+	}
+	return p.sender + "\x00" + p.deviceID + "\x00" + p.txnScope + "\x00" + p.txnID
+}
+
+// sendResponse is what is recorded for an idempotent send: the client API's answer.
+func sendResponse(eventID string) string {
+	b, _ := json.Marshal(map[string]string{"event_id": eventID})
+	return string(b)
+}
+
+// replayedSend returns the event an earlier send with p's transaction ID stored.
+func (rs *Roomserver) replayedSend(ctx context.Context, p protoEvent) (*Event, bool, error) {
+	resp, found, err := storage.TransactionResponse(ctx, rs.db, p.sender, p.deviceID, p.txnScope, p.txnID)
+	if err != nil || !found {
+		return nil, false, err
+	}
+	var body struct {
+		EventID string `json:"event_id"`
+	}
+	if err := json.Unmarshal([]byte(resp), &body); err != nil || body.EventID == "" {
+		return nil, false, fmt.Errorf("transaction %s of %s: unreadable response %q", p.txnID, p.sender, resp)
+	}
+	ev, err := rs.eventByID(ctx, body.EventID)
+	if err != nil {
+		return nil, false, err
+	}
+	if ev == nil {
+		return nil, false, fmt.Errorf("transaction %s of %s: event %s is missing", p.txnID, p.sender, body.EventID)
+	}
+	return ev, true, nil
+}
+
+// txnReplayError fails a write whose event idx carries a transaction ID that another
+// write recorded first.
+type txnReplayError struct{ idx int }
+
+func (e *txnReplayError) Error() string {
+	return fmt.Sprintf("event %d of the write replays a recorded transaction ID", e.idx)
 }
 
 // sendReq is a queued SendEvent.
@@ -137,7 +200,7 @@ func (rs *Roomserver) sendQueue(roomID string) *roomSendQueue {
 func (rs *Roomserver) drainSends(r *room, q *roomSendQueue) {
 	for {
 		q.mu.Lock()
-		n := min(len(q.pending), maxChain)
+		n := chainLen(q.pending)
 		if n == 0 {
 			q.running = false
 			q.mu.Unlock()
@@ -160,6 +223,28 @@ func (rs *Roomserver) drainSends(r *room, q *roomSendQueue) {
 	}
 }
 
+// chainLen returns how many of the pending requests the next chain takes: at most
+// maxChain, and never two with the same transaction ID (the second must see the
+// first's committed record to be answered as a replay).
+func chainLen(pending []*sendReq) int {
+	n := min(len(pending), maxChain)
+	var keys map[string]bool
+	for i, sr := range pending[:n] {
+		k := sr.p.txnKey()
+		if k == "" {
+			continue
+		}
+		if keys[k] {
+			return i
+		}
+		if keys == nil {
+			keys = map[string]bool{}
+		}
+		keys[k] = true
+	}
+	return n
+}
+
 // sendChain builds the requests on top of each other and commits the ones that pass
 // auth together, under the room's lock.
 func (rs *Roomserver) sendChain(r *room, reqs []*sendReq) {
@@ -177,29 +262,46 @@ func (rs *Roomserver) sendChain(r *room, reqs []*sendReq) {
 		return
 	}
 	defer unlock()
-	protos := make([]protoEvent, len(reqs))
-	for i, sr := range reqs {
-		protos[i] = sr.p
-	}
-	head := r.head.Load()
-	events, errs := rs.buildChain(ctx, r, head, protos)
-	var owners []*sendReq
-	for i, sr := range reqs {
-		if errs[i] != nil {
-			sr.err = errs[i]
-		} else {
-			owners = append(owners, sr)
+	for len(reqs) > 0 {
+		protos := make([]protoEvent, len(reqs))
+		for i, sr := range reqs {
+			protos[i] = sr.p
 		}
-	}
-	if len(events) == 0 {
+		head := r.head.Load()
+		events, errs := rs.buildChain(ctx, r, head, protos)
+		var owners []*sendReq
+		for i, sr := range reqs {
+			if errs[i] != nil {
+				sr.err = errs[i]
+			} else {
+				owners = append(owners, sr)
+			}
+		}
+		if len(events) == 0 {
+			return
+		}
+		err := rs.commitChain(r, head, events)
+		var replay *txnReplayError
+		if errors.As(err, &replay) {
+			// Another send with the same transaction ID committed first (another
+			// process, or a replay that missed the record before queueing): answer this
+			// one with that event and write the others again, without it.
+			sr := owners[replay.idx]
+			var found bool
+			if sr.ev, found, sr.err = rs.replayedSend(ctx, sr.p); sr.err == nil && !found {
+				sr.err = fmt.Errorf("transaction %s of %s: recorded but not found", sr.p.txnID, sr.p.sender)
+			}
+			reqs = slices.Delete(owners, replay.idx, replay.idx+1)
+			continue
+		}
+		if err != nil {
+			fail(err)
+			return
+		}
+		for i, sr := range owners {
+			sr.ev = events[i].ev
+		}
 		return
-	}
-	if err := rs.commitChain(r, head, events); err != nil {
-		fail(err)
-		return
-	}
-	for i, sr := range owners {
-		sr.ev = events[i].ev
 	}
 }
 
@@ -296,7 +398,7 @@ func (rs *Roomserver) buildOne(ctx context.Context, r *room, head *roomHead, pre
 	if err != nil {
 		return nil, err
 	}
-	ne := &newEvent{pdu: pdu, chain: true, txnID: p.txnID, deviceID: p.deviceID}
+	ne := &newEvent{pdu: pdu, chain: true, txnID: p.txnID, deviceID: p.deviceID, txnScope: p.txnScope}
 	if pdu.Type() == spec.MRoomRedaction {
 		if err := rs.checkLocalRedaction(ctx, r, pdu, auth, ne); err != nil {
 			return nil, err

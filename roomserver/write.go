@@ -30,6 +30,7 @@ type newEvent struct {
 	changes       []state.Entry
 	txnID         string
 	deviceID      string
+	txnScope      string // record txnID in this scope with the event (idempotent send)
 	redactTarget  *Event // a known target this (accepted) redaction applies to
 	pendingTarget string // an unknown target to remember the redaction for
 	redactedBy    string // a pending redaction that applies to this event on insert
@@ -204,6 +205,15 @@ func (rs *Roomserver) runWrite(ctx context.Context, tw *txWriter, w *roomWrite) 
 			JSON:           pdu.JSON(),
 		}
 		tw.addEvent(row)
+		if ne.txnScope != "" && ne.txnID != "" {
+			ok, err := storage.InsertTransactionResponse(ctx, q, row.Sender, ne.deviceID, ne.txnScope, ne.txnID, sendResponse(row.EventID))
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				return nil, &txnReplayError{idx: i}
+			}
+		}
 		if ne.redactedBy != "" {
 			if err := roomstore.DeletePendingRedaction(ctx, q, ne.redactedBy); err != nil {
 				return nil, err

@@ -20,7 +20,6 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/myelin-chat/myelin/config"
-	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -63,19 +62,22 @@ type gatewayDevice struct {
 	Tweaks    map[string]json.RawMessage `json:"tweaks,omitempty"`
 }
 
-// enqueuePushes stores one pending push per pusher of each notified user and wakes the sender.
-func (s *Service) enqueuePushes(ctx context.Context, ev *roomserver.Event, pev *Event, rc *roomContext, notes []storage.Notification, actionsOf map[string]Actions) error {
-	users := make([]string, len(notes))
-	for i, n := range notes {
-		users[i] = n.UserID
-	}
-	pushers, err := storage.PushersOfUsers(ctx, s.db, users)
-	if err != nil || len(pushers) == 0 {
-		return err
-	}
+// enqueuePushes stores one pending push per pusher (of those given) of each user the
+// evaluated event notifies, and wakes the sender.
+func (s *Service) enqueuePushes(ctx context.Context, e *evaluation, allPushers []storage.Pusher) error {
+	ev, pev, rc, actionsOf := e.out.Event, e.pev, e.rc, e.actionsOf
 	readOf := map[string]bool{}
-	for _, n := range notes {
+	for _, n := range e.notes {
 		readOf[n.UserID] = n.Read
+	}
+	var pushers []storage.Pusher
+	for _, p := range allPushers {
+		if _, notified := readOf[p.UserID]; notified {
+			pushers = append(pushers, p)
+		}
+	}
+	if len(pushers) == 0 {
+		return nil
 	}
 	roomID := ev.RoomID().String()
 	sender := string(ev.SenderID())
@@ -105,13 +107,14 @@ func (s *Service) enqueuePushes(ctx context.Context, ev *roomserver.Event, pev *
 	}
 	unread := map[string]int{}
 	queued := 0
-	err = s.db.WithTx(ctx, func(tx *storage.Tx) error {
+	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
 		for _, p := range pushers {
 			if readOf[p.UserID] {
 				continue
 			}
 			n, ok := unread[p.UserID]
 			if !ok {
+				var err error
 				if n, err = storage.TotalUnreadNotifications(ctx, tx, p.UserID); err != nil {
 					return err
 				}

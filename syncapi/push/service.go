@@ -37,6 +37,8 @@ type Service struct {
 	log        *logrus.Entry
 
 	rules rulesCache
+	// roomCtx is the evaluation worker's cache of room contexts (used by run only).
+	roomCtx *contextCache
 
 	mu      sync.Mutex
 	queue   []roomserver.OutputEvent
@@ -64,6 +66,7 @@ func New(db *storage.DB, rooms Rooms, cfg *config.Config) *Service {
 	}
 	s.doneCond = sync.NewCond(&s.doneMu)
 	s.rules.entries = map[string]cachedRules{}
+	s.roomCtx = newContextCache()
 	s.sender = NewSender(db, cfg.Push)
 	return s
 }
@@ -138,32 +141,28 @@ func (s *Service) signal() {
 	}
 }
 
+// maxEvalBatch caps the events the worker evaluates together: their notification
+// rows are written in one transaction.
+const maxEvalBatch = 256
+
 func (s *Service) run(ctx context.Context) {
 	defer close(s.stopped)
 	for {
 		s.mu.Lock()
-		batch := s.queue
-		s.queue = nil
+		n := min(len(s.queue), maxEvalBatch)
+		batch := s.queue[:n:n]
+		s.queue = s.queue[n:]
+		if len(s.queue) == 0 {
+			s.queue = nil
+		}
 		closed := s.closed
 		s.mu.Unlock()
-		for _, ev := range batch {
-			err := s.process(ctx, ev)
-			// Transient database errors are retried; processing an event twice is
-			// harmless (notification rows are unique per user and event).
-			for attempt := 1; err != nil && attempt < 3; attempt++ {
-				time.Sleep(time.Duration(attempt) * 200 * time.Millisecond)
-				err = s.process(ctx, ev)
-			}
-			if err != nil {
-				s.log.WithError(err).WithFields(logrus.Fields{"room_id": ev.Event.RoomID().String(), "event_id": ev.Event.EventID()}).
-					Error("push rule evaluation failed")
-			}
+		if n > 0 {
+			s.processBatch(ctx, batch)
 			s.doneMu.Lock()
-			s.donePos = max(s.donePos, ev.StreamPos)
+			s.donePos = max(s.donePos, batch[n-1].StreamPos)
 			s.doneCond.Broadcast()
 			s.doneMu.Unlock()
-		}
-		if len(batch) > 0 {
 			continue
 		}
 		if closed {
@@ -171,6 +170,55 @@ func (s *Service) run(ctx context.Context) {
 		}
 		<-s.wake
 	}
+}
+
+// retry runs fn up to three times: transient database errors are retried; the work
+// is idempotent (notification rows are unique per user and event).
+func retry(fn func() error) error {
+	err := fn()
+	for attempt := 1; err != nil && attempt < 3; attempt++ {
+		time.Sleep(time.Duration(attempt) * 200 * time.Millisecond)
+		err = fn()
+	}
+	return err
+}
+
+// processBatch evaluates new events, in stream order, and records their
+// notifications: the rows of the whole batch in one transaction (one commit instead of
+// one per event), except that a local user's leave first records what came before it,
+// so that leaving marks those as read.
+func (s *Service) processBatch(ctx context.Context, batch []roomserver.OutputEvent) {
+	var pending []*evaluation
+	logErr := func(err error, out roomserver.OutputEvent, what string) {
+		s.log.WithError(err).WithFields(logrus.Fields{"room_id": out.Event.RoomID().String(), "event_id": out.Event.EventID()}).Error(what)
+	}
+	flush := func() {
+		if len(pending) == 0 {
+			return
+		}
+		if err := retry(func() error { return s.record(ctx, pending) }); err != nil {
+			logErr(err, pending[0].out, fmt.Sprintf("recording the notifications of %d events failed", len(pending)))
+		}
+		pending = nil
+	}
+	for _, out := range batch {
+		if out.Event == nil {
+			continue
+		}
+		if leaver := leavingLocalUser(s, out.Event); leaver != "" {
+			flush()
+			if err := retry(func() error { return s.MarkRead(ctx, leaver, out.Event.RoomID().String(), "", out.StreamPos) }); err != nil {
+				logErr(err, out, "marking a leaver's notifications read failed")
+			}
+		}
+		var e *evaluation
+		if err := retry(func() (err error) { e, err = s.evaluate(ctx, s.roomCtx, out); return err }); err != nil {
+			logErr(err, out, "push rule evaluation failed")
+		} else if e != nil {
+			pending = append(pending, e)
+		}
+	}
+	flush()
 }
 
 // WaitFor blocks until the event at stream position pos (and every earlier one) was
@@ -204,8 +252,25 @@ type roomContext struct {
 	members      map[string]*roomserver.Event // joined members' member events
 	displayNames map[string]string
 	invitee      string
-	roomName     string
+	plContent    []byte
+	creators     []string
+	built        time.Time
 }
+
+// contextCache keeps the room context of rooms for the events that follow: a message
+// does not change the members or power levels, so consecutive messages in a room share
+// one context. An event that changes the room's state drops the room's entry; entries
+// also expire, in case the state changed without an event published to this service.
+type contextCache struct {
+	rooms map[string]*roomContext
+}
+
+const (
+	contextTTL       = 10 * time.Second
+	contextCacheSize = 10_000
+)
+
+func newContextCache() *contextCache { return &contextCache{rooms: map[string]*roomContext{}} }
 
 func displayNameOf(ev *roomserver.Event) string {
 	var c struct {
@@ -215,29 +280,63 @@ func displayNameOf(ev *roomserver.Event) string {
 	return c.DisplayName
 }
 
-// prepareEvent builds the evaluation Event and the room context of a new event.
-func (s *Service) prepareEvent(ctx context.Context, out roomserver.OutputEvent) (*Event, *roomContext, error) {
+// roomContextAt returns the room context of a new event: from the cache for an event
+// that changes no state, loaded otherwise.
+func (s *Service) roomContextAt(ctx context.Context, cache *contextCache, out roomserver.OutputEvent) (*roomContext, error) {
 	ev := out.Event
 	roomID := ev.RoomID().String()
+	cacheable := !out.StateChanged && ev.StateKey() == nil
+	if !cacheable {
+		delete(cache.rooms, roomID)
+	} else if rc := cache.rooms[roomID]; rc != nil && time.Since(rc.built) < contextTTL {
+		return rc, nil
+	}
 	members, err := s.rooms.Members(ctx, roomserver.MembersRequest{RoomID: roomID, AtStream: out.StreamPos, Membership: spec.Join})
 	if err != nil {
-		return nil, nil, fmt.Errorf("members: %w", err)
+		return nil, fmt.Errorf("members: %w", err)
 	}
-	rc := &roomContext{members: make(map[string]*roomserver.Event, len(members)), displayNames: map[string]string{}}
+	rc := &roomContext{members: make(map[string]*roomserver.Event, len(members)), displayNames: map[string]string{}, built: time.Now()}
 	for _, m := range members {
 		if sk := m.StateKey(); sk != nil {
 			rc.members[*sk] = m
+		}
+	}
+	if pl, err := s.rooms.StateEventAt(ctx, ev.EventID(), spec.MRoomPowerLevels, "", false); err == nil && pl != nil {
+		rc.plContent = pl.Content()
+	}
+	if ver, err := s.rooms.RoomVersion(ctx, roomID); err == nil {
+		if impl, err := gomatrixserverlib.GetRoomVersion(ver); err == nil && impl.PrivilegedCreators() {
+			if create, err := s.rooms.StateEventAt(ctx, ev.EventID(), spec.MRoomCreate, "", false); err == nil && create != nil {
+				rc.creators = gomatrixserverlib.CreatorsFromCreateEvent(create.PDU)
+			} else if ev.Type() == spec.MRoomCreate {
+				rc.creators = []string{string(ev.SenderID())}
+			}
 		}
 	}
 	if ev.Type() == spec.MRoomMember && ev.Membership == spec.Invite && ev.StateKey() != nil {
 		rc.invitee = *ev.StateKey()
 		rc.displayNames[rc.invitee] = displayNameOf(ev)
 	}
-	pev, err := NewEvent(ev.JSON())
+	if cacheable {
+		if len(cache.rooms) >= contextCacheSize {
+			clear(cache.rooms)
+		}
+		cache.rooms[roomID] = rc
+	}
+	return rc, nil
+}
+
+// prepareEvent builds the evaluation Event and the room context of a new event.
+func (s *Service) prepareEvent(ctx context.Context, cache *contextCache, out roomserver.OutputEvent) (*Event, *roomContext, error) {
+	rc, err := s.roomContextAt(ctx, cache, out)
+	if err != nil {
+		return nil, nil, err
+	}
+	pev, err := NewEvent(out.Event.JSON())
 	if err != nil {
 		return nil, nil, fmt.Errorf("parse event: %w", err)
 	}
-	pev.MemberCount = len(members)
+	pev.MemberCount = len(rc.members)
 	pev.DisplayName = func(userID string) string {
 		if n, ok := rc.displayNames[userID]; ok {
 			return n
@@ -249,21 +348,7 @@ func (s *Service) prepareEvent(ctx context.Context, out roomserver.OutputEvent) 
 		rc.displayNames[userID] = n
 		return n
 	}
-	var plContent []byte
-	if pl, err := s.rooms.StateEventAt(ctx, ev.EventID(), spec.MRoomPowerLevels, "", false); err == nil && pl != nil {
-		plContent = pl.Content()
-	}
-	var creators []string
-	if ver, err := s.rooms.RoomVersion(ctx, roomID); err == nil {
-		if impl, err := gomatrixserverlib.GetRoomVersion(ver); err == nil && impl.PrivilegedCreators() {
-			if create, err := s.rooms.StateEventAt(ctx, ev.EventID(), spec.MRoomCreate, "", false); err == nil && create != nil {
-				creators = gomatrixserverlib.CreatorsFromCreateEvent(create.PDU)
-			} else if ev.Type() == spec.MRoomCreate {
-				creators = []string{string(ev.SenderID())}
-			}
-		}
-	}
-	pev.SetPowerLevels(plContent, creators)
+	pev.SetPowerLevels(rc.plContent, rc.creators)
 	return pev, rc, nil
 }
 
@@ -285,70 +370,141 @@ func (s *Service) targets(ev *roomserver.Event, rc *roomContext) []string {
 	return out
 }
 
-// process evaluates one new event for every target user and records the notifications.
-func (s *Service) process(ctx context.Context, out roomserver.OutputEvent) error {
-	ev := out.Event
-	// A local user who leaves (or is banned or kicked) has read the room: their
-	// notifications there stop counting towards their unread badge.
+// leavingLocalUser returns the local user whose leave (or ban, or kick) ev is: they
+// have read the room, their notifications there stop counting towards their badge.
+func leavingLocalUser(s *Service, ev *roomserver.Event) string {
 	if ev.Type() == spec.MRoomMember && ev.StateKey() != nil && s.isLocal(*ev.StateKey()) &&
 		(ev.Membership == spec.Leave || ev.Membership == spec.Ban) {
-		if err := s.MarkRead(ctx, *ev.StateKey(), ev.RoomID().String(), "", out.StreamPos); err != nil {
+		return *ev.StateKey()
+	}
+	return ""
+}
+
+// evaluation is an evaluated event with the notifications it makes.
+type evaluation struct {
+	out       roomserver.OutputEvent
+	pev       *Event
+	rc        *roomContext
+	notes     []storage.Notification
+	actionsOf map[string]Actions
+	threadID  string
+}
+
+// process evaluates one new event and records its notifications (processBatch of one
+// event, returning the error).
+func (s *Service) process(ctx context.Context, out roomserver.OutputEvent) error {
+	if leaver := leavingLocalUser(s, out.Event); leaver != "" {
+		if err := s.MarkRead(ctx, leaver, out.Event.RoomID().String(), "", out.StreamPos); err != nil {
 			return err
 		}
 	}
-	pev, rc, err := s.prepareEvent(ctx, out)
-	if err != nil {
+	e, err := s.evaluate(ctx, newContextCache(), out)
+	if err != nil || e == nil {
 		return err
+	}
+	return s.record(ctx, []*evaluation{e})
+}
+
+// evaluate runs every target user's push rules on a new event; nil when nobody is
+// notified.
+func (s *Service) evaluate(ctx context.Context, cache *contextCache, out roomserver.OutputEvent) (*evaluation, error) {
+	ev := out.Event
+	pev, rc, err := s.prepareEvent(ctx, cache, out)
+	if err != nil {
+		return nil, err
 	}
 	users := s.targets(ev, rc)
 	if len(users) == 0 {
-		return nil
+		return nil, nil
 	}
 	rulesets, err := s.rulesetsOf(ctx, users)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	threadID := ""
+	e := &evaluation{out: out, pev: pev, rc: rc, actionsOf: map[string]Actions{}}
 	if ev.RelType == "m.thread" {
-		threadID = ev.RelatesTo
+		e.threadID = ev.RelatesTo
 	}
 	roomID := ev.RoomID().String()
 	now := storage.NowMS()
-	var notes []storage.Notification
-	actionsOf := map[string]Actions{}
 	for _, u := range users {
 		rule, a := rulesets[u].Evaluate(pev, User{UserID: u})
 		if rule == nil || !a.Notify {
 			continue
 		}
 		actions, _ := json.Marshal(rule.Actions)
-		notes = append(notes, storage.Notification{UserID: u, RoomID: roomID, EventID: ev.EventID(), StreamPos: out.StreamPos,
-			ThreadID: threadID, Actions: actions, Highlight: a.Highlight, TS: now})
-		actionsOf[u] = a
+		e.notes = append(e.notes, storage.Notification{UserID: u, RoomID: roomID, EventID: ev.EventID(), StreamPos: out.StreamPos,
+			ThreadID: e.threadID, Actions: actions, Highlight: a.Highlight, TS: now})
+		e.actionsOf[u] = a
 	}
-	if len(notes) == 0 {
-		return nil
+	if len(e.notes) == 0 {
+		return nil, nil
 	}
-	// Receipts that arrived before this evaluation already cover the event.
-	receipts, err := storage.ReceiptsAtOrAfter(ctx, s.db, roomID, out.StreamPos)
+	return e, nil
+}
+
+// record writes the notifications of evaluated events in one transaction, marking as
+// read those that receipts already cover, then queues pushes for the users with
+// pushers.
+func (s *Service) record(ctx context.Context, evals []*evaluation) error {
+	// The earliest position per room: one receipts query per room.
+	from := map[string]int64{}
+	for _, e := range evals {
+		room := e.out.Event.RoomID().String()
+		if p, ok := from[room]; !ok || e.out.StreamPos < p {
+			from[room] = e.out.StreamPos
+		}
+	}
+	var all []storage.Notification
+	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
+		// Receipts that arrived before this evaluation already cover the event (read in
+		// the transaction that inserts, so a receipt committed before it is seen).
+		receipts := map[string][]storage.ReadReceipt{}
+		for room, pos := range from {
+			rs, err := storage.ReceiptsAtOrAfter(ctx, tx, room, pos)
+			if err != nil {
+				return err
+			}
+			receipts[room] = rs
+		}
+		all = all[:0]
+		for _, e := range evals {
+			for i := range e.notes {
+				n := &e.notes[i]
+				n.Read = false
+				for _, r := range receipts[n.RoomID] {
+					if r.UserID == n.UserID && r.StreamPos >= n.StreamPos &&
+						(r.ThreadID == "" || (r.ThreadID == "main" && e.threadID == "") || (e.threadID != "" && r.ThreadID == e.threadID)) {
+						n.Read = true
+						break
+					}
+				}
+			}
+			all = append(all, e.notes...)
+		}
+		return storage.InsertNotifications(ctx, tx, all)
+	})
 	if err != nil {
 		return err
 	}
-	if len(receipts) > 0 {
-		read := map[string]bool{}
-		for _, r := range receipts {
-			if r.ThreadID == "" || (r.ThreadID == "main" && threadID == "") || (threadID != "" && r.ThreadID == threadID) {
-				read[r.UserID] = true
-			}
-		}
-		for i := range notes {
-			notes[i].Read = read[notes[i].UserID]
+	users := make([]string, 0, len(all))
+	seen := map[string]bool{}
+	for _, n := range all {
+		if !seen[n.UserID] {
+			seen[n.UserID] = true
+			users = append(users, n.UserID)
 		}
 	}
-	if err := s.db.WithTx(ctx, func(tx *storage.Tx) error { return storage.InsertNotifications(ctx, tx, notes) }); err != nil {
+	pushers, err := storage.PushersOfUsers(ctx, s.db, users)
+	if err != nil || len(pushers) == 0 {
 		return err
 	}
-	return s.enqueuePushes(ctx, ev, pev, rc, notes, actionsOf)
+	for _, e := range evals {
+		if err := s.enqueuePushes(ctx, e, pushers); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // rulesCache keeps compiled rulesets. Entries expire after rulesTTL so that changes

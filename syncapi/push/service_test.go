@@ -235,3 +235,72 @@ func TestBackoff(t *testing.T) {
 		t.Errorf("backoff not capped: %v", got)
 	}
 }
+
+// TestProcessBatch runs the worker's batched path: the notifications of a batch are
+// written together, yet a member who joins mid-batch is notified from their join on,
+// one who leaves mid-batch has read what came before, and messages between state
+// changes share one room context.
+func TestProcessBatch(t *testing.T) {
+	storagetest.ForEachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		carol, dave := "@carol:test", "@dave:test"
+		rooms := newFakeRoomsOf(t, bob)
+		member := func(u, membership string) *roomserver.Event {
+			return &roomserver.Event{PDU: buildPDU(t, u, spec.MRoomMember, sk(u), map[string]any{"membership": membership}), Membership: membership}
+		}
+		// Positions: 1 msg, 2 msg, 3 dave joins, 4 msg, 5 alice leaves, 6 msg.
+		rooms.joined = map[*roomserver.Event][2]int64{
+			member(bob, "join"): {0, 0}, member(carol, "join"): {0, 0},
+			member(alice, "join"): {0, 5}, member(dave, "join"): {3, 0},
+		}
+		s := newTestService(t, db, rooms)
+		var batch []roomserver.OutputEvent
+		add := func(ev *roomserver.Event, stateChanged bool) *roomserver.Event {
+			pos := int64(len(batch) + 1)
+			ev.StreamPos = pos
+			rooms.add(ev)
+			batch = append(batch, roomserver.OutputEvent{Event: ev, StreamPos: pos, StateChanged: stateChanged})
+			return ev
+		}
+		message := func(body string) *roomserver.Event {
+			return add(&roomserver.Event{PDU: buildPDU(t, bob, "m.room.message", nil, msg(body))}, false)
+		}
+		m1, m2 := message("one"), message("two")
+		add(member(dave, "join"), true)
+		m4 := message("four")
+		add(member(alice, "leave"), true)
+		m6 := message("six")
+		s.processBatch(ctx, batch)
+
+		notified := func(user string) (ids []string, unread int) {
+			t.Helper()
+			page, err := s.Notifications(ctx, user, "", 10, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range page.Notifications {
+				ids = append(ids, n.EventID)
+				if !n.Read {
+					unread++
+				}
+			}
+			return ids, unread
+		}
+		if ids, unread := notified(alice); !equal(ids, []string{m4.EventID(), m2.EventID(), m1.EventID()}) || unread != 0 {
+			t.Fatalf("alice (left at 5): %v, %d unread", ids, unread)
+		}
+		if ids, unread := notified(dave); !equal(ids, []string{m6.EventID(), m4.EventID()}) || unread != 2 {
+			t.Fatalf("dave (joined at 3): %v, %d unread", ids, unread)
+		}
+		if ids, _ := notified(carol); len(ids) != 4 {
+			t.Fatalf("carol: %v", ids)
+		}
+		if ids, _ := notified(bob); len(ids) != 0 {
+			t.Fatalf("the sender was notified: %v", ids)
+		}
+		// Members loaded for: 1 (2 shares it), 3, 4, 5, 6.
+		if rooms.membersCalls != 5 {
+			t.Fatalf("room members loaded %d times", rooms.membersCalls)
+		}
+	})
+}

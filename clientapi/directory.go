@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"sort"
 	"strings"
 	"unicode/utf8"
 
@@ -136,27 +135,7 @@ func (s *Server) getDirectoryRoom(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"room_id": a.RoomID, "servers": s.roomServers(ctx, a.RoomID)}, nil
-}
-
-// roomServers lists servers that can be asked to join a room: ours first, then the
-// servers of its joined members.
-func (s *Server) roomServers(ctx context.Context, roomID string) []string {
-	out := []string{s.cfg.ServerName}
-	members, err := s.rooms.JoinedMembers(ctx, roomID)
-	if err != nil {
-		return out
-	}
-	seen := map[string]bool{s.cfg.ServerName: true}
-	var others []string
-	for _, m := range members {
-		if _, domain, err := splitUserID(m); err == nil && !seen[domain] {
-			seen[domain] = true
-			others = append(others, domain)
-		}
-	}
-	sort.Strings(others)
-	return append(out, others...)
+	return map[string]any{"room_id": a.RoomID, "servers": s.dir.RoomServers(ctx, a.RoomID)}, nil
 }
 
 func splitUserID(userID string) (localpart, domain string, err error) {

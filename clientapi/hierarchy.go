@@ -2,20 +2,20 @@ package clientapi
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
-	"sort"
 	"strconv"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/myelin-chat/myelin/clientapi/httputil"
+	"github.com/myelin-chat/myelin/roomserver/directory"
 )
 
 // GET /_matrix/client/v1/rooms/{roomId}/hierarchy: the rooms of a space tree, depth
-// first, from this server's copy of the rooms (children unknown here are left out:
-// no federation yet). Rooms the user could not see or join are omitted.
+// first, from this server's copy of the rooms, and through federation (/v1/hierarchy
+// of the servers a space names in via) for rooms this server does not know. Rooms the
+// user could not see or join are omitted. The walk is roomserver/directory's.
 
 const (
 	defaultHierarchyLimit = 50
@@ -24,90 +24,16 @@ const (
 	maxHierarchyDepth     = 50
 	// maxHierarchyRooms bounds the rooms one walk visits.
 	maxHierarchyRooms = 1000
+	// maxRemoteHierarchyCalls bounds the federation requests of one walk.
+	maxRemoteHierarchyCalls = 20
 )
-
-// hierarchyRoom is one room of the answer.
-type hierarchyRoom struct {
-	*roomSummary
-	ChildrenState []strippedChild `json:"children_state"`
-}
-
-// strippedChild is an m.space.child event as children_state shows it.
-type strippedChild struct {
-	Type           string          `json:"type"`
-	StateKey       string          `json:"state_key"`
-	Content        json.RawMessage `json:"content"`
-	Sender         string          `json:"sender"`
-	OriginServerTS int64           `json:"origin_server_ts"`
-	order          string
-	suggested      bool
-}
-
-// spaceChildren returns the valid m.space.child events of a room (a non-empty via
-// list), in the spec's order: by content.order, then timestamp, then room ID.
-func (s *Server) spaceChildren(ctx context.Context, roomID string) ([]strippedChild, error) {
-	evs, err := s.rooms.CurrentStateOfType(ctx, roomID, "m.space.child")
-	if err != nil {
-		return nil, err
-	}
-	var out []strippedChild
-	for _, ev := range evs {
-		var c struct {
-			Via       []string `json:"via"`
-			Order     any      `json:"order"`
-			Suggested bool     `json:"suggested"`
-		}
-		if json.Unmarshal(ev.Content(), &c) != nil || len(c.Via) == 0 || ev.StateKey() == nil {
-			continue
-		}
-		if _, err := spec.NewRoomID(*ev.StateKey()); err != nil {
-			continue
-		}
-		order, _ := c.Order.(string)
-		if !validChildOrder(order) {
-			order = ""
-		}
-		out = append(out, strippedChild{
-			Type: "m.space.child", StateKey: *ev.StateKey(), Content: json.RawMessage(ev.Content()),
-			Sender: string(ev.SenderID()), OriginServerTS: int64(ev.OriginServerTS()),
-			order: order, suggested: c.Suggested,
-		})
-	}
-	sort.SliceStable(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		if (a.order != "") != (b.order != "") {
-			return a.order != ""
-		}
-		if a.order != b.order {
-			return a.order < b.order
-		}
-		if a.OriginServerTS != b.OriginServerTS {
-			return a.OriginServerTS < b.OriginServerTS
-		}
-		return a.StateKey < b.StateKey
-	})
-	return out, nil
-}
-
-// validChildOrder: at most 50 characters in the printable ASCII range.
-func validChildOrder(o string) bool {
-	if o == "" || len(o) > 50 {
-		return false
-	}
-	for i := 0; i < len(o); i++ {
-		if o[i] < 0x20 || o[i] > 0x7e {
-			return false
-		}
-	}
-	return true
-}
 
 // canSeeInHierarchy applies the spec's rule for listing a room to a user: joined or
 // invited, a public or knockable room, world-readable history, or a restricted room
 // whose allow list names a room the user is joined to.
-func (s *Server) canSeeInHierarchy(ctx context.Context, sum *roomSummary, userID string) (bool, error) {
+func (s *Server) canSeeInHierarchy(ctx context.Context, sum *directory.Summary, userID string) (bool, error) {
 	membership, _, err := s.rooms.Membership(ctx, sum.RoomID, userID)
-	if err != nil {
+	if err != nil && !directory.IsNotFound(err) { // a remote room: no membership here
 		return false, err
 	}
 	switch {
@@ -115,25 +41,17 @@ func (s *Server) canSeeInHierarchy(ctx context.Context, sum *roomSummary, userID
 		return false, nil
 	case membership == spec.Join || membership == spec.Invite:
 		return true, nil
-	case sum.JoinRule == spec.Public || sum.JoinRule == spec.Knock || sum.JoinRule == "knock_restricted" || sum.WorldReadable:
+	case sum.Open():
 		return true, nil
 	case sum.JoinRule == spec.Restricted:
-		ev, err := s.rooms.CurrentStateEvent(ctx, sum.RoomID, spec.MRoomJoinRules, "")
-		if err != nil || ev == nil {
-			return false, err
-		}
-		var c struct {
-			Allow []struct {
-				Type   string `json:"type"`
-				RoomID string `json:"room_id"`
-			} `json:"allow"`
-		}
-		_ = json.Unmarshal(ev.Content(), &c)
-		for _, a := range c.Allow {
-			if a.Type != "m.room_membership" || a.RoomID == "" {
-				continue
+		allowed := sum.AllowedRoomIDs
+		if allowed == nil {
+			if allowed, err = s.dir.AllowedRooms(ctx, sum.RoomID); err != nil {
+				return false, err
 			}
-			if m, _, err := s.rooms.Membership(ctx, a.RoomID, userID); err == nil && m == spec.Join {
+		}
+		for _, id := range allowed {
+			if m, _, err := s.rooms.Membership(ctx, id, userID); err == nil && m == spec.Join {
 				return true, nil
 			}
 		}
@@ -187,61 +105,17 @@ func (s *Server) getHierarchy(r *http.Request) (any, error) {
 	}
 
 	// The root must be visible to the user (403 otherwise, also when unknown).
-	root, err := s.summarizeRoom(ctx, roomID)
+	forbidden := httputil.Forbidden("You are not allowed to view this room")
+	source := s.hierarchySource(d.UserID, suggestedOnly)
+	root, ok, err := source(ctx, roomID, nil)
 	if err != nil {
-		if e, ok := httputil.AsError(err); ok && e.Code == string(spec.ErrorNotFound) {
-			return nil, httputil.Forbidden("You are not allowed to view this room")
-		}
 		return nil, err
 	}
-	if ok, err := s.canSeeInHierarchy(ctx, root, d.UserID); err != nil {
-		return nil, err
-	} else if !ok {
-		return nil, httputil.Forbidden("You are not allowed to view this room")
+	if !ok {
+		return nil, forbidden
 	}
-
-	var rooms []hierarchyRoom
-	seen := map[string]bool{}
-	var walk func(sum *roomSummary, depth int) error
-	walk = func(sum *roomSummary, depth int) error {
-		seen[sum.RoomID] = true
-		children, err := s.spaceChildren(ctx, sum.RoomID)
-		if err != nil {
-			return err
-		}
-		if children == nil {
-			children = []strippedChild{}
-		}
-		rooms = append(rooms, hierarchyRoom{roomSummary: sum, ChildrenState: children})
-		if depth >= maxDepth {
-			return nil
-		}
-		for _, c := range children {
-			if len(rooms) >= maxHierarchyRooms {
-				return nil
-			}
-			if seen[c.StateKey] || (suggestedOnly && !c.suggested) {
-				continue
-			}
-			child, err := s.summarizeRoom(ctx, c.StateKey)
-			if err != nil {
-				if e, ok := httputil.AsError(err); ok && e.Code == string(spec.ErrorNotFound) {
-					continue // not known to this server
-				}
-				return err
-			}
-			if ok, err := s.canSeeInHierarchy(ctx, child, d.UserID); err != nil {
-				return err
-			} else if !ok {
-				continue
-			}
-			if err := walk(child, depth+1); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	if err := walk(root, 0); err != nil {
+	rooms, err := directory.Walk(ctx, root, directory.WalkOptions{SuggestedOnly: suggestedOnly, MaxDepth: maxDepth, MaxRooms: maxHierarchyRooms}, source)
+	if err != nil {
 		return nil, err
 	}
 	start := min(offset, len(rooms))
@@ -270,16 +144,15 @@ func (s *Server) getRoomSummary(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	sum, err := s.summarizeRoom(ctx, roomID)
+	sum, err := s.dir.Summarize(ctx, roomID)
 	if err != nil {
 		if e, ok := httputil.AsError(err); ok && e.Code == string(spec.ErrorNotFound) {
 			return nil, notFound
 		}
 		return nil, err
 	}
-	open := sum.JoinRule == spec.Public || sum.JoinRule == spec.Knock || sum.JoinRule == "knock_restricted" || sum.WorldReadable
 	if d == nil {
-		if !open {
+		if !sum.Open() {
 			return nil, notFound
 		}
 		return sum, nil
@@ -299,7 +172,53 @@ func (s *Server) getRoomSummary(r *http.Request) (any, error) {
 		membership = spec.Leave
 	}
 	return struct {
-		*roomSummary
+		*directory.Summary
 		Membership string `json:"membership"`
 	}{sum, membership}, nil
+}
+
+// hierarchySource gives the hierarchy walk the rooms userID may see: from this
+// server's state when it knows the room (ours is the authority on its members), else
+// from the servers named in via over federation (at most maxRemoteHierarchyCalls per
+// walk; the remote server has already left out what we may not see).
+func (s *Server) hierarchySource(userID string, suggestedOnly bool) directory.RoomSource {
+	calls := 0
+	return func(ctx context.Context, roomID string, via []string) (*directory.HierarchyRoom, bool, error) {
+		sum, err := s.dir.Summarize(ctx, roomID)
+		if err == nil {
+			if ok, err := s.canSeeInHierarchy(ctx, sum, userID); err != nil || !ok {
+				return nil, false, err
+			}
+			children, err := s.dir.SpaceChildren(ctx, roomID)
+			if err != nil {
+				return nil, false, err
+			}
+			return &directory.HierarchyRoom{Summary: sum, ChildrenState: children}, true, nil
+		}
+		if !directory.IsNotFound(err) {
+			return nil, false, err
+		}
+		if s.remote == nil || calls >= maxRemoteHierarchyCalls {
+			return nil, false, nil
+		}
+		if len(via) == 0 {
+			// The root: a room ID of the older form names the server that created it.
+			if rid, err := spec.NewRoomID(roomID); err == nil && rid.Domain() != "" {
+				via = []string{string(rid.Domain())}
+			}
+		}
+		if len(via) == 0 {
+			return nil, false, nil
+		}
+		calls++
+		h, err := s.remote.Hierarchy(ctx, roomID, via, suggestedOnly)
+		if err != nil || h == nil || h.Room.Summary == nil {
+			return nil, false, nil // unreachable or refused: leave the room out
+		}
+		if ok, err := s.canSeeInHierarchy(ctx, h.Room.Summary, userID); err != nil || !ok {
+			return nil, false, err
+		}
+		h.Room.ChildrenState = directory.SortChildren(h.Room.ChildrenState)
+		return &h.Room, true, nil
+	}
 }

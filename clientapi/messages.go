@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/sirupsen/logrus"
 
 	"github.com/myelin-chat/myelin/clientapi/httputil"
 	"github.com/myelin-chat/myelin/roomserver"
@@ -232,10 +233,22 @@ func (s *Server) getMessages(r *http.Request) (any, error) {
 	req.Limit = limit
 	var evs []*roomserver.Event
 	var next *roomserver.Position
+	backfilled := false
 	for i := 0; i < maxEmptyPages; i++ {
 		page, err := s.rooms.Messages(r.Context(), req)
 		if err != nil {
 			return nil, err
+		}
+		if page.Next == nil && req.Dir == roomserver.Backward && !backfilled && s.remote != nil {
+			// Local history ran out: the room may have older events on other servers
+			// (it was joined over federation). Fetch them once, then read again.
+			backfilled = true
+			if n, err := s.remote.Backfill(r.Context(), roomID, limit-len(page.Events)); err != nil {
+				logrus.WithError(err).WithField("room_id", roomID).Info("backfill failed")
+			} else if n > 0 {
+				i--
+				continue
+			}
 		}
 		evs, next = applyFilter(rf, page.Events), page.Next
 		if len(evs) > 0 || next == nil {

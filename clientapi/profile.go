@@ -42,7 +42,7 @@ func (s *Server) localUser(ctx context.Context, userID string) error {
 		return httputil.InvalidParam("%q is not a valid user ID", userID)
 	}
 	if string(uid.Domain()) != s.cfg.ServerName {
-		// Profiles of remote users come over federation, which is not wired yet.
+		// Profiles of remote users come over federation (remoteProfile).
 		return httputil.NotFound("Profile not found")
 	}
 	ok, err := storage.AccountExists(ctx, s.db, userID)
@@ -65,9 +65,23 @@ func checkProfileKey(key string) error {
 	return nil
 }
 
+// remoteProfile answers profile reads of users of other servers through federation
+// (ok false for local users).
+func (s *Server) remoteProfile(ctx context.Context, userID, field string) (map[string]json.RawMessage, bool, error) {
+	uid, err := spec.NewUserID(userID, true)
+	if err != nil || string(uid.Domain()) == s.cfg.ServerName || s.remote == nil {
+		return nil, false, nil
+	}
+	p, err := s.remote.Profile(ctx, userID, field)
+	return p, true, err
+}
+
 // getProfile serves GET /profile/{userId}: every field that is set.
 func (s *Server) getProfile(r *http.Request) (any, error) {
 	userID := pathVar(r, "userId")
+	if p, remote, err := s.remoteProfile(r.Context(), userID, ""); remote {
+		return p, err
+	}
 	if err := s.localUser(r.Context(), userID); err != nil {
 		return nil, err
 	}
@@ -83,6 +97,9 @@ func (s *Server) getProfileField(r *http.Request) (any, error) {
 	userID, field := pathVar(r, "userId"), pathVar(r, "field")
 	if err := checkProfileKey(field); err != nil {
 		return nil, err
+	}
+	if p, remote, err := s.remoteProfile(r.Context(), userID, field); remote {
+		return p, err
 	}
 	if err := s.localUser(r.Context(), userID); err != nil {
 		return nil, err

@@ -2,87 +2,19 @@ package clientapi
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"net/http"
-	"sort"
 	"strconv"
-	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/myelin-chat/myelin/clientapi/httputil"
+	"github.com/myelin-chat/myelin/roomserver/directory"
 	"github.com/myelin-chat/myelin/storage"
 )
 
 // The public room directory: GET/PUT /directory/list/room/{roomId} and
-// GET/POST /publicRooms. Only this server's directory is served (no federation yet).
-
-// roomSummary is a room as the public room directory and the space hierarchy show it.
-type roomSummary struct {
-	RoomID           string `json:"room_id"`
-	Name             string `json:"name,omitempty"`
-	Topic            string `json:"topic,omitempty"`
-	AvatarURL        string `json:"avatar_url,omitempty"`
-	CanonicalAlias   string `json:"canonical_alias,omitempty"`
-	NumJoinedMembers int    `json:"num_joined_members"`
-	WorldReadable    bool   `json:"world_readable"`
-	GuestCanJoin     bool   `json:"guest_can_join"`
-	JoinRule         string `json:"join_rule,omitempty"`
-	RoomType         string `json:"room_type,omitempty"`
-	RoomVersion      string `json:"room_version,omitempty"`
-	Encryption       string `json:"encryption,omitempty"`
-}
-
-// summarizeRoom reads a room's summary from its current state.
-func (s *Server) summarizeRoom(ctx context.Context, roomID string) (*roomSummary, error) {
-	sum := &roomSummary{RoomID: roomID, JoinRule: spec.Invite}
-	str := func(evType, key string, dst *string) error {
-		ev, err := s.rooms.CurrentStateEvent(ctx, roomID, evType, "")
-		if err != nil || ev == nil {
-			return err
-		}
-		var c map[string]any
-		if json.Unmarshal(ev.Content(), &c) == nil {
-			if v, ok := c[key].(string); ok {
-				*dst = v
-			}
-		}
-		return nil
-	}
-	var hv, guest, alias string
-	for _, f := range []struct {
-		typ, key string
-		dst      *string
-	}{
-		{spec.MRoomName, "name", &sum.Name},
-		{spec.MRoomTopic, "topic", &sum.Topic},
-		{"m.room.avatar", "url", &sum.AvatarURL},
-		{spec.MRoomCanonicalAlias, "alias", &alias},
-		{spec.MRoomJoinRules, "join_rule", &sum.JoinRule},
-		{spec.MRoomHistoryVisibility, "history_visibility", &hv},
-		{spec.MRoomGuestAccess, "guest_access", &guest},
-		{spec.MRoomCreate, "type", &sum.RoomType},
-		{spec.MRoomCreate, "room_version", &sum.RoomVersion},
-		{spec.MRoomEncryption, "algorithm", &sum.Encryption},
-	} {
-		if err := str(f.typ, f.key, f.dst); err != nil {
-			return nil, err
-		}
-	}
-	if sum.RoomVersion == "" {
-		sum.RoomVersion = "1"
-	}
-	sum.CanonicalAlias = alias
-	sum.WorldReadable = hv == "world_readable"
-	sum.GuestCanJoin = guest == "can_join"
-	members, err := s.rooms.JoinedMembers(ctx, roomID)
-	if err != nil {
-		return nil, err
-	}
-	sum.NumJoinedMembers = len(members)
-	return sum, nil
-}
+// GET/POST /publicRooms (?server= of another server asks it over federation). The
+// listing itself is roomserver/directory's, shared with the federation API.
 
 // getDirectoryListRoom serves GET /directory/list/room/{roomId}.
 func (s *Server) getDirectoryListRoom(r *http.Request) (any, error) {
@@ -160,17 +92,11 @@ func (s *Server) requireRoomPower(ctx context.Context, roomID, userID, stateType
 	return nil
 }
 
-// publicRoomsRequest is the body of POST /publicRooms (GET uses the query).
+// publicRoomsRequest is the body of POST /publicRooms (GET uses the query), with the
+// server query parameter.
 type publicRoomsRequest struct {
-	Limit  *int   `json:"limit"`
-	Since  string `json:"since"`
+	directory.PublicRoomsRequest
 	Server string `json:"-"`
-	Filter struct {
-		GenericSearchTerm string    `json:"generic_search_term"`
-		RoomTypes         []*string `json:"room_types"`
-	} `json:"filter"`
-	IncludeAllNetworks   bool   `json:"include_all_networks"`
-	ThirdPartyInstanceID string `json:"third_party_instance_id"`
 }
 
 // getPublicRooms serves GET /publicRooms?limit&since&server.
@@ -199,90 +125,12 @@ func (s *Server) postPublicRooms(r *http.Request) (any, error) {
 	return s.publicRooms(r.Context(), req)
 }
 
-// maxPublicRoomsLimit caps one page of the directory.
-const maxPublicRoomsLimit = 500
-
 func (s *Server) publicRooms(ctx context.Context, req publicRoomsRequest) (any, error) {
 	if req.Server != "" && req.Server != s.cfg.ServerName {
-		return nil, httputil.NotFound("Cannot query the room directory of %s", req.Server)
-	}
-	if req.ThirdPartyInstanceID != "" {
-		// No third-party networks are bridged here: their directories are empty.
-		return map[string]any{"chunk": []any{}, "total_room_count_estimate": 0}, nil
-	}
-	limit := maxPublicRoomsLimit
-	if req.Limit != nil {
-		if *req.Limit < 0 {
-			return nil, httputil.InvalidParam("limit must not be negative")
+		if s.remote == nil {
+			return nil, httputil.NotFound("Cannot query the room directory of %s", req.Server)
 		}
-		if *req.Limit > 0 {
-			limit = min(*req.Limit, maxPublicRoomsLimit)
-		}
+		return s.remote.PublicRooms(ctx, req.Server, req.PublicRoomsRequest)
 	}
-	offset := 0
-	if req.Since != "" {
-		n, err := strconv.Atoi(strings.TrimPrefix(req.Since, "o"))
-		if err != nil || n < 0 || !strings.HasPrefix(req.Since, "o") {
-			return nil, httputil.InvalidParam("Invalid since token")
-		}
-		offset = n
-	}
-	ids, err := storage.PublishedRooms(ctx, s.db)
-	if err != nil {
-		return nil, err
-	}
-	term := strings.ToLower(strings.TrimSpace(req.Filter.GenericSearchTerm))
-	rooms := make([]*roomSummary, 0, len(ids))
-	for _, id := range ids {
-		sum, err := s.summarizeRoom(ctx, id)
-		if err != nil {
-			var me spec.MatrixError
-			if errors.As(err, &me) && me.ErrCode == spec.ErrorNotFound {
-				continue
-			}
-			return nil, err
-		}
-		if !matchRoomTypes(sum.RoomType, req.Filter.RoomTypes) {
-			continue
-		}
-		if term != "" && !strings.Contains(strings.ToLower(sum.Name), term) &&
-			!strings.Contains(strings.ToLower(sum.Topic), term) &&
-			!strings.Contains(strings.ToLower(sum.CanonicalAlias), term) &&
-			!strings.Contains(strings.ToLower(sum.RoomID), term) {
-			continue
-		}
-		rooms = append(rooms, sum)
-	}
-	sort.SliceStable(rooms, func(i, j int) bool {
-		if rooms[i].NumJoinedMembers != rooms[j].NumJoinedMembers {
-			return rooms[i].NumJoinedMembers > rooms[j].NumJoinedMembers
-		}
-		return rooms[i].RoomID < rooms[j].RoomID
-	})
-	resp := map[string]any{"total_room_count_estimate": len(rooms)}
-	start := min(offset, len(rooms))
-	end := min(start+limit, len(rooms))
-	chunk := rooms[start:end]
-	if end < len(rooms) {
-		resp["next_batch"] = "o" + strconv.Itoa(end)
-	}
-	if start > 0 {
-		resp["prev_batch"] = "o" + strconv.Itoa(max(0, start-limit))
-	}
-	resp["chunk"] = chunk
-	return resp, nil
-}
-
-// matchRoomTypes applies filter.room_types: a null entry stands for rooms without a
-// type; no filter matches every room.
-func matchRoomTypes(roomType string, types []*string) bool {
-	if len(types) == 0 {
-		return true
-	}
-	for _, t := range types {
-		if (t == nil && roomType == "") || (t != nil && *t == roomType) {
-			return true
-		}
-	}
-	return false
+	return s.dir.PublicRooms(ctx, req.PublicRoomsRequest)
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/myelin-chat/myelin/clientapi/ratelimit"
 	"github.com/myelin-chat/myelin/config"
 	"github.com/myelin-chat/myelin/roomserver"
+	"github.com/myelin-chat/myelin/roomserver/directory"
 	"github.com/myelin-chat/myelin/storage"
 	"github.com/myelin-chat/myelin/syncapi"
 	"github.com/myelin-chat/myelin/syncapi/push"
@@ -44,6 +45,9 @@ type Deps struct {
 	// Memberships changes memberships also in rooms of other servers (federation);
 	// nil limits joins, leaves, invites and knocks to rooms this server is in.
 	Memberships Memberships
+	// Remote asks other servers over federation (profiles, directories, space
+	// hierarchies, backfill); nil serves this server's data only.
+	Remote Remote
 	// Registry receives the API's metrics; nil disables them.
 	Registry prometheus.Registerer
 	// Version is the server version reported by /_matrix/federation/v1/version and logs.
@@ -66,6 +70,8 @@ type Server struct {
 	seen     deviceSeen // throttled device last-seen writes (devices.go)
 	media    *media.Service
 	members  Memberships
+	dir      *directory.Directory
+	remote   Remote
 }
 
 // NewServer builds the API and its route table.
@@ -80,6 +86,8 @@ func NewServer(d Deps) *Server {
 		push:     d.Push,
 		metrics:  newMetrics(d.Registry),
 		version:  d.Version,
+		dir:      directory.New(d.DB, d.Rooms, d.Config.ServerName),
+		remote:   d.Remote,
 	}
 	s.media = media.NewService(d.Config, d.DB, d.RemoteMedia)
 	s.members = d.Memberships

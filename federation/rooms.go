@@ -24,6 +24,14 @@ type Rooms interface {
 	RoomVersion(ctx context.Context, roomID string) (gomatrixserverlib.RoomVersion, error)
 	StateAtEvent(ctx context.Context, eventID string, after bool) ([]*roomserver.Event, error)
 	CurrentState(ctx context.Context, roomID string) ([]*roomserver.Event, error)
+	CurrentStateEvent(ctx context.Context, roomID, eventType, stateKey string) (*roomserver.Event, error)
+	CurrentStateOfType(ctx context.Context, roomID, eventType string) ([]*roomserver.Event, error)
+	JoinedMembers(ctx context.Context, roomID string) ([]string, error)
+	RoomInfo(ctx context.Context, roomID string) (*roomserver.RoomInfo, error)
+	Messages(ctx context.Context, req roomserver.MessagesRequest) (*roomserver.MessagesPage, error)
+	EventsNearTimestamp(ctx context.Context, roomID string, ts int64, backward bool, limit int) ([]*roomserver.Event, error)
+	VisibleToServer(ctx context.Context, server spec.ServerName, events []*roomserver.Event) ([]bool, error)
+	ServerAllowed(ctx context.Context, roomID string, server spec.ServerName) bool
 	InputEvents(ctx context.Context, events []roomserver.InputEvent) ([]roomserver.InputResult, error)
 }
 
@@ -39,6 +47,16 @@ func (s *Server) roomRoutes(r *mux.Router) {
 	r.HandleFunc("/v1/state/{roomID}", s.getState).Methods(http.MethodGet)
 	r.HandleFunc("/v1/event_auth/{roomID}/{eventID}", s.getEventAuth).Methods(http.MethodGet)
 	r.HandleFunc("/v1/send/{txnID}", s.putSend).Methods(http.MethodPut)
+	s.historyRoutes(r)
+	s.directoryRoutes(r)
+}
+
+// checkACL refuses (403 M_FORBIDDEN) an origin denied by the room's m.room.server_acl.
+func (s *Server) checkACL(ctx context.Context, roomID string) error {
+	if origin := Origin(ctx); !s.rooms.ServerAllowed(ctx, roomID, origin) {
+		return httputil.Forbidden("Server %s is denied by the room's server ACL", origin)
+	}
+	return nil
 }
 
 func pathVar(r *http.Request, name string) (string, error) {
@@ -74,6 +92,9 @@ func hasJoinedMember(state []*roomserver.Event, server spec.ServerName) bool {
 // the given event (before or after it) or now; M_FORBIDDEN otherwise.
 func (s *Server) originInRoom(ctx context.Context, roomID, eventID string) error {
 	origin := Origin(ctx)
+	if err := s.checkACL(ctx, roomID); err != nil {
+		return err
+	}
 	if eventID != "" {
 		for _, after := range []bool{false, true} {
 			st, err := s.rooms.StateAtEvent(ctx, eventID, after)
@@ -320,20 +341,29 @@ func (s *Server) receivePDU(ctx context.Context, origin spec.ServerName, raw jso
 		return "", pduResult{}
 	}
 	id := ev.EventID()
+	if !s.rooms.ServerAllowed(ctx, head.RoomID, origin) {
+		logrus.WithField("origin", origin).WithField("room_id", head.RoomID).Info("PDU from a server denied by the room's ACL dropped")
+		return id, pduResult{Error: "server is denied by the room's server ACL"}
+	}
 	if err := gomatrixserverlib.VerifyEventSignatures(ctx, ev, s.keys, userIDForSender); err != nil {
 		return id, pduResult{Error: fmt.Sprintf("signature check failed: %v", err)}
 	}
-	res, err := s.rooms.InputEvents(ctx, []roomserver.InputEvent{{Kind: roomserver.InputNew, Event: ev}})
+	// Missing prev events: ask the origin for the gap first, then (inputWithState) for
+	// the state at the event if the gap could not be closed.
+	if ok, err := s.knownInTimeline(ctx, ev.PrevEventIDs()); err != nil {
+		return id, pduResult{Error: "could not process event"}
+	} else if !ok {
+		s.fillGap(ctx, origin, ver, ev)
+	}
+	res, err := s.inputWithState(ctx, origin, ver, roomserver.InputNew, ev)
 	if err != nil {
 		return id, pduResult{Error: "could not process event"}
 	}
-	if len(res) == 1 {
-		switch {
-		case res[0].Err != nil:
-			return id, pduResult{Error: res[0].Err.Error()}
-		case res[0].Rejected:
-			return id, pduResult{Error: "event rejected by the auth rules"}
-		}
+	switch {
+	case res.Err != nil:
+		return id, pduResult{Error: res.Err.Error()}
+	case res.Rejected:
+		return id, pduResult{Error: "event rejected by the auth rules"}
 	}
 	return id, pduResult{}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/myelin-chat/myelin/clientapi/httputil"
 	"github.com/myelin-chat/myelin/config"
+	"github.com/myelin-chat/myelin/roomserver/directory"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -37,6 +38,8 @@ type Server struct {
 	keys    *gomatrixserverlib.KeyRing
 	router  *mux.Router
 	authed  *mux.Router
+	dir     *directory.Directory
+	openID  func(ctx context.Context, token string) (string, error)
 }
 
 // Deps are what the federation API is built from.
@@ -49,6 +52,9 @@ type Deps struct {
 	Rooms Rooms
 	// Resolver overrides server name resolution (tests); nil uses DNS and well-known.
 	Resolver *Resolver
+	// OpenIDUser returns the user an OpenID token was issued to (storage.ErrNotFound
+	// when unknown or expired), for /openid/userinfo; nil refuses every token.
+	OpenIDUser func(ctx context.Context, token string) (string, error)
 }
 
 // NewServer builds the federation API and the outgoing federation client.
@@ -60,7 +66,11 @@ func NewServer(d Deps) (*Server, error) {
 		return nil, fmt.Errorf("federation client: %w", err)
 	}
 	store := NewKeyStore(d.DB, name, d.Key)
-	s := &Server{cfg: cfg, key: d.Key, version: d.Version, db: d.DB, rooms: d.Rooms, txns: newTxnCache(time.Hour, 10000), client: client, store: store}
+	s := &Server{cfg: cfg, key: d.Key, version: d.Version, db: d.DB, rooms: d.Rooms, txns: newTxnCache(time.Hour, 10000), client: client, store: store,
+		openID: d.OpenIDUser}
+	if d.Rooms != nil {
+		s.dir = directory.New(d.DB, d.Rooms, cfg.ServerName)
+	}
 	s.keys = NewKeyRing(cfg, store, client, d.DB)
 	// The membership endpoints (joins, leaves, invites, knocks) need more of the
 	// roomserver than the room reads; the real roomserver provides it.
@@ -75,6 +85,7 @@ func NewServer(d Deps) (*Server, error) {
 	r.HandleFunc("/_matrix/key/v2/query/{serverName}/{keyID}", s.getNotaryKeys).Methods(http.MethodGet)
 	r.HandleFunc("/_matrix/key/v2/query", s.postNotaryKeys).Methods(http.MethodPost)
 	r.HandleFunc("/_matrix/federation/v1/version", s.getVersion).Methods(http.MethodGet)
+	r.HandleFunc("/_matrix/federation/v1/openid/userinfo", s.getOpenIDUserInfo).Methods(http.MethodGet)
 	// Everything else under /_matrix/federation and /_matrix/media is X-Matrix signed.
 	fed := r.PathPrefix("/_matrix/federation").Subrouter()
 	fed.Use(s.Authenticate)

@@ -22,6 +22,13 @@ const (
 	// InputOutlier is an event known out of context (auth chains, state of a join):
 	// only checked against its own auth events, no state, not in the timeline.
 	InputOutlier
+	// InputBackfill is an older event of the room's history, fetched by backfill: it
+	// joins the DAG and the timeline with its own state (from its prev events, or
+	// StateBefore) but is older than the room's head: it is not checked against the
+	// current state, does not change the forward extremities or the current state,
+	// and is not published as new (its stream position is negative: /sync never
+	// returns it, /messages does, by depth).
+	InputBackfill
 )
 
 // InputEvent is an event from elsewhere (federation), already verified by the caller:
@@ -30,6 +37,12 @@ const (
 type InputEvent struct {
 	Kind  InputKind
 	Event gomatrixserverlib.PDU
+	// StateBefore, for InputNew and InputBackfill, is the state before the event as
+	// event IDs, all stored already (as outliers or not): given when its prev events
+	// are not all known (a gap in a federation /send, the oldest event of a backfill),
+	// in place of the state computed from the prev events. Rejected events in it are
+	// left out.
+	StateBefore []string
 }
 
 // InputResult is the outcome for one input event.
@@ -111,7 +124,7 @@ func (rs *Roomserver) inputEvent(ctx context.Context, in InputEvent) (InputResul
 	if known, err := rs.eventByID(ctx, pdu.EventID()); err != nil {
 		return res, err
 	} else if known != nil {
-		if known.Outlier && in.Kind == InputNew {
+		if known.Outlier && in.Kind != InputOutlier {
 			// TODO: promote an outlier into the timeline (needs its state computed and a
 			// new stream position); for now the event stays an outlier.
 			res.Err = fmt.Errorf("event %s is stored as an outlier and cannot join the timeline yet", pdu.EventID())
@@ -125,7 +138,11 @@ func (rs *Roomserver) inputEvent(ctx context.Context, in InputEvent) (InputResul
 		res.Err = spec.Forbidden(fmt.Sprintf("room %s already has a create event", roomID))
 		return res, nil
 	}
-	ne := &newEvent{pdu: pdu, outlier: in.Kind == InputOutlier}
+	ne := &newEvent{pdu: pdu, outlier: in.Kind == InputOutlier, backfill: in.Kind == InputBackfill}
+	if newRoom && in.Kind == InputBackfill {
+		res.Err = fmt.Errorf("room %s is not known: nothing to backfill", roomID)
+		return res, nil
+	}
 	if pdu.StateKey() != nil {
 		k, _, err := rs.stateKey(ctx, pdu.Type(), *pdu.StateKey(), true)
 		if err != nil {
@@ -175,64 +192,76 @@ func (rs *Roomserver) inputEvent(ctx context.Context, in InputEvent) (InputResul
 		return rs.finishInput(w, ne, res)
 	}
 
-	// 2. The state before the event, from its prev events.
+	// 2. The state before the event, from its prev events (or as given).
 	prevIDs := pdu.PrevEventIDs()
-	prevEvs, err := rs.eventsByID(ctx, prevIDs)
-	if err != nil {
-		return res, err
-	}
-	var prevStates [][]state.Entry
-	var base *state.Snapshot
-	for _, id := range prevIDs {
-		p := prevEvs[id]
-		if p == nil || p.Outlier || p.RoomNID != r.nid {
-			res.Err = fmt.Errorf("prev event %s of %s is not known", id, pdu.EventID())
-			return res, nil
-		}
-		snap, err := rs.states.Snapshot(ctx, p.stateAfter)
+	var beforeEntries []state.Entry
+	if in.StateBefore != nil {
+		entries, unknown, err := rs.entriesOfIDs(ctx, r, in.StateBefore)
 		if err != nil {
 			return res, err
 		}
-		if base == nil {
-			base = snap
+		if unknown != "" {
+			res.Err = fmt.Errorf("state event %s before %s is not known", unknown, pdu.EventID())
+			return res, nil
 		}
-		if len(prevIDs) > 1 {
-			entries, err := rs.states.Entries(ctx, snap)
+		ne.base, ne.changes, beforeEntries = state.Empty, entries, entries
+	} else {
+		prevEvs, err := rs.eventsByID(ctx, prevIDs)
+		if err != nil {
+			return res, err
+		}
+		var prevStates [][]state.Entry
+		var base *state.Snapshot
+		for _, id := range prevIDs {
+			p := prevEvs[id]
+			if p == nil || p.Outlier || p.RoomNID != r.nid {
+				res.Err = fmt.Errorf("prev event %s of %s is not known", id, pdu.EventID())
+				return res, nil
+			}
+			snap, err := rs.states.Snapshot(ctx, p.stateAfter)
 			if err != nil {
 				return res, err
 			}
-			prevStates = append(prevStates, entries)
+			if base == nil {
+				base = snap
+			}
+			if len(prevIDs) > 1 {
+				entries, err := rs.states.Entries(ctx, snap)
+				if err != nil {
+					return res, err
+				}
+				prevStates = append(prevStates, entries)
+			}
 		}
-	}
-	if base == nil {
-		base = state.Empty
-		if !isCreate {
-			res.Err = fmt.Errorf("event %s has no prev events", pdu.EventID())
-			return res, nil
+		if base == nil {
+			base = state.Empty
+			if !isCreate {
+				res.Err = fmt.Errorf("event %s has no prev events", pdu.EventID())
+				return res, nil
+			}
 		}
-	}
-	ne.base = base
-	var beforeEntries []state.Entry
-	if len(prevStates) > 1 {
-		resolved, err := rs.resolveStates(ctx, r, prevStates, nil)
-		if err != nil {
-			return res, err
+		ne.base = base
+		if len(prevStates) > 1 {
+			resolved, err := rs.resolveStates(ctx, r, prevStates, nil)
+			if err != nil {
+				return res, err
+			}
+			ne.changes = entriesDiff(prevStates[0], resolved)
+			beforeEntries = resolved
 		}
-		ne.changes = entriesDiff(prevStates[0], resolved)
-		beforeEntries = resolved
 	}
 
 	// 3. Against the state before it.
 	if !ne.rejected {
-		ok, err := rs.allowedAt(ctx, pdu, base, beforeEntries)
+		ok, err := rs.allowedAt(ctx, pdu, ne.base, beforeEntries)
 		if err != nil {
 			return res, err
 		}
 		ne.rejected = !ok
 	}
 
-	// 4. Against the current state (soft failure).
-	if !ne.rejected && !newRoom {
+	// 4. Against the current state (soft failure); history is not.
+	if !ne.rejected && !newRoom && !ne.backfill {
 		ok, err := rs.allowedAt(ctx, pdu, head.state, nil)
 		if err != nil {
 			return res, err
@@ -241,13 +270,13 @@ func (rs *Roomserver) inputEvent(ctx context.Context, in InputEvent) (InputResul
 	}
 
 	if !ne.rejected {
-		if err := rs.inputRedactions(ctx, r, ne, base, beforeEntries); err != nil {
+		if err := rs.inputRedactions(ctx, r, ne, ne.base, beforeEntries); err != nil {
 			return res, err
 		}
 	}
 
 	// 5. Forward extremities and current state.
-	if ne.rejected || ne.softFailed {
+	if ne.rejected || ne.softFailed || ne.backfill {
 		return rs.finishInput(w, ne, res)
 	}
 	w.moveHead = true
@@ -263,7 +292,7 @@ func (rs *Roomserver) inputEvent(ctx context.Context, in InputEvent) (InputResul
 		return rs.finishInput(w, ne, res)
 	}
 	// A fork stays open: the current state is the resolution of every extremity's state.
-	if err := rs.resolveHead(ctx, w, ne, base, beforeEntries); err != nil {
+	if err := rs.resolveHead(ctx, w, ne, ne.base, beforeEntries); err != nil {
 		return res, err
 	}
 	return rs.finishInput(w, ne, res)
@@ -483,4 +512,25 @@ func (rs *Roomserver) finishInput(w *roomWrite, ne *newEvent, res InputResult) (
 	}
 	res.Event, res.Rejected, res.SoftFailed = ne.ev, ne.rejected, ne.softFailed
 	return res, nil
+}
+
+// entriesOfIDs builds state entries from stored events given by ID; unknown is the
+// first ID that is not a stored state event of the room. Rejected events are skipped.
+func (rs *Roomserver) entriesOfIDs(ctx context.Context, r *room, ids []string) (entries []state.Entry, unknown string, err error) {
+	evs, err := rs.eventsByID(ctx, ids)
+	if err != nil {
+		return nil, "", err
+	}
+	out := make([]state.Entry, 0, len(ids))
+	for _, id := range ids {
+		ev := evs[id]
+		if ev == nil || ev.RoomNID != r.nid || ev.StateKey() == nil {
+			return nil, id, nil
+		}
+		if ev.Rejected {
+			continue
+		}
+		out = append(out, state.Entry{Key: state.Key{Type: ev.typeNID, StateKey: ev.keyNID}, Event: ev.NID})
+	}
+	return out, "", nil
 }

@@ -39,7 +39,8 @@ func ParsePosition(s string) (Position, error) {
 	}
 	depth, err1 := strconv.ParseInt(d, 10, 64)
 	stream, err2 := strconv.ParseInt(st, 10, 64)
-	if err1 != nil || err2 != nil || depth < 0 || stream < 0 {
+	// Streams are negative for backfilled events.
+	if err1 != nil || err2 != nil || depth < 0 {
 		return Position{}, fmt.Errorf("invalid position %q", s)
 	}
 	return Position{Depth: depth, Stream: stream}, nil

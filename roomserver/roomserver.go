@@ -81,6 +81,8 @@ type Roomserver struct {
 	eventCache   *lru.Cache[int64, *Event]
 	eventIDCache *lru.Cache[string, int64]
 
+	acls aclCache
+
 	queuesMu sync.Mutex
 	queues   map[string]*roomSendQueue
 }

@@ -3,6 +3,7 @@ package roomserver
 import (
 	"context"
 	"encoding/json"
+	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
@@ -161,4 +162,98 @@ func (rs *Roomserver) VisibleEvents(ctx context.Context, userID string, events [
 func (rs *Roomserver) CanSeeEvent(ctx context.Context, userID string, ev *Event) (bool, error) {
 	vis, err := rs.VisibleEvents(ctx, userID, []*Event{ev})
 	return len(vis) == 1, err
+}
+
+// VisibleToServer reports, for each event, whether another server may see it (the
+// spec's history visibility applied to a server: world_readable and shared history is
+// visible; invited history when one of the server's users was invited or joined at the
+// event; joined history when one was joined). Federation sends events a server may
+// not see redacted, so that its copy of the DAG stays whole.
+func (rs *Roomserver) VisibleToServer(ctx context.Context, server spec.ServerName, events []*Event) ([]bool, error) {
+	hvKey, haveHVKey, err := rs.stateKey(ctx, spec.MRoomHistoryVisibility, "", false)
+	if err != nil {
+		return nil, err
+	}
+	visCache := map[int64]string{}
+	memberCache := map[int64]string{} // best membership of the server's users after
+	suffix := ":" + string(server)
+	out := make([]bool, len(events))
+	for i, ev := range events {
+		if ev.Outlier {
+			continue
+		}
+		vis, ok := visCache[ev.stateBefore]
+		if !ok {
+			vis = VisibilityShared
+			if haveHVKey && ev.stateBefore != 0 {
+				snap, err := rs.states.Snapshot(ctx, ev.stateBefore)
+				if err != nil {
+					return nil, err
+				}
+				if nid, found, err := rs.states.Lookup(ctx, snap, hvKey); err != nil {
+					return nil, err
+				} else if found {
+					hv, err := rs.eventByNID(ctx, nid)
+					if err != nil {
+						return nil, err
+					}
+					vis = historyVisibilityOf(hv)
+				}
+			}
+			visCache[ev.stateBefore] = vis
+		}
+		if ev.Type() == spec.MRoomHistoryVisibility && ev.StateKeyEquals("") {
+			if v := historyVisibilityOf(ev); visibilityRank[v] < visibilityRank[vis] {
+				vis = v
+			}
+		}
+		if vis == VisibilityWorldReadable || vis == VisibilityShared {
+			out[i] = true
+			continue
+		}
+		best, ok := memberCache[ev.stateAfter]
+		if !ok {
+			snap, err := rs.states.Snapshot(ctx, ev.stateAfter)
+			if err != nil {
+				return nil, err
+			}
+			members, err := rs.stateOfType(ctx, snap, spec.MRoomMember)
+			if err != nil {
+				return nil, err
+			}
+			for _, m := range members {
+				if sk := m.StateKey(); sk == nil || !strings.HasSuffix(*sk, suffix) {
+					continue
+				}
+				if m.Membership == spec.Join {
+					best = spec.Join
+					break
+				}
+				if m.Membership == spec.Invite {
+					best = spec.Invite
+				}
+			}
+			memberCache[ev.stateAfter] = best
+		}
+		out[i] = best == spec.Join || (best == spec.Invite && vis == VisibilityInvited)
+	}
+	return out, nil
+}
+
+// historyVisibilityOf reads an m.room.history_visibility event (shared when absent or
+// unknown).
+func historyVisibilityOf(ev *Event) string {
+	if ev == nil {
+		return VisibilityShared
+	}
+	var c struct {
+		HistoryVisibility string `json:"history_visibility"`
+	}
+	if json.Unmarshal(ev.Content(), &c) != nil {
+		return VisibilityShared
+	}
+	if _, ok := visibilityRank[c.HistoryVisibility]; !ok {
+		return VisibilityShared
+	}
+	return c.HistoryVisibility
 }

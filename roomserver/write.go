@@ -17,6 +17,7 @@ import (
 type newEvent struct {
 	pdu        gomatrixserverlib.PDU
 	outlier    bool
+	backfill   bool // history: negative stream position, not published
 	rejected   bool
 	softFailed bool
 	// key is the state key of state events (hasKey false for non-state events).
@@ -129,6 +130,9 @@ func (rs *Roomserver) runWrite(ctx context.Context, tw *txWriter, w *roomWrite) 
 		}
 		if !ne.outlier && !ne.rejected && !ne.softFailed {
 			ev.StreamPos = ev.NID
+			if ne.backfill {
+				ev.StreamPos = -ev.NID
+			}
 		}
 		ev.RelType, ev.RelatesTo = relation(pdu.Content())
 		if ne.redactedBy != "" {
@@ -238,7 +242,7 @@ func (rs *Roomserver) runWrite(ctx context.Context, tw *txWriter, w *roomWrite) 
 
 	var outs []OutputEvent
 	for _, ne := range w.events {
-		if ne.ev.StreamPos != 0 {
+		if ne.ev.StreamPos > 0 {
 			outs = append(outs, OutputEvent{Event: ne.ev, StreamPos: ne.ev.StreamPos})
 		}
 	}

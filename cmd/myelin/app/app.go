@@ -82,7 +82,10 @@ func New(ctx context.Context, cfg *config.Config, version string) (*Server, erro
 	syncSvc := syncapi.New(syncapi.Config{DB: db, Rooms: rooms, ServerName: spec.ServerName(cfg.ServerName),
 		Unread: pushCounts{pushSvc}, Reads: pushCounts{pushSvc}})
 	syncOut.set(syncSvc)
-	fed, err := federation.NewServer(federation.Deps{Config: cfg, Key: key, Version: version, DB: db, Rooms: rooms})
+	fed, err := federation.NewServer(federation.Deps{Config: cfg, Key: key, Version: version, DB: db, Rooms: rooms,
+		OpenIDUser: func(ctx context.Context, token string) (string, error) {
+			return storage.LookupOpenIDToken(ctx, db, auth.HashToken(token), time.Now().UnixMilli())
+		}})
 	if err != nil {
 		rooms.Close()
 		pushSvc.Close()
@@ -93,6 +96,11 @@ func New(ctx context.Context, cfg *config.Config, version string) (*Server, erro
 	var members clientapi.Memberships
 	if m := fed.Memberships(); m != nil {
 		members = m
+	}
+	// Other servers are asked (profiles, directories, backfill) only with federation on.
+	var remote clientapi.Remote
+	if cfg.Federation.Enabled {
+		remote = fed.Remote()
 	}
 	client := clientapi.NewServer(clientapi.Deps{
 		Config:        cfg,
@@ -106,8 +114,10 @@ func New(ctx context.Context, cfg *config.Config, version string) (*Server, erro
 		RemoteMedia: media.NewFederationFetcher(fed.Client(), cfg.ServerName, cfg.Federation.AllowPrivateAddresses),
 		// Joins, leaves, invites and knocks reach rooms of other servers through federation.
 		Memberships: members,
-		Registry:    reg,
-		Version:     version,
+		// Remote profiles, directories, hierarchies and backfill, over federation.
+		Remote:   remote,
+		Registry: reg,
+		Version:  version,
 	})
 	// Federation media endpoints (X-Matrix authenticated) served from the media repository.
 	client.Media().RegisterFederationRoutes(fed.AuthedRouter())

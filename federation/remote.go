@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,8 +27,8 @@ type Remote struct {
 
 	mu       sync.Mutex
 	profiles map[string]profileEntry
-	// noHistory remembers rooms whose backfill found nothing, to not ask again at
-	// every /messages that reaches the start of the room.
+	// noHistory remembers where (room and backward extremities) backfill found
+	// nothing, to not ask again at every /messages that reaches the start of the room.
 	noHistory map[string]time.Time
 }
 
@@ -136,32 +137,33 @@ func (rm *Remote) Hierarchy(ctx context.Context, roomID string, via []string, su
 // event of the batch whose prev events are unknown gets its state with /state_ids.
 // It returns how many events were stored.
 func (rm *Remote) Backfill(ctx context.Context, roomID string, limit int) (int, error) {
+	from, err := rm.backwardExtremities(ctx, roomID)
+	if err != nil || len(from) == 0 {
+		return 0, err
+	}
+	key := roomID + "\x00" + strings.Join(from, "\x00")
 	rm.mu.Lock()
-	until, recent := rm.noHistory[roomID]
+	until, recent := rm.noHistory[key]
 	rm.mu.Unlock()
 	if recent && time.Now().Before(until) {
-		return 0, nil
+		return 0, nil // the same place gave nothing a moment ago
 	}
-	n, err := rm.backfill(ctx, roomID, limit)
+	n, err := rm.backfill(ctx, roomID, from, limit)
 	if err == nil && n == 0 {
 		rm.mu.Lock()
 		if len(rm.noHistory) > 10_000 {
 			rm.noHistory = map[string]time.Time{}
 		}
-		rm.noHistory[roomID] = time.Now().Add(noHistoryTTL)
+		rm.noHistory[key] = time.Now().Add(noHistoryTTL)
 		rm.mu.Unlock()
 	}
 	return n, err
 }
 
-func (rm *Remote) backfill(ctx context.Context, roomID string, limit int) (int, error) {
+func (rm *Remote) backfill(ctx context.Context, roomID string, from []string, limit int) (int, error) {
 	s := rm.s
 	ver, err := s.rooms.RoomVersion(ctx, roomID)
 	if err != nil {
-		return 0, err
-	}
-	from, err := rm.backwardExtremities(ctx, roomID)
-	if err != nil || len(from) == 0 {
 		return 0, err
 	}
 	limit = min(max(limit, 10), maxBackfillLimit)

@@ -152,6 +152,9 @@ func testFederationNotaryKeys(t *testing.T, engine string) {
 type fakeOrigin struct {
 	name string
 	key  config.SigningKey
+	// mux serves the origin's endpoints; tests add their own (requests to it are not
+	// authenticated).
+	mux *http.ServeMux
 }
 
 func startFakeOrigin(t *testing.T) *fakeOrigin {
@@ -164,13 +167,13 @@ func startFakeOrigin(t *testing.T) *fakeOrigin {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := &fakeOrigin{name: ln.Addr().String(), key: key}
+	o := &fakeOrigin{name: ln.Addr().String(), key: key, mux: http.NewServeMux()}
 	certPath, keyPath := harness.TestCA(t).Issue(t, t.TempDir(), "127.0.0.1")
 	cert, err := tls.LoadX509KeyPair(certPath, keyPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mux := http.NewServeMux()
+	mux := o.mux
 	mux.HandleFunc("/_matrix/key/v2/server", func(w http.ResponseWriter, r *http.Request) {
 		var f gomatrixserverlib.ServerKeyFields
 		f.ServerName = spec.ServerName(o.name)

@@ -1,0 +1,548 @@
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/myelin-chat/myelin/test/harness"
+)
+
+// fedRoom is a room of a Myelin server B (created by alice) that the fake origin's
+// bob joined by sending his join in a transaction. The fake origin also serves, from
+// its own copy of bob's events, /get_missing_events, /backfill and /state_ids.
+type fedRoom struct {
+	b      *harness.Server
+	cli    *mautrix.Client
+	roomID string
+	o      *fakeOrigin
+	join   gomatrixserverlib.PDU
+	// auth are the auth events of bob's messages.
+	auth []string
+
+	mu sync.Mutex
+	// events are bob's events the origin serves (by ID); noGap are events whose
+	// /get_missing_events the origin refuses; stateBefore answers /state_ids.
+	events      map[string]gomatrixserverlib.PDU
+	noGap       map[string]bool
+	stateBefore map[string]json.RawMessage
+	backfills   int
+}
+
+func newFedRoom(t *testing.T, engine string, setup func(ctx context.Context, cli *mautrix.Client, roomID id.RoomID)) *fedRoom {
+	t.Helper()
+	ctx := context.Background()
+	f := &fedRoom{o: startFakeOrigin(t), events: map[string]gomatrixserverlib.PDU{}, noGap: map[string]bool{}, stateBefore: map[string]json.RawMessage{}}
+	f.b = harness.Start(t, harness.Options{Engine: engine, Federation: true, NameFromFederationAddr: true})
+	cli, err := mautrix.NewClient(f.b.URL, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := cli.RegisterDummy(ctx, &mautrix.ReqRegister[any]{Username: "histalice", Password: "correct horse battery"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli.SetCredentials(reg.UserID, reg.AccessToken)
+	f.cli = cli
+	created, err := cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "11", Visibility: "public", Name: "History room"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.roomID = created.RoomID.String()
+	if setup != nil {
+		setup(ctx, cli, created.RoomID)
+	}
+	last, err := cli.SendText(ctx, created.RoomID, "before bob joined")
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, err := cli.State(ctx, created.RoomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stateID := func(typ event.Type) string { return state[typ][""].ID.String() }
+	bob := "@bob:" + f.o.name
+	f.join = f.o.event(t, f.roomID, "bob", "m.room.member", &bob, map[string]any{"membership": "join"},
+		[]string{last.EventID.String()}, []string{stateID(event.StateCreate), stateID(event.StateJoinRules), stateID(event.StatePowerLevels)}, 20)
+	f.auth = []string{stateID(event.StateCreate), stateID(event.StatePowerLevels), f.join.EventID()}
+	if res := f.send(t, f.o, f.join); res[f.join.EventID()] != "" {
+		t.Fatalf("join: %v", res)
+	}
+	f.o.mux.HandleFunc("/_matrix/federation/v1/get_missing_events/", f.serveMissing)
+	f.o.mux.HandleFunc("/_matrix/federation/v1/backfill/", f.serveBackfill)
+	f.o.mux.HandleFunc("/_matrix/federation/v1/state_ids/", f.serveStateIDs)
+	return f
+}
+
+// msg builds a message of bob's after prev and keeps it for the origin to serve.
+func (f *fedRoom) msg(t *testing.T, body string, prev gomatrixserverlib.PDU) gomatrixserverlib.PDU {
+	t.Helper()
+	ev := f.o.event(t, f.roomID, "bob", "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": body},
+		[]string{prev.EventID()}, f.auth, prev.Depth()+1)
+	f.mu.Lock()
+	f.events[ev.EventID()] = ev
+	f.mu.Unlock()
+	return ev
+}
+
+// send puts PDUs to B in one transaction from o; it returns the error per event ID.
+func (f *fedRoom) send(t *testing.T, o *fakeOrigin, pdus ...gomatrixserverlib.PDU) map[string]string {
+	t.Helper()
+	raws := make([]json.RawMessage, len(pdus))
+	for i, p := range pdus {
+		raws[i] = p.JSON()
+	}
+	txn := map[string]any{"origin": o.name, "origin_server_ts": time.Now().UnixMilli(), "pdus": raws}
+	code, ecode, raw := o.send(t, f.b, o.name, f.b.ServerName, o.key, "PUT", fmt.Sprintf("/_matrix/federation/v1/send/t%d", time.Now().UnixNano()), txn, nil)
+	if code != 200 {
+		t.Fatalf("send: %d %s %s", code, ecode, raw)
+	}
+	var res struct {
+		PDUs map[string]struct {
+			Error string `json:"error"`
+		} `json:"pdus"`
+	}
+	_ = json.Unmarshal(raw, &res)
+	out := map[string]string{}
+	for id, r := range res.PDUs {
+		out[id] = r.Error
+	}
+	return out
+}
+
+// call sends a signed request from o to B and decodes the answer.
+func (f *fedRoom) call(t *testing.T, o *fakeOrigin, method, uri string, body any) (int, string, map[string]json.RawMessage) {
+	t.Helper()
+	code, ecode, raw := o.send(t, f.b, o.name, f.b.ServerName, o.key, method, uri, body, nil)
+	var out map[string]json.RawMessage
+	_ = json.Unmarshal(raw, &out)
+	return code, ecode, out
+}
+
+// walk returns up to limit of the origin's events from start back through prev
+// events (start included when incl), deepest first, not going through stop.
+func (f *fedRoom) walk(start []string, incl bool, stop map[string]bool, limit int) []gomatrixserverlib.PDU {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []gomatrixserverlib.PDU
+	seen := map[string]bool{}
+	var front []string
+	if incl {
+		front = start
+	} else {
+		for _, id := range start {
+			if ev := f.events[id]; ev != nil {
+				front = append(front, ev.PrevEventIDs()...)
+			}
+		}
+	}
+	for len(front) > 0 && len(out) < limit {
+		var next []string
+		for _, id := range front {
+			ev := f.events[id]
+			if ev == nil || seen[id] || stop[id] || len(out) >= limit {
+				continue
+			}
+			seen[id] = true
+			out = append(out, ev)
+			next = append(next, ev.PrevEventIDs()...)
+		}
+		front = next
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Depth() > out[j].Depth() })
+	return out
+}
+
+func pduJSON(evs []gomatrixserverlib.PDU) []json.RawMessage {
+	out := make([]json.RawMessage, len(evs))
+	for i, ev := range evs {
+		out[i] = ev.JSON()
+	}
+	return out
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (f *fedRoom) serveMissing(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Earliest []string `json:"earliest_events"`
+		Latest   []string `json:"latest_events"`
+		Limit    int      `json:"limit"`
+	}
+	_ = json.NewDecoder(r.Body).Decode(&body)
+	f.mu.Lock()
+	refuse := len(body.Latest) == 1 && f.noGap[body.Latest[0]]
+	f.mu.Unlock()
+	if refuse {
+		writeJSON(w, 404, map[string]string{"errcode": "M_NOT_FOUND", "error": "not serving this gap"})
+		return
+	}
+	stop := map[string]bool{}
+	for _, id := range body.Earliest {
+		stop[id] = true
+	}
+	evs := f.walk(body.Latest, false, stop, body.Limit)
+	slices.Reverse(evs)
+	writeJSON(w, 200, map[string]any{"events": pduJSON(evs)})
+}
+
+func (f *fedRoom) serveBackfill(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var limit int
+	fmt.Sscan(q.Get("limit"), &limit)
+	f.mu.Lock()
+	f.backfills++
+	f.mu.Unlock()
+	evs := f.walk(q["v"], true, nil, limit)
+	writeJSON(w, 200, map[string]any{"origin": f.o.name, "origin_server_ts": time.Now().UnixMilli(), "pdus": pduJSON(evs)})
+}
+
+func (f *fedRoom) serveStateIDs(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	st, ok := f.stateBefore[r.URL.Query().Get("event_id")]
+	f.mu.Unlock()
+	if !ok {
+		writeJSON(w, 404, map[string]string{"errcode": "M_NOT_FOUND", "error": "unknown event"})
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(st)
+}
+
+// bodies returns the bodies of the timeline of B's room as alice sees it, newest first.
+func (f *fedRoom) bodies(t *testing.T) []string {
+	t.Helper()
+	msgs, err := f.cli.Messages(context.Background(), id.RoomID(f.roomID), "", "", mautrix.DirectionBackward, nil, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, ev := range msgs.Chunk {
+		if b, ok := ev.Content.Raw["body"].(string); ok {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// eventIDsOf parses v11 PDUs and returns their IDs (and bodies, "" when redacted).
+func eventIDsOf(t *testing.T, raws json.RawMessage) (ids, bodies []string) {
+	t.Helper()
+	var list []json.RawMessage
+	if err := json.Unmarshal(raws, &list); err != nil {
+		t.Fatalf("pdus: %v: %s", err, raws)
+	}
+	ver, _ := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersionV11)
+	for _, raw := range list {
+		ev, err := ver.NewEventFromUntrustedJSON(raw)
+		if err != nil {
+			t.Fatalf("bad PDU %s: %v", raw, err)
+		}
+		ids = append(ids, ev.EventID())
+		var c struct {
+			Body string `json:"body"`
+		}
+		_ = json.Unmarshal(ev.Content(), &c)
+		bodies = append(bodies, c.Body)
+	}
+	return ids, bodies
+}
+
+// TestFederationServeHistory: B serves its room's history to a member server with
+// /backfill (newest first, limit, redacted where history visibility hides it) and
+// /get_missing_events (between earliest and latest, limit, min_depth, oldest first),
+// and /timestamp_to_event; a server with nobody in the room gets 403; after an
+// m.room.server_acl denying the origin, its requests get 403 and its PDUs are dropped.
+func TestFederationServeHistory(t *testing.T) {
+	harness.ForEachEngine(t, testFederationServeHistory)
+}
+
+func testFederationServeHistory(t *testing.T, engine string) {
+	ctx := context.Background()
+	f := newFedRoom(t, engine, func(ctx context.Context, cli *mautrix.Client, roomID id.RoomID) {
+		if _, err := cli.SendStateEvent(ctx, roomID, event.StateHistoryVisibility, "", map[string]any{"history_visibility": "joined"}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	stranger := startFakeOrigin(t)
+	var m []string
+	for i := 1; i <= 5; i++ {
+		r, err := f.cli.SendText(ctx, id.RoomID(f.roomID), fmt.Sprintf("m%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m = append(m, r.EventID.String())
+	}
+	room := url.PathEscape(f.roomID)
+
+	// Backfill: from m5, three events, newest first.
+	code, ecode, out := f.call(t, f.o, "GET", "/_matrix/federation/v1/backfill/"+room+"?v="+url.QueryEscape(m[4])+"&limit=3", nil)
+	if code != 200 {
+		t.Fatalf("backfill: %d %s", code, ecode)
+	}
+	ids, bodies := eventIDsOf(t, out["pdus"])
+	if !slices.Equal(ids, []string{m[4], m[3], m[2]}) || !slices.Equal(bodies, []string{"m5", "m4", "m3"}) {
+		t.Fatalf("backfill from m5: %v %v, want %v", ids, bodies, m[2:])
+	}
+	// From bob's join back: the message before it is history bob's server may not
+	// see (history_visibility joined): it comes redacted.
+	code, _, out = f.call(t, f.o, "GET", "/_matrix/federation/v1/backfill/"+room+"?v="+url.QueryEscape(f.join.EventID())+"&limit=2", nil)
+	ids, bodies = eventIDsOf(t, out["pdus"])
+	if code != 200 || len(ids) != 2 || ids[0] != f.join.EventID() || bodies[1] != "" {
+		t.Fatalf("backfill from the join: %d %v %v", code, ids, bodies)
+	}
+	if strings.Contains(string(out["pdus"]), "before bob joined") {
+		t.Fatal("history before the join was sent unredacted")
+	}
+
+	// get_missing_events: between m1 and m5, oldest first, limit and min_depth.
+	gme := func(body map[string]any) []string {
+		t.Helper()
+		code, ecode, out := f.call(t, f.o, "POST", "/_matrix/federation/v1/get_missing_events/"+room, body)
+		if code != 200 {
+			t.Fatalf("get_missing_events %v: %d %s", body, code, ecode)
+		}
+		ids, _ := eventIDsOf(t, out["events"])
+		return ids
+	}
+	if got := gme(map[string]any{"earliest_events": []string{m[0]}, "latest_events": []string{m[4]}, "limit": 10}); !slices.Equal(got, m[1:4]) {
+		t.Fatalf("missing events m1..m5: %v, want %v", got, m[1:4])
+	}
+	if got := gme(map[string]any{"earliest_events": []string{m[0]}, "latest_events": []string{m[4]}, "limit": 2}); !slices.Equal(got, m[2:4]) {
+		t.Fatalf("missing events with limit 2: %v, want %v", got, m[2:4])
+	}
+	_, _, out = f.call(t, f.o, "GET", "/_matrix/federation/v1/event/"+url.PathEscape(m[3]), nil)
+	var m4 []struct {
+		Depth int64 `json:"depth"`
+	}
+	_ = json.Unmarshal(out["pdus"], &m4)
+	if got := gme(map[string]any{"earliest_events": []string{m[0]}, "latest_events": []string{m[4]}, "limit": 10, "min_depth": m4[0].Depth}); !slices.Equal(got, m[3:4]) {
+		t.Fatalf("missing events with min_depth: %v, want %v", got, m[3:4])
+	}
+
+	// timestamp_to_event: the latest event at or before now.
+	code, ecode, out = f.call(t, f.o, "GET", fmt.Sprintf("/_matrix/federation/v1/timestamp_to_event/%s?dir=b&ts=%d", room, time.Now().Add(time.Minute).UnixMilli()), nil)
+	if code != 200 || strings.Trim(string(out["event_id"]), `"`) != m[4] {
+		t.Fatalf("timestamp_to_event: %d %s %s", code, ecode, out["event_id"])
+	}
+
+	// A server with nobody in the room.
+	for _, c := range []struct{ method, uri string }{
+		{"GET", "/_matrix/federation/v1/backfill/" + room + "?v=" + url.QueryEscape(m[4])},
+		{"POST", "/_matrix/federation/v1/get_missing_events/" + room},
+		{"GET", "/_matrix/federation/v1/timestamp_to_event/" + room + "?dir=b&ts=1"},
+	} {
+		var body any
+		if c.method == "POST" {
+			body = map[string]any{"earliest_events": []string{}, "latest_events": []string{m[4]}}
+		}
+		if code, ecode, _ := f.call(t, stranger, c.method, c.uri, body); code != 403 || ecode != "M_FORBIDDEN" {
+			t.Fatalf("stranger %s: %d %s", c.uri, code, ecode)
+		}
+	}
+
+	// The room's ACL denies the origin's host: its requests are refused and its PDUs dropped.
+	if _, err := f.cli.SendStateEvent(ctx, id.RoomID(f.roomID), event.StateServerACL, "", map[string]any{
+		"allow": []string{"*"}, "deny": []string{"127.0.0.1"}, "allow_ip_literals": true}); err != nil {
+		t.Fatal(err)
+	}
+	for _, uri := range []string{
+		"/_matrix/federation/v1/backfill/" + room + "?v=" + url.QueryEscape(m[4]),
+		"/_matrix/federation/v1/state_ids/" + room + "?event_id=" + url.QueryEscape(m[4]),
+		"/_matrix/federation/v1/event/" + url.PathEscape(m[4]),
+	} {
+		if code, ecode, _ := f.call(t, f.o, "GET", uri, nil); code != 403 || ecode != "M_FORBIDDEN" {
+			t.Fatalf("denied server %s: %d %s", uri, code, ecode)
+		}
+	}
+	denied := f.o.event(t, f.roomID, "bob", "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "from a denied server"},
+		[]string{f.join.EventID()}, f.auth, f.join.Depth()+1)
+	if res := f.send(t, f.o, denied); res[denied.EventID()] == "" {
+		t.Fatalf("a PDU of a denied server was accepted: %v", res)
+	}
+	if slices.Contains(f.bodies(t), "from a denied server") {
+		t.Fatal("a PDU of a denied server reached the timeline")
+	}
+}
+
+// TestFederationSendGapAndBackfill: a PDU whose prev events B lacks is accepted after
+// B fetches the gap with /get_missing_events; when the origin will not serve the gap,
+// B takes the state at the event from /state_ids and accepts it; /messages reaching
+// the start of B's history then backfills the missing events from the origin, in order.
+func TestFederationSendGapAndBackfill(t *testing.T) {
+	harness.ForEachEngine(t, testFederationSendGapAndBackfill)
+}
+
+func testFederationSendGapAndBackfill(t *testing.T, engine string) {
+	f := newFedRoom(t, engine, nil)
+	// A gap of two events, filled with get_missing_events.
+	g1 := f.msg(t, "g1", f.join)
+	g2 := f.msg(t, "g2", g1)
+	g3 := f.msg(t, "g3", g2)
+	if res := f.send(t, f.o, g3); res[g3.EventID()] != "" {
+		t.Fatalf("g3 with a gap: %v", res)
+	}
+	if got := f.bodies(t); len(got) < 3 || !slices.Equal(got[:3], []string{"g3", "g2", "g1"}) {
+		t.Fatalf("timeline after the gap was filled: %v", got)
+	}
+
+	// A gap the origin will not serve: B asks for the state at h4 instead.
+	h1 := f.msg(t, "h1", g3)
+	h2 := f.msg(t, "h2", h1)
+	h3 := f.msg(t, "h3", h2)
+	h4 := f.msg(t, "h4", h3)
+	code, ecode, out := f.call(t, f.o, "GET", "/_matrix/federation/v1/state_ids/"+url.PathEscape(f.roomID)+"?event_id="+url.QueryEscape(g3.EventID()), nil)
+	if code != 200 {
+		t.Fatalf("state_ids: %d %s", code, ecode)
+	}
+	raw, _ := json.Marshal(out) // messages change no state: the state before h4 is the state before g3
+	f.mu.Lock()
+	f.noGap[h4.EventID()] = true
+	f.stateBefore[h4.EventID()] = raw
+	f.mu.Unlock()
+	if res := f.send(t, f.o, h4); res[h4.EventID()] != "" {
+		t.Fatalf("h4 with an unserved gap: %v", res)
+	}
+	// /messages reads down to the start of the room, then backfills h1..h3.
+	got := f.bodies(t)
+	want := []string{"h4", "h3", "h2", "h1", "g3", "g2", "g1", "before bob joined"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("timeline after backfill: %v, want %v", got, want)
+	}
+	f.mu.Lock()
+	n := f.backfills
+	f.mu.Unlock()
+	if n == 0 {
+		t.Fatal("B never asked the origin to backfill")
+	}
+	// Backfilled events are history: a /sync does not deliver them as new.
+	resp, err := f.cli.SyncRequest(context.Background(), 0, "", "", false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range resp.Rooms.Join[id.RoomID(f.roomID)].Timeline.Events {
+		if b, _ := ev.Content.Raw["body"].(string); b == "h1" && ev.ID.String() == h1.EventID() {
+			if tl := resp.Rooms.Join[id.RoomID(f.roomID)].Timeline.Events; tl[len(tl)-1].ID.String() == h1.EventID() {
+				t.Fatal("a backfilled event is the newest event of /sync")
+			}
+		}
+	}
+}
+
+// TestFederationRemoteProfileDirectoryHierarchy: users of A read profiles of B's users,
+// B's public room directory, and a space on A whose child room lives only on B, all
+// through federation; the hierarchy endpoint of B answers for its public room. B also
+// answers /query/directory for its aliases and /openid/userinfo for its tokens.
+func TestFederationRemoteProfileDirectoryHierarchy(t *testing.T) {
+	ctx := context.Background()
+	a := harness.Start(t, harness.Options{Federation: true, NameFromFederationAddr: true})
+	b := harness.Start(t, harness.Options{Engine: "postgres", Federation: true, NameFromFederationAddr: true})
+	login := func(s *harness.Server, name string) *mautrix.Client {
+		cli, err := mautrix.NewClient(s.URL, "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		reg, err := cli.RegisterDummy(ctx, &mautrix.ReqRegister[any]{Username: name, Password: "correct horse battery"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cli.SetCredentials(reg.UserID, reg.AccessToken)
+		return cli
+	}
+	alice, bob := login(a, "remotealice"), login(b, "remotebob")
+	if err := bob.SetDisplayName(ctx, "Bob Remote"); err != nil {
+		t.Fatal(err)
+	}
+	room, err := bob.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Visibility: "public", Name: "Bob's lobby", Topic: "on B", RoomAliasName: "lobby"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Profiles.
+	p, err := alice.GetProfile(ctx, bob.UserID)
+	if err != nil || p.DisplayName != "Bob Remote" {
+		t.Fatalf("remote profile: %+v %v", p, err)
+	}
+	dn, err := alice.GetDisplayName(ctx, bob.UserID)
+	if err != nil || dn.DisplayName != "Bob Remote" {
+		t.Fatalf("remote displayname: %+v %v", dn, err)
+	}
+	_, err = alice.GetProfile(ctx, id.UserID("@nobody:"+b.ServerName))
+	if code, ecode := udErr(t, err); code != 404 || ecode != "M_NOT_FOUND" {
+		t.Fatalf("unknown remote user: %d %s", code, ecode)
+	}
+
+	// B's room directory.
+	pr, err := alice.PublicRooms(ctx, &mautrix.ReqPublicRooms{Server: b.ServerName})
+	if err != nil || len(pr.Chunk) != 1 || pr.Chunk[0].RoomID != room.RoomID || pr.Chunk[0].Name != "Bob's lobby" {
+		t.Fatalf("remote public rooms: %+v %v", pr, err)
+	}
+	var filtered struct {
+		Chunk []json.RawMessage `json:"chunk"`
+	}
+	_, err = alice.MakeRequest(ctx, "POST", alice.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "publicRooms"}, map[string]string{"server": b.ServerName}),
+		map[string]any{"filter": map[string]any{"generic_search_term": "no such room"}}, &filtered)
+	if err != nil || len(filtered.Chunk) != 0 {
+		t.Fatalf("filtered remote public rooms: %v %v", filtered, err)
+	}
+
+	// A space on A whose child is B's room.
+	space, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Company space",
+		CreationContent: map[string]any{"type": "m.space"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.SendStateEvent(ctx, space.RoomID, event.StateSpaceChild, room.RoomID.String(), map[string]any{"via": []string{b.ServerName}}); err != nil {
+		t.Fatal(err)
+	}
+	h, err := alice.Hierarchy(ctx, space.RoomID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, r := range h.Rooms {
+		names = append(names, r.Name)
+	}
+	if !slices.Equal(names, []string{"Company space", "Bob's lobby"}) {
+		t.Fatalf("hierarchy through federation: %v", names)
+	}
+
+	// B's /query/directory and /openid/userinfo, asked by a fake origin.
+	o := startFakeOrigin(t)
+	code, ecode, raw := o.send(t, b, o.name, b.ServerName, o.key, "GET", "/_matrix/federation/v1/query/directory?room_alias="+url.QueryEscape("#lobby:"+b.ServerName), nil, nil)
+	if code != 200 || !strings.Contains(string(raw), room.RoomID.String()) || !strings.Contains(string(raw), b.ServerName) {
+		t.Fatalf("query/directory: %d %s %s", code, ecode, raw)
+	}
+	if code, ecode, _ := o.send(t, b, o.name, b.ServerName, o.key, "GET", "/_matrix/federation/v1/query/directory?room_alias="+url.QueryEscape("#nope:"+b.ServerName), nil, nil); code != 404 || ecode != "M_NOT_FOUND" {
+		t.Fatalf("unknown alias: %d %s", code, ecode)
+	}
+	tok, err := bob.RequestOpenIDToken(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, raw = fedGetJSON(t, fedHTTP(t), "GET", b.FederationURL+"/_matrix/federation/v1/openid/userinfo?access_token="+url.QueryEscape(tok.AccessToken), "")
+	if code != 200 || !strings.Contains(string(raw), bob.UserID.String()) {
+		t.Fatalf("openid userinfo: %d %s", code, raw)
+	}
+	code, raw = fedGetJSON(t, fedHTTP(t), "GET", b.FederationURL+"/_matrix/federation/v1/openid/userinfo?access_token=nope", "")
+	if code != 401 || !strings.Contains(string(raw), "M_UNKNOWN_TOKEN") {
+		t.Fatalf("bad openid token: %d %s", code, raw)
+	}
+}

@@ -84,6 +84,10 @@ func (s *Server) makeMembership(membership string) http.HandlerFunc {
 			httputil.WriteError(w, r, err)
 			return
 		}
+		if err := s.checkACL(ctx, roomID); err != nil {
+			httputil.WriteError(w, r, err)
+			return
+		}
 		if membership != spec.Leave {
 			supported := r.URL.Query()["ver"]
 			if len(supported) == 0 {
@@ -161,6 +165,9 @@ func (s *Server) acceptMembership(r *http.Request, membership string) (any, erro
 	}
 	ver, err := s.members.RoomVersion(ctx, roomID)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.checkACL(ctx, roomID); err != nil {
 		return nil, err
 	}
 	raw, err := httputil.ReadBody(r)
@@ -280,6 +287,9 @@ func (s *Server) acceptInvite(ctx context.Context, r *http.Request) (gomatrixser
 	}
 	eventID, err := pathVar(r, "eventID")
 	if err != nil {
+		return nil, err
+	}
+	if err := s.checkACL(ctx, roomID); err != nil {
 		return nil, err
 	}
 	var body struct {

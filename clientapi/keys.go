@@ -8,7 +8,9 @@ import (
 )
 
 // e2ee returns the end-to-end encryption component (clientapi/keys); it is stateless.
-func (s *Server) e2ee() *keys.Service { return keys.New(s.db, s.cfg.ServerName) }
+func (s *Server) e2ee() *keys.Service {
+	return keys.New(s.db, s.cfg.ServerName).WithRemote(s.remoteKeys)
+}
 
 // postKeysUpload is POST /keys/upload.
 func (s *Server) postKeysUpload(r *http.Request) (any, error) {

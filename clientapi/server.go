@@ -18,6 +18,7 @@ import (
 
 	"github.com/myelin-chat/myelin/clientapi/auth"
 	"github.com/myelin-chat/myelin/clientapi/httputil"
+	"github.com/myelin-chat/myelin/clientapi/keys"
 	"github.com/myelin-chat/myelin/clientapi/media"
 	"github.com/myelin-chat/myelin/clientapi/ratelimit"
 	"github.com/myelin-chat/myelin/config"
@@ -48,6 +49,9 @@ type Deps struct {
 	// Remote asks other servers over federation (profiles, directories, space
 	// hierarchies, backfill); nil serves this server's data only.
 	Remote Remote
+	// RemoteKeys reaches other servers' users' keys and devices (E2EE over federation);
+	// nil lists those servers in failures.
+	RemoteKeys keys.Remote
 	// Registry receives the API's metrics; nil disables them.
 	Registry prometheus.Registerer
 	// Version is the server version reported by /_matrix/federation/v1/version and logs.
@@ -56,38 +60,40 @@ type Deps struct {
 
 // Server is the client-server API.
 type Server struct {
-	cfg      *config.Config
-	db       *storage.DB
-	authn    *auth.Authenticator
-	accounts *auth.Accounts
-	rooms    *roomserver.Roomserver
-	sync     *syncapi.Service
-	push     *push.Service
-	limiter  *ratelimit.Limiter
-	metrics  *metrics
-	version  string
-	router   *mux.Router
-	seen     deviceSeen // throttled device last-seen writes (devices.go)
-	media    *media.Service
-	members  Memberships
-	dir      *directory.Directory
-	remote   Remote
+	cfg        *config.Config
+	db         *storage.DB
+	authn      *auth.Authenticator
+	accounts   *auth.Accounts
+	rooms      *roomserver.Roomserver
+	sync       *syncapi.Service
+	push       *push.Service
+	limiter    *ratelimit.Limiter
+	metrics    *metrics
+	version    string
+	router     *mux.Router
+	seen       deviceSeen // throttled device last-seen writes (devices.go)
+	media      *media.Service
+	members    Memberships
+	dir        *directory.Directory
+	remote     Remote
+	remoteKeys keys.Remote
 }
 
 // NewServer builds the API and its route table.
 func NewServer(d Deps) *Server {
 	s := &Server{
-		cfg:      d.Config,
-		db:       d.DB,
-		authn:    d.Authenticator,
-		accounts: d.Accounts,
-		rooms:    d.Rooms,
-		sync:     d.Sync,
-		push:     d.Push,
-		metrics:  newMetrics(d.Registry),
-		version:  d.Version,
-		dir:      directory.New(d.DB, d.Rooms, d.Config.ServerName),
-		remote:   d.Remote,
+		cfg:        d.Config,
+		db:         d.DB,
+		authn:      d.Authenticator,
+		accounts:   d.Accounts,
+		rooms:      d.Rooms,
+		sync:       d.Sync,
+		push:       d.Push,
+		metrics:    newMetrics(d.Registry),
+		version:    d.Version,
+		dir:        directory.New(d.DB, d.Rooms, d.Config.ServerName),
+		remote:     d.Remote,
+		remoteKeys: d.RemoteKeys,
 	}
 	s.media = media.NewService(d.Config, d.DB, d.RemoteMedia)
 	s.members = d.Memberships

@@ -278,7 +278,7 @@ type pduResult struct {
 
 // putSend is PUT /_matrix/federation/v1/send/{txnId}: each PDU is parsed for its
 // room's version (content hash checked, redacted if it fails), its signatures checked
-// with the key ring, then given to the roomserver; EDUs are ignored for now.
+// with the key ring, then given to the roomserver; then the EDUs are applied (edus.go).
 func (s *Server) putSend(w http.ResponseWriter, r *http.Request) {
 	txnID, err := pathVar(r, "txnID")
 	if err != nil {
@@ -314,6 +314,7 @@ func (s *Server) putSend(w http.ResponseWriter, r *http.Request) {
 			results[id] = res
 		}
 	}
+	s.receiveEDUs(r.Context(), origin, txn.EDUs)
 	answer := map[string]any{"pdus": results}
 	s.txns.put(string(origin), txnID, answer, time.Now())
 	httputil.WriteResult(w, answer)
@@ -367,3 +368,4 @@ func (s *Server) receivePDU(ctx context.Context, origin spec.ServerName, raw jso
 	}
 	return id, pduResult{}
 }
+

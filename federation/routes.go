@@ -20,6 +20,9 @@ func (s *Server) routes(r *mux.Router) {
 	if s.members != nil {
 		s.membershipRoutes(r)
 	}
+	if s.userKeys != nil {
+		s.userKeyRoutes(r)
+	}
 	r.NotFoundHandler = s.router404()
 }
 

@@ -26,20 +26,23 @@ const keyValidity = 24 * time.Hour
 
 // Server is the server-server API.
 type Server struct {
-	cfg     *config.Config
-	key     config.SigningKey
-	version string
-	db      *storage.DB
-	rooms   Rooms
-	members MembershipRooms
-	txns    *txnCache
-	client  *Client
-	store   *KeyStore
-	keys    *gomatrixserverlib.KeyRing
-	router  *mux.Router
-	authed  *mux.Router
-	dir     *directory.Directory
-	openID  func(ctx context.Context, token string) (string, error)
+	cfg      *config.Config
+	key      config.SigningKey
+	version  string
+	db       *storage.DB
+	rooms    Rooms
+	members  MembershipRooms
+	txns     *txnCache
+	client   *Client
+	store    *KeyStore
+	keys     *gomatrixserverlib.KeyRing
+	router   *mux.Router
+	authed   *mux.Router
+	dir      *directory.Directory
+	openID   func(ctx context.Context, token string) (string, error)
+	userKeys LocalKeys
+	edus     EDUReceiver
+	peers    PeerTracker
 }
 
 // Deps are what the federation API is built from.
@@ -55,6 +58,12 @@ type Deps struct {
 	// OpenIDUser returns the user an OpenID token was issued to (storage.ErrNotFound
 	// when unknown or expired), for /openid/userinfo; nil refuses every token.
 	OpenIDUser func(ctx context.Context, token string) (string, error)
+	// Keys answers /user/keys/query, /user/keys/claim and /user/devices; nil leaves them unregistered.
+	Keys LocalKeys
+	// EDUs applies incoming EDUs; nil ignores them.
+	EDUs EDUReceiver
+	// Peers hears of every authenticated request; nil ignores them.
+	Peers PeerTracker
 }
 
 // NewServer builds the federation API and the outgoing federation client.
@@ -67,7 +76,7 @@ func NewServer(d Deps) (*Server, error) {
 	}
 	store := NewKeyStore(d.DB, name, d.Key)
 	s := &Server{cfg: cfg, key: d.Key, version: d.Version, db: d.DB, rooms: d.Rooms, txns: newTxnCache(time.Hour, 10000), client: client, store: store,
-		openID: d.OpenIDUser}
+		openID: d.OpenIDUser, userKeys: d.Keys, edus: d.EDUs, peers: d.Peers}
 	if d.Rooms != nil {
 		s.dir = directory.New(d.DB, d.Rooms, cfg.ServerName)
 	}

@@ -169,6 +169,9 @@ func (s *Server) Authenticate(next http.Handler) http.Handler {
 			httputil.WriteError(w, r, err)
 			return
 		}
+		if s.peers != nil {
+			s.peers.PeerSeen(origin)
+		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), originKey{}, origin)))
 	})
 }

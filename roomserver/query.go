@@ -410,6 +410,16 @@ func (rs *Roomserver) StreamEvents(ctx context.Context, roomID string, from, to 
 	return rs.rowsToEvents(ctx, rows)
 }
 
+// EventsInStream returns up to limit timeline events of every room with from < stream
+// position <= to, oldest first. Call it with to at most StreamPosition().
+func (rs *Roomserver) EventsInStream(ctx context.Context, from, to int64, limit int) ([]*Event, error) {
+	rows, err := roomstore.EventsInStream(ctx, rs.db, from, to, limit)
+	if err != nil {
+		return nil, err
+	}
+	return rs.rowsToEvents(ctx, rows)
+}
+
 // PositionAtStream returns the topological position just after the room's last event
 // at or before a stream position: /sync's prev_batch for /messages.
 func (rs *Roomserver) PositionAtStream(ctx context.Context, roomID string, stream int64) (Position, error) {

@@ -44,6 +44,18 @@ type Config struct {
 	Reads    ReadMarker
 	// ServerName decides which senders are local (for presence activity).
 	ServerName spec.ServerName
+	// EDUs hears of typing, receipt, presence and device list changes that other
+	// servers must learn (the federation sender); nil ignores them.
+	EDUs EDUOutput
+}
+
+// EDUOutput is told of ephemeral changes other servers must hear of. Implementations
+// return quickly (queue the work) and ignore users of other servers.
+type EDUOutput interface {
+	OnTyping(roomID, userID string, typing bool, timeout time.Duration)
+	OnReceipt(roomID, userID, receiptType, eventID, threadID string, ts int64)
+	OnPresence(userID string)
+	OnDeviceListChanged(userID string)
 }
 
 // Service is the sync component. It implements roomserver.Output.
@@ -54,6 +66,7 @@ type Service struct {
 	unread   UnreadCounter
 	reads    ReadMarker
 	server   spec.ServerName
+	edus     EDUOutput
 	typing   *Typing
 	presence *presenceTracker
 	lazy     *lazyCache
@@ -71,13 +84,18 @@ type Service struct {
 // New builds the service and starts its background work (presence timeouts); Close stops it.
 func New(cfg Config) *Service {
 	s := &Service{db: cfg.DB, rooms: cfg.Rooms, notifier: cfg.Notifier, unread: cfg.Unread, reads: cfg.Reads,
-		server: cfg.ServerName, lazy: newLazyCache(), activity: make(chan string, 1024),
+		server: cfg.ServerName, edus: cfg.EDUs, lazy: newLazyCache(), activity: make(chan string, 1024),
 		latest: map[string]int64{}, acked: map[string]int64{}}
 	if s.notifier == nil {
 		s.notifier = NewLocalNotifier()
 	}
 	s.typing = newTyping(func(roomID string) { s.notifier.WakeRooms(roomID) })
-	s.presence = newPresenceTracker(cfg.DB, s.wakeRoomMates)
+	s.presence = newPresenceTracker(cfg.DB, func(ctx context.Context, userID string) {
+		s.wakeRoomMates(ctx, userID)
+		if s.edus != nil {
+			s.edus.OnPresence(userID)
+		}
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	go s.presence.run(ctx)
@@ -147,6 +165,9 @@ func (s *Service) OnKeysChanged(userID string, deviceListChanged bool) {
 	s.notifier.WakeUsers(userID)
 	if deviceListChanged {
 		go s.wakeRoomMates(context.Background(), userID)
+		if s.edus != nil {
+			s.edus.OnDeviceListChanged(userID)
+		}
 	}
 }
 
@@ -167,6 +188,9 @@ func (s *Service) SetTyping(ctx context.Context, roomID, userID string, typing b
 		return err
 	}
 	s.typing.Set(roomID, userID, typing, timeout)
+	if s.edus != nil {
+		s.edus.OnTyping(roomID, userID, typing, timeout)
+	}
 	return nil
 }
 
@@ -242,13 +266,17 @@ func (s *Service) PostReceipt(ctx context.Context, roomID, userID, receiptType, 
 		s.notifier.WakeUsers(userID)
 		return nil
 	}
+	ts := storage.NowMS()
 	err = s.db.WithTx(ctx, func(tx *storage.Tx) error {
 		_, err := storage.PutReceipt(ctx, tx, storage.Receipt{RoomID: roomID, Type: receiptType, UserID: userID,
-			ThreadID: threadID, EventID: eventID, TS: storage.NowMS()})
+			ThreadID: threadID, EventID: eventID, TS: ts})
 		return err
 	})
 	if err != nil {
 		return err
+	}
+	if s.edus != nil && receiptType == ReceiptRead {
+		s.edus.OnReceipt(roomID, userID, receiptType, eventID, threadID, ts)
 	}
 	if s.reads != nil {
 		if err := s.reads.MarkRead(ctx, userID, roomID, eventID, threadID); err != nil {
@@ -260,6 +288,50 @@ func (s *Service) PostReceipt(ctx context.Context, roomID, userID, receiptType, 
 	} else {
 		s.notifier.WakeRooms(roomID)
 	}
+	return nil
+}
+
+// PutRemoteReceipt stores the public read receipt of a user of another server (from
+// federation), who must be joined to the room; the event need not be known here yet.
+func (s *Service) PutRemoteReceipt(ctx context.Context, roomID, userID, receiptType, eventID, threadID string, ts int64) error {
+	if receiptType != ReceiptRead {
+		return badParam("Unknown receipt type " + receiptType)
+	}
+	if err := s.requireJoined(ctx, roomID, userID); err != nil {
+		return err
+	}
+	if ts <= 0 {
+		ts = storage.NowMS()
+	}
+	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
+		_, err := storage.PutReceipt(ctx, tx, storage.Receipt{RoomID: roomID, Type: receiptType, UserID: userID,
+			ThreadID: threadID, EventID: eventID, TS: ts})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	s.notifier.WakeRooms(roomID)
+	return nil
+}
+
+// PutRemotePresence stores the presence of a user of another server (from federation)
+// and wakes the long-polls of its room-mates.
+func (s *Service) PutRemotePresence(ctx context.Context, userID, state, statusMsg string, lastActiveAgo int64) error {
+	switch state {
+	case PresenceOnline, PresenceUnavailable, PresenceOffline:
+	default:
+		return badParam("presence must be online, unavailable or offline")
+	}
+	lastActive := storage.NowMS() - max(lastActiveAgo, 0)
+	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
+		_, err := storage.PutPresence(ctx, tx, storage.Presence{UserID: userID, State: state, StatusMsg: statusMsg, LastActiveTS: lastActive})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	s.wakeRoomMates(ctx, userID)
 	return nil
 }
 

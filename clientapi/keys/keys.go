@@ -37,6 +37,7 @@ const (
 type Service struct {
 	db         *storage.DB
 	serverName string
+	remote     Remote
 }
 
 // New returns the component for the server whose users are those of serverName.
@@ -55,8 +56,8 @@ func domainOf(userID string) (string, error) {
 
 func (s *Service) isLocal(domain string) bool { return domain == s.serverName }
 
-// remoteFailure is what failures holds for a server we cannot ask yet.
-var remoteFailure = map[string]any{"status": 503, "message": "Federation is not available yet"}
+// remoteFailure is what failures holds for a server we cannot ask (no federation).
+var remoteFailure = map[string]any{"status": 503, "message": "Federation is not available"}
 
 // UploadRequest is the body of POST /keys/upload.
 type UploadRequest struct {
@@ -315,7 +316,9 @@ type deviceUnsigned struct {
 // Query returns the device and cross-signing keys of users (POST /keys/query) as requester
 // may see them: device keys with the signatures of their owner's self-signing key, master
 // keys with their owner's signatures and requester's own, and the user-signing key only of
-// requester. Users of other servers are listed in failures until federation exists.
+// requester. Users of other servers are asked of their server (through Remote, all
+// servers at once, within the request's timeout); servers that could not answer are
+// listed in failures.
 func (s *Service) Query(ctx context.Context, requester string, req QueryRequest) (*QueryResponse, error) {
 	if req.DeviceKeys == nil {
 		return nil, httputil.MissingParam("device_keys is required")
@@ -331,6 +334,7 @@ func (s *Service) Query(ctx context.Context, requester string, req QueryRequest)
 		UserSigningKeys: map[string]json.RawMessage{},
 	}
 	local := map[string][]string{}
+	remote := map[string]map[string][]string{}
 	var localIDs []string
 	for userID, devices := range req.DeviceKeys {
 		domain, err := domainOf(userID)
@@ -338,12 +342,22 @@ func (s *Service) Query(ctx context.Context, requester string, req QueryRequest)
 			return nil, err
 		}
 		if !s.isLocal(domain) {
-			resp.Failures[domain] = remoteFailure
+			if s.remote == nil {
+				resp.Failures[domain] = remoteFailure
+				continue
+			}
+			if remote[domain] == nil {
+				remote[domain] = map[string][]string{}
+			}
+			remote[domain][userID] = devices
 			continue
 		}
 		local[userID] = devices
 		localIDs = append(localIDs, userID)
 		resp.DeviceKeys[userID] = map[string]json.RawMessage{}
+	}
+	if len(remote) > 0 {
+		s.queryRemote(ctx, remoteTimeout(req.Timeout), remote, resp)
 	}
 	if len(local) == 0 {
 		return resp, nil
@@ -430,13 +444,21 @@ func (s *Service) Claim(ctx context.Context, req ClaimRequest) (*ClaimResponse, 
 	type want struct{ user, device, algorithm string }
 	var wants []want
 	resp := &ClaimResponse{Failures: map[string]any{}, OneTimeKeys: map[string]map[string]map[string]json.RawMessage{}}
+	remote := map[string]map[string]map[string]string{}
 	for userID, devices := range req.OneTimeKeys {
 		domain, err := domainOf(userID)
 		if err != nil {
 			return nil, err
 		}
 		if !s.isLocal(domain) {
-			resp.Failures[domain] = remoteFailure
+			if s.remote == nil {
+				resp.Failures[domain] = remoteFailure
+				continue
+			}
+			if remote[domain] == nil {
+				remote[domain] = map[string]map[string]string{}
+			}
+			remote[domain][userID] = devices
 			continue
 		}
 		for device, alg := range devices {
@@ -445,6 +467,9 @@ func (s *Service) Claim(ctx context.Context, req ClaimRequest) (*ClaimResponse, 
 	}
 	if len(wants) > MaxClaims {
 		return nil, httputil.TooLarge("at most %d keys may be claimed at once", MaxClaims)
+	}
+	if len(remote) > 0 {
+		s.claimRemote(ctx, remoteTimeout(req.Timeout), remote, resp)
 	}
 	if len(wants) == 0 {
 		return resp, nil

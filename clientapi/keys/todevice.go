@@ -18,7 +18,8 @@ const txnScopeToDevice = "sendToDevice"
 // the recipients' devices (PUT /sendToDevice/{eventType}/{txnId}). A transaction ID that
 // the sending device used before makes the call a no-op, so retries never duplicate.
 // "*" means every device of the user; a device named as well gets its own content only.
-// Unknown devices are skipped. Users of other servers are skipped until federation exists.
+// Unknown devices are skipped. Messages for users of other servers are queued for their
+// servers (through Remote) in the same transaction.
 // It returns the highest to_device stream position written (0 when nothing was).
 func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, eventType, txnID string, messages map[string]map[string]json.RawMessage) (int64, error) {
 	if eventType == "" || len(eventType) > 255 {
@@ -45,6 +46,7 @@ func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, eventT
 	var deliveries []storage.ToDeviceDelivery
 	var local []string
 	remote := 0
+	remoteMsgs := map[string]map[string]json.RawMessage{}
 	for _, userID := range users {
 		domain, err := domainOf(userID)
 		if err != nil {
@@ -59,6 +61,7 @@ func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, eventT
 			local = append(local, userID)
 		} else {
 			remote += len(messages[userID])
+			remoteMsgs[userID] = messages[userID]
 		}
 	}
 	known, err := storage.DeviceIDsOfUsers(ctx, s.db, local)
@@ -76,18 +79,28 @@ func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, eventT
 			}
 		}
 	}
-	if remote > 0 {
+	if remote > 0 && s.remote == nil {
 		logrus.WithContext(ctx).WithFields(logrus.Fields{"user_id": sender, "messages": remote}).
 			Info("dropping send-to-device messages for remote users: federation is not available yet")
 	}
 	var pos int64
+	var servers []string
 	err = s.db.WithTx(ctx, func(tx *storage.Tx) error {
 		fresh, err := storage.ClaimTransactionID(ctx, tx, sender, senderDevice, txnScopeToDevice, txnID)
 		if err != nil || !fresh {
 			return err
 		}
+		if remote > 0 && s.remote != nil {
+			// The message ID is unique per sender: its device and transaction ID.
+			if servers, err = s.remote.QueueToDevice(ctx, tx, sender, eventType, senderDevice+"/"+txnID, remoteMsgs); err != nil {
+				return err
+			}
+		}
 		pos, err = storage.InsertToDevice(ctx, tx, sender, eventType, deliveries)
 		return err
 	})
+	if err == nil && len(servers) > 0 {
+		s.remote.Wake(servers...)
+	}
 	return pos, err
 }

@@ -348,3 +348,10 @@ func LastJoinPos(ctx context.Context, q storage.Querier, roomNID int64, userID s
 	}
 	return pos.Int64, nil
 }
+
+// EventsInStream returns up to limit timeline events of every room with
+// from < stream_pos <= to, oldest first (the federation sender reads new events with it).
+func EventsInStream(ctx context.Context, q storage.Querier, from, to int64, limit int) ([]*Event, error) {
+	return queryEvents(ctx, q, `SELECT `+eventColumns+` FROM room_events
+		WHERE stream_pos > $1 AND stream_pos <= $2 ORDER BY stream_pos LIMIT $3`, from, to, limit)
+}

@@ -19,9 +19,11 @@ import (
 
 	"github.com/myelin-chat/myelin/clientapi"
 	"github.com/myelin-chat/myelin/clientapi/auth"
+	"github.com/myelin-chat/myelin/clientapi/keys"
 	"github.com/myelin-chat/myelin/clientapi/media"
 	"github.com/myelin-chat/myelin/config"
 	"github.com/myelin-chat/myelin/federation"
+	"github.com/myelin-chat/myelin/federation/sender"
 	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/storage"
 	"github.com/myelin-chat/myelin/syncapi"
@@ -39,7 +41,9 @@ type Server struct {
 	Push       *push.Service
 	Client     *clientapi.Server
 	Federation *federation.Server
-	registry   *prometheus.Registry
+	// Sender is the outgoing federation queue; nil when federation is off.
+	Sender   *sender.Sender
+	registry *prometheus.Registry
 }
 
 // New opens the database and signing key and builds every component.
@@ -68,7 +72,8 @@ func New(ctx context.Context, cfg *config.Config, version string) (*Server, erro
 	// needs the roomserver for its queries, so it is given it once built.
 	syncOut := &lateOutput{}
 	pushOut := &lateOutput{}
-	rsCfg.Output = roomserver.Outputs{syncOut, pushOut}
+	senderOut := &lateOutput{}
+	rsCfg.Output = roomserver.Outputs{syncOut, pushOut, senderOut}
 	rooms, err := roomserver.New(ctx, db, rsCfg)
 	if err != nil {
 		db.Close()
@@ -79,19 +84,33 @@ func New(ctx context.Context, cfg *config.Config, version string) (*Server, erro
 	pushSvc := push.New(db, rooms, cfg)
 	pushSvc.Start(context.Background())
 	pushOut.set(pushSvc)
+	late := &lateSender{}
 	syncSvc := syncapi.New(syncapi.Config{DB: db, Rooms: rooms, ServerName: spec.ServerName(cfg.ServerName),
-		Unread: pushCounts{pushSvc}, Reads: pushCounts{pushSvc}})
+		Unread: pushCounts{pushSvc}, Reads: pushCounts{pushSvc}, EDUs: late})
 	syncOut.set(syncSvc)
+	e2ee := keys.New(db, cfg.ServerName)
 	fed, err := federation.NewServer(federation.Deps{Config: cfg, Key: key, Version: version, DB: db, Rooms: rooms,
 		OpenIDUser: func(ctx context.Context, token string) (string, error) {
 			return storage.LookupOpenIDToken(ctx, db, auth.HashToken(token), time.Now().UnixMilli())
-		}})
+		},
+		Keys: localKeys{e2ee}, EDUs: syncSvc, Peers: late})
 	if err != nil {
 		rooms.Close()
 		pushSvc.Close()
 		syncSvc.Close()
 		db.Close()
 		return nil, err
+	}
+	// The federation sender queues local events and EDUs for other servers.
+	var snd *sender.Sender
+	var remoteE2EE keys.Remote
+	if cfg.Federation.Enabled {
+		snd = sender.New(sender.Config{DB: db, Client: fed.Client(), Rooms: rooms, ServerName: spec.ServerName(cfg.ServerName),
+			Federation: cfg.Federation, Keys: localKeys{e2ee}})
+		senderOut.set(snd)
+		late.set(snd)
+		snd.Start()
+		remoteE2EE = remoteKeys{snd}
 	}
 	var members clientapi.Memberships
 	if m := fed.Memberships(); m != nil {
@@ -115,13 +134,14 @@ func New(ctx context.Context, cfg *config.Config, version string) (*Server, erro
 		// Joins, leaves, invites and knocks reach rooms of other servers through federation.
 		Memberships: members,
 		// Remote profiles, directories, hierarchies and backfill, over federation.
-		Remote:   remote,
-		Registry: reg,
-		Version:  version,
+		Remote:     remote,
+		RemoteKeys: remoteE2EE,
+		Registry:   reg,
+		Version:    version,
 	})
 	// Federation media endpoints (X-Matrix authenticated) served from the media repository.
 	client.Media().RegisterFederationRoutes(fed.AuthedRouter())
-	return &Server{Config: cfg, DB: db, SigningKey: key, Accounts: accounts, Rooms: rooms, Sync: syncSvc, Push: pushSvc, Client: client, Federation: fed, registry: reg}, nil
+	return &Server{Config: cfg, DB: db, SigningKey: key, Accounts: accounts, Rooms: rooms, Sync: syncSvc, Push: pushSvc, Client: client, Federation: fed, Sender: snd, registry: reg}, nil
 }
 
 // profileSource gives the roomserver the profile to put in local users' member events.
@@ -138,6 +158,9 @@ func (p profileSource) Profile(ctx context.Context, userID string) (string, stri
 // Close waits for queued room writes, then releases the database.
 func (s *Server) Close() error {
 	rerr := s.Rooms.Close()
+	if s.Sender != nil {
+		s.Sender.Close()
+	}
 	s.Push.Close()
 	s.Sync.Close()
 	if err := s.DB.Close(); err != nil {

@@ -1,0 +1,137 @@
+package sender
+
+import (
+	"context"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/sirupsen/logrus"
+
+	"github.com/myelin-chat/myelin/roomserver"
+	"github.com/myelin-chat/myelin/storage"
+)
+
+// posRoomEvents names the sender's position in the room event stream.
+const posRoomEvents = "room_events"
+
+// eventBatch is how many events the events worker reads at once.
+const eventBatch = 100
+
+func sortServers(s []spec.ServerName) { sort.Slice(s, func(i, j int) bool { return s[i] < s[j] }) }
+
+// runEvents turns new events of local users into queue rows for every other server in
+// the room, in stream order. Its position is stored with the rows it wrote, so after a
+// restart it continues exactly where it stopped.
+func (s *Sender) runEvents(ctx context.Context) {
+	pos, ok, err := storage.FederationSenderPosition(ctx, s.db, posRoomEvents)
+	for err != nil {
+		logrus.WithError(err).Error("federation sender: cannot read its event position")
+		if sleep(ctx, time.Second) != nil {
+			return
+		}
+		pos, ok, err = storage.FederationSenderPosition(ctx, s.db, posRoomEvents)
+	}
+	if !ok {
+		// First start: older events were never meant for federation.
+		pos = s.rooms.StreamPosition()
+		if err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
+			return storage.SetFederationSenderPosition(ctx, tx, posRoomEvents, pos)
+		}); err != nil {
+			logrus.WithError(err).Error("federation sender: cannot store its event position")
+		}
+	}
+	for ctx.Err() == nil {
+		next, err := s.queueEvents(ctx, pos)
+		if err != nil {
+			if ctx.Err() == nil {
+				logrus.WithError(err).Warn("federation sender: cannot queue new events")
+			}
+			if sleep(ctx, time.Second) != nil {
+				return
+			}
+			continue
+		}
+		if next > pos {
+			pos = next
+			continue
+		}
+		select {
+		case <-s.eventsSig:
+		case <-ctx.Done():
+		}
+	}
+}
+
+// queueEvents queues the events after pos (one batch) and returns the new position.
+func (s *Sender) queueEvents(ctx context.Context, pos int64) (int64, error) {
+	to := s.rooms.StreamPosition()
+	if to <= pos {
+		return pos, nil
+	}
+	evs, err := s.rooms.EventsInStream(ctx, pos, to, eventBatch)
+	if err != nil {
+		return pos, err
+	}
+	next := to
+	if len(evs) == eventBatch {
+		next = evs[len(evs)-1].StreamPos
+	}
+	var items []storage.QueuedItem
+	for _, ev := range evs {
+		if ev.Rejected || ev.SoftFailed || ev.Outlier || !s.isLocal(string(ev.SenderID())) {
+			continue
+		}
+		dests, err := s.eventDestinations(ctx, ev)
+		if err != nil {
+			return pos, err
+		}
+		for _, d := range dests {
+			items = append(items, storage.QueuedItem{Destination: string(d), Kind: storage.QueuePDU, EventID: ev.EventID()})
+		}
+	}
+	err = s.enqueue(ctx, items, func(tx *storage.Tx) error {
+		return storage.SetFederationSenderPosition(ctx, tx, posRoomEvents, next)
+	})
+	if err != nil {
+		return pos, err
+	}
+	return next, nil
+}
+
+// eventDestinations returns the other servers with a joined member in the room in the
+// state after ev, plus the server of a member that ev makes leave (kick, ban, leave),
+// which must hear of it too.
+func (s *Sender) eventDestinations(ctx context.Context, ev *roomserver.Event) ([]spec.ServerName, error) {
+	roomID := ev.RoomID().String()
+	var servers []spec.ServerName
+	cached, ok := s.roomServers[roomID]
+	if prev := ev.PrevEventIDs(); ok && !ev.IsState() && len(prev) == 1 && prev[0] == cached.eventID {
+		servers = cached.servers
+	} else {
+		state, err := s.rooms.StateAtEvent(ctx, ev.EventID(), true)
+		if err != nil {
+			return nil, err
+		}
+		set := map[spec.ServerName]bool{}
+		for _, st := range state {
+			if st.Type() == spec.MRoomMember && st.StateKey() != nil && st.Membership == spec.Join {
+				if d := domainOf(*st.StateKey()); s.allowed(d) {
+					set[d] = true
+				}
+			}
+		}
+		servers = sortedServers(set)
+	}
+	if len(s.roomServers) > 10000 {
+		s.roomServers = map[string]roomServers{}
+	}
+	s.roomServers[roomID] = roomServers{eventID: ev.EventID(), servers: servers}
+	if ev.Type() == spec.MRoomMember && ev.StateKey() != nil && (ev.Membership == spec.Leave || ev.Membership == spec.Ban) {
+		if d := domainOf(*ev.StateKey()); s.allowed(d) && !slices.Contains(servers, d) {
+			servers = append(slices.Clone(servers), d)
+		}
+	}
+	return servers, nil
+}

@@ -368,4 +368,3 @@ func (s *Server) receivePDU(ctx context.Context, origin spec.ServerName, raw jso
 	}
 	return id, pduResult{}
 }
-

@@ -18,6 +18,8 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/config"
+	"github.com/myelin-chat/myelin/roomserver"
+	"github.com/myelin-chat/myelin/storage"
 	"github.com/myelin-chat/myelin/test/harness"
 )
 
@@ -50,7 +52,7 @@ func fedRequest(t *testing.T, from, to *fedServer, method, uri string, body any)
 
 // shareRoom makes joiner (a user of b) a member of roomID (a room of a), the way a
 // remote join ends, without make_join/send_join: b signs the join, a accepts it through
-// /send, and b is given the room's events (read from a's federation API) in a's name.
+// /send, and b's roomserver is given the room's events read from a's federation API.
 func shareRoom(t *testing.T, a, b *fedServer, creator *mautrix.Client, roomID string, joiner *mautrix.Client) {
 	t.Helper()
 	ctx := context.Background()
@@ -118,17 +120,37 @@ func shareRoom(t *testing.T, a, b *fedServer, creator *mautrix.Client, roomID st
 		ordered = append(ordered, ev)
 	}
 	sort.Slice(ordered, func(i, j int) bool { return ordered[i].Depth() < ordered[j].Depth() })
-	for i := 0; i < len(ordered); i += 50 {
-		var pdus []json.RawMessage
-		for _, ev := range ordered[i:min(i+50, len(ordered))] {
-			pdus = append(pdus, ev.JSON())
-		}
-		txn := map[string]any{"origin": a.ServerName, "origin_server_ts": time.Now().UnixMilli(), "pdus": pdus}
-		code, raw := fedRequest(t, a, b, "PUT", fmt.Sprintf("/_matrix/federation/v1/send/share-%s-%d", join.EventID(), i), txn)
-		if code != 200 || strings.Contains(string(raw), `"error"`) {
-			t.Fatalf("room events to %s: %d %s", b.ServerName, code, raw)
+	// b learns the room as after a send_join: stopped, its roomserver takes the events
+	// (checked against their auth events and state as any federated event), restarted.
+	b.Stop()
+	cfg, err := config.Load(b.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := storage.Open(ctx, cfg.Database, cfg.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := roomserver.New(ctx, db, roomserver.ConfigFrom(cfg, b.key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in []roomserver.InputEvent
+	for _, ev := range ordered {
+		in = append(in, roomserver.InputEvent{Kind: roomserver.InputNew, Event: ev})
+	}
+	res, err := rs.InputEvents(ctx, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res {
+		if r.Err != nil || r.Rejected {
+			t.Fatalf("importing %s into %s: %v (rejected %v)", r.EventID, b.ServerName, r.Err, r.Rejected)
 		}
 	}
+	_ = rs.Close()
+	_ = db.Close()
+	b.Restart()
 	rooms, err := joiner.JoinedRooms(ctx)
 	if err != nil || !slices.Contains(rooms.JoinedRooms, id.RoomID(roomID)) {
 		t.Fatalf("joiner's rooms on %s: %v %v", b.ServerName, rooms, err)

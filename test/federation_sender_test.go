@@ -2,158 +2,38 @@ package test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/url"
-	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/matrix-org/gomatrixserverlib"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/myelin-chat/myelin/config"
-	"github.com/myelin-chat/myelin/roomserver"
-	"github.com/myelin-chat/myelin/storage"
 	"github.com/myelin-chat/myelin/test/harness"
 )
 
-// fedServer is a Myelin started for federation tests, with its signing key (read from
-// its data directory) so the test can speak for it where joins are not built yet.
-type fedServer struct {
-	*harness.Server
-	key config.SigningKey
-}
+// fedServer is a Myelin started for federation tests.
+type fedServer struct{ *harness.Server }
 
 func startFedServer(t *testing.T, engine string) *fedServer {
 	t.Helper()
-	s := harness.Start(t, harness.Options{Engine: engine, Federation: true, NameFromFederationAddr: true})
-	key, err := config.LoadSigningKey(filepath.Join(s.DataDir, "signing.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &fedServer{Server: s, key: key}
+	return &fedServer{harness.Start(t, harness.Options{Engine: engine, Federation: true, NameFromFederationAddr: true})}
 }
 
-// as returns a fake origin that signs requests and events as this server.
-func (s *fedServer) as() *fakeOrigin { return &fakeOrigin{name: s.ServerName, key: s.key} }
-
-// fedRequest sends a request signed by from to the federation API of to.
-func fedRequest(t *testing.T, from, to *fedServer, method, uri string, body any) (int, []byte) {
-	t.Helper()
-	code, _, raw := from.as().send(t, to.Server, from.ServerName, to.ServerName, from.key, method, uri, body, nil)
-	return code, raw
-}
-
-// shareRoom makes joiner (a user of b) a member of roomID (a room of a), the way a
-// remote join ends, without make_join/send_join: b signs the join, a accepts it through
-// /send, and b's roomserver is given the room's events read from a's federation API.
-func shareRoom(t *testing.T, a, b *fedServer, creator *mautrix.Client, roomID string, joiner *mautrix.Client) {
+// joinRemote makes joiner (a user of another server) join roomID through via's server
+// (make_join/send_join) and checks the room is then joined on its server.
+func joinRemote(t *testing.T, joiner *mautrix.Client, roomID string, via *fedServer) {
 	t.Helper()
 	ctx := context.Background()
-	state, err := creator.State(ctx, id.RoomID(roomID))
-	if err != nil {
-		t.Fatal(err)
+	if _, err := joiner.JoinRoom(ctx, roomID, &mautrix.ReqJoinRoom{Via: []string{via.ServerName}}); err != nil {
+		t.Fatalf("%s joins %s through %s: %v", joiner.UserID, roomID, via.ServerName, err)
 	}
-	stateID := func(typ event.Type) string { return state[typ][""].ID.String() }
-	last, err := creator.Messages(ctx, id.RoomID(roomID), "", "", mautrix.DirectionBackward, nil, 1)
-	if err != nil || len(last.Chunk) == 0 {
-		t.Fatalf("latest event: %v", err)
-	}
-	localpart := strings.TrimPrefix(strings.Split(joiner.UserID.String(), ":")[0], "@")
-	uid := joiner.UserID.String()
-	join := b.as().event(t, roomID, localpart, "m.room.member", &uid, map[string]any{"membership": "join"},
-		[]string{last.Chunk[0].ID.String()}, []string{stateID(event.StateCreate), stateID(event.StateJoinRules), stateID(event.StatePowerLevels)}, 50)
-	txn := map[string]any{"origin": b.ServerName, "origin_server_ts": time.Now().UnixMilli(), "pdus": []json.RawMessage{join.JSON()}}
-	code, raw := fedRequest(t, b, a, "PUT", "/_matrix/federation/v1/send/share-"+join.EventID(), txn)
-	if code != 200 || !strings.Contains(string(raw), `"`+join.EventID()+`":{}`) {
-		t.Fatalf("join through /send: %d %s", code, raw)
-	}
-	// Everything before the join, from a, as b (now in the room).
-	ver, _ := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersionV11)
-	events := map[string]gomatrixserverlib.PDU{join.EventID(): join}
-	add := func(raws []json.RawMessage) {
-		for _, r := range raws {
-			ev, err := ver.NewEventFromTrustedJSON(r, false)
-			if err != nil {
-				t.Fatal(err)
-			}
-			events[ev.EventID()] = ev
-		}
-	}
-	code, raw = fedRequest(t, b, a, "GET", "/_matrix/federation/v1/state/"+url.PathEscape(roomID)+"?event_id="+url.QueryEscape(join.EventID()), nil)
-	var st struct {
-		PDUs      []json.RawMessage `json:"pdus"`
-		AuthChain []json.RawMessage `json:"auth_chain"`
-	}
-	if code != 200 || json.Unmarshal(raw, &st) != nil {
-		t.Fatalf("state: %d %s", code, raw)
-	}
-	add(st.PDUs)
-	add(st.AuthChain)
-	for missing := true; missing; {
-		missing = false
-		for _, ev := range events {
-			for _, p := range ev.PrevEventIDs() {
-				if _, ok := events[p]; ok {
-					continue
-				}
-				missing = true
-				code, raw := fedRequest(t, b, a, "GET", "/_matrix/federation/v1/event/"+url.PathEscape(p), nil)
-				var one struct {
-					PDUs []json.RawMessage `json:"pdus"`
-				}
-				if code != 200 || json.Unmarshal(raw, &one) != nil {
-					t.Fatalf("event %s: %d %s", p, code, raw)
-				}
-				add(one.PDUs)
-			}
-		}
-	}
-	ordered := make([]gomatrixserverlib.PDU, 0, len(events))
-	for _, ev := range events {
-		ordered = append(ordered, ev)
-	}
-	sort.Slice(ordered, func(i, j int) bool { return ordered[i].Depth() < ordered[j].Depth() })
-	// b learns the room as after a send_join: stopped, its roomserver takes the events
-	// (checked against their auth events and state as any federated event), restarted.
-	b.Stop()
-	cfg, err := config.Load(b.ConfigPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := storage.Open(ctx, cfg.Database, cfg.DataDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := roomserver.New(ctx, db, roomserver.ConfigFrom(cfg, b.key))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var in []roomserver.InputEvent
-	for _, ev := range ordered {
-		in = append(in, roomserver.InputEvent{Kind: roomserver.InputNew, Event: ev})
-	}
-	res, err := rs.InputEvents(ctx, in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range res {
-		if r.Err != nil || r.Rejected {
-			t.Fatalf("importing %s into %s: %v (rejected %v)", r.EventID, b.ServerName, r.Err, r.Rejected)
-		}
-	}
-	_ = rs.Close()
-	_ = db.Close()
-	b.Restart()
 	rooms, err := joiner.JoinedRooms(ctx)
 	if err != nil || !slices.Contains(rooms.JoinedRooms, id.RoomID(roomID)) {
-		t.Fatalf("joiner's rooms on %s: %v %v", b.ServerName, rooms, err)
+		t.Fatalf("joined rooms of %s: %v %v", joiner.UserID, rooms, err)
 	}
 }
 
@@ -214,13 +94,14 @@ func sendText(t *testing.T, cli *mautrix.Client, roomID, body string) {
 	}
 }
 
-// TestFederationSenderDelivers: two servers share a room; messages go both ways through
-// the outgoing queues, and typing, read receipts, presence, to-device messages, remote
+// TestFederationSenderDelivers: three servers share a room; messages reach every other
+// server through the outgoing queues, and typing, read receipts, presence, to-device messages, remote
 // key queries and claims and device list changes reach the other server's users.
 func TestFederationSenderDelivers(t *testing.T) {
 	harness.ForEachEngine(t, func(t *testing.T, engine string) {
 		ctx := context.Background()
-		a, b := startFedServer(t, engine), startFedServer(t, engine)
+		a, b, c := startFedServer(t, engine), startFedServer(t, engine), startFedServer(t, engine)
+		carol := fedUser(t, c, "carol")
 		aliceDev := e2eRegister(t, a.Server, "alice")
 		bobDev := e2eRegister(t, b.Server, "bob")
 		alice, bob := aliceDev.cli, bobDev.cli
@@ -229,7 +110,8 @@ func TestFederationSenderDelivers(t *testing.T) {
 			t.Fatal(err)
 		}
 		roomID := created.RoomID.String()
-		shareRoom(t, a, b, alice, roomID, bob)
+		joinRemote(t, bob, roomID, a)
+		joinRemote(t, carol, roomID, a)
 		bob0, err := bob.FullSyncRequest(ctx, mautrix.ReqSync{})
 		if err != nil {
 			t.Fatal(err)
@@ -248,6 +130,7 @@ func TestFederationSenderDelivers(t *testing.T) {
 		syncUntil(t, alice, alice0.NextBatch, "B's message on A", func(r *mautrix.RespSync) bool {
 			return slices.Contains(roomBodies(r, roomID), "hello from B")
 		})
+		waitHistory(t, carol, roomID, []string{"hello from A", "hello from B"})
 
 		// Typing, a read receipt and presence of alice reach bob's /sync on B.
 		bob1, _ := bob.FullSyncRequest(ctx, mautrix.ReqSync{})
@@ -361,7 +244,7 @@ func TestFederationSenderCatchUp(t *testing.T) {
 			t.Fatal(err)
 		}
 		roomID := created.RoomID.String()
-		shareRoom(t, a, b, alice, roomID, bob)
+		joinRemote(t, bob, roomID, a)
 		sendText(t, alice, roomID, "m0")
 		waitHistory(t, bob, roomID, []string{"m0"})
 

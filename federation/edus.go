@@ -56,7 +56,8 @@ func fromOrigin(userID string, origin spec.ServerName) bool {
 }
 
 // receiveEDUs applies the EDUs of a transaction. EDUs are best effort: a bad one is
-// logged and skipped; it never fails the transaction.
+// logged and skipped; it never fails the transaction. Typing and receipts of a room
+// whose server ACL denies the origin are dropped.
 func (s *Server) receiveEDUs(ctx context.Context, origin spec.ServerName, edus []json.RawMessage) {
 	if s.edus == nil {
 		return
@@ -104,10 +105,16 @@ func (s *Server) onTyping(ctx context.Context, origin spec.ServerName, content j
 	if !fromOrigin(t.UserID, origin) {
 		return errNotFromOrigin
 	}
+	if !s.rooms.ServerAllowed(ctx, t.RoomID, origin) {
+		return errDeniedByACL
+	}
 	return s.edus.SetTyping(ctx, t.RoomID, t.UserID, t.Typing, 0)
 }
 
-var errNotFromOrigin = spec.Forbidden("user is not of the origin server")
+var (
+	errNotFromOrigin = spec.Forbidden("user is not of the origin server")
+	errDeniedByACL   = spec.Forbidden("the origin is denied by the room's server ACL")
+)
 
 func (s *Server) onReceipt(ctx context.Context, origin spec.ServerName, content json.RawMessage) error {
 	var rooms map[string]map[string]map[string]struct {
@@ -121,6 +128,9 @@ func (s *Server) onReceipt(ctx context.Context, origin spec.ServerName, content 
 		return err
 	}
 	for roomID, types := range rooms {
+		if !s.rooms.ServerAllowed(ctx, roomID, origin) {
+			continue
+		}
 		for typ, users := range types {
 			if typ != "m.read" {
 				continue

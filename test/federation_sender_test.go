@@ -2,7 +2,9 @@ package test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -289,4 +291,134 @@ func waitHistory(t *testing.T, cli *mautrix.Client, roomID string, want []string
 	if !slices.Equal(got, want) {
 		t.Fatalf("history = %v, want %v", got, want)
 	}
+}
+
+// TestFederationIncomingEDUs: EDUs a remote server sends in /send reach local users
+// (typing, receipts, presence, to-device once per message ID, device list changes);
+// EDUs speaking for users of another server, and typing from a server the room's ACL
+// denies, are dropped. The user key endpoints refuse bad requests.
+func TestFederationIncomingEDUs(t *testing.T) {
+	harness.ForEachEngine(t, func(t *testing.T, engine string) {
+		ctx := context.Background()
+		o := startFakeOrigin(t)
+		b := harness.Start(t, harness.Options{Engine: engine, Federation: true, NameFromFederationAddr: true})
+		aliceDev := e2eRegister(t, b, "alice")
+		alice := aliceDev.cli
+		created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "11"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		roomID := created.RoomID.String()
+		state, err := alice.State(ctx, created.RoomID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last, err := alice.Messages(ctx, created.RoomID, "", "", mautrix.DirectionBackward, nil, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sid := func(typ event.Type) string { return state[typ][""].ID.String() }
+		bob := "@bob:" + o.name
+		join := o.event(t, roomID, "bob", "m.room.member", &bob, map[string]any{"membership": "join"},
+			[]string{last.Chunk[0].ID.String()}, []string{sid(event.StateCreate), sid(event.StateJoinRules), sid(event.StatePowerLevels)}, 20)
+		txnN := 0
+		send := func(pdus []any, edus ...map[string]any) {
+			t.Helper()
+			txnN++
+			txn := map[string]any{"origin": o.name, "origin_server_ts": time.Now().UnixMilli(), "pdus": pdus, "edus": edus}
+			code, ecode, raw := o.send(t, b, o.name, b.ServerName, o.key, "PUT", fmt.Sprintf("/_matrix/federation/v1/send/edus%d", txnN), txn, nil)
+			if code != 200 {
+				t.Fatalf("send: %d %s %s", code, ecode, raw)
+			}
+		}
+		send([]any{join})
+		s0, err := alice.FullSyncRequest(ctx, mautrix.ReqSync{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mallory := "@mallory:elsewhere.test"
+		toDevice := func(sender, messageID, secret string) map[string]any {
+			return map[string]any{"edu_type": "m.direct_to_device", "content": map[string]any{"sender": sender, "type": "org.example.secret",
+				"message_id": messageID, "messages": map[string]any{aliceDev.userID: map[string]any{"*": map[string]any{"secret": secret}}}}}
+		}
+		send(nil,
+			map[string]any{"edu_type": "m.typing", "content": map[string]any{"room_id": roomID, "user_id": bob, "typing": true}},
+			map[string]any{"edu_type": "m.typing", "content": map[string]any{"room_id": roomID, "user_id": mallory, "typing": true}},
+			map[string]any{"edu_type": "m.receipt", "content": map[string]any{roomID: map[string]any{"m.read": map[string]any{
+				bob: map[string]any{"event_ids": []string{join.EventID()}, "data": map[string]any{"ts": time.Now().UnixMilli()}}}}}},
+			map[string]any{"edu_type": "m.presence", "content": map[string]any{"push": []any{
+				map[string]any{"user_id": bob, "presence": "online", "status_msg": "remote", "last_active_ago": 1000},
+				map[string]any{"user_id": mallory, "presence": "online", "status_msg": "forged"}}}},
+			toDevice(bob, "msg-1", "first"),
+			toDevice(mallory, "msg-2", "forged"),
+			map[string]any{"edu_type": "m.device_list_update", "content": map[string]any{"user_id": bob, "device_id": "PHONE",
+				"stream_id": 5, "prev_id": []int{}, "deleted": true}},
+			map[string]any{"edu_type": "org.example.unknown", "content": map[string]any{}},
+		)
+		// The same message ID again (a retried transaction with a new txnId): not delivered twice.
+		send(nil, toDevice(bob, "msg-1", "first"))
+		r, err := alice.FullSyncRequest(ctx, mautrix.ReqSync{Since: s0.NextBatch})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if users, _ := typingUsers(r, roomID); !slices.Equal(users, []string{bob}) {
+			t.Errorf("typing = %v, want only %s", users, bob)
+		}
+		if e2eGet(ephemeralOf(r, roomID, "m.receipt"), join.EventID(), "m.read", bob) == nil {
+			t.Errorf("receipt missing: %v", ephemeralOf(r, roomID, "m.receipt"))
+		}
+		var presence []string
+		for _, ev := range r.Presence.Events {
+			presence = append(presence, ev.Sender.String()+"="+fmt.Sprint(ev.Content.Raw["status_msg"]))
+		}
+		if !slices.Equal(presence, []string{bob + "=remote"}) {
+			t.Errorf("presence = %v", presence)
+		}
+		if len(r.ToDevice.Events) != 1 || r.ToDevice.Events[0].Sender.String() != bob || r.ToDevice.Events[0].Content.Raw["secret"] != "first" {
+			t.Errorf("to-device = %+v", r.ToDevice.Events)
+		}
+		if !slices.Contains(r.DeviceLists.Changed, id.UserID(bob)) {
+			t.Errorf("device_lists.changed = %v", r.DeviceLists.Changed)
+		}
+
+		// The room's ACL denies the origin: its typing is dropped.
+		if _, err := alice.SendStateEvent(ctx, created.RoomID, event.StateServerACL, "", map[string]any{
+			"allow": []string{"*"}, "deny": []string{"127.0.0.1"}, "allow_ip_literals": true}); err != nil {
+			t.Fatal(err)
+		}
+		send(nil, map[string]any{"edu_type": "m.typing", "content": map[string]any{"room_id": roomID, "user_id": bob, "typing": false}})
+		r2, err := alice.FullSyncRequest(ctx, mautrix.ReqSync{Since: r.NextBatch})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if users, present := typingUsers(r2, roomID); present {
+			t.Errorf("typing from a denied server applied: %v", users)
+		}
+
+		// User key endpoints: bad requests.
+		for _, c := range []struct {
+			method, uri string
+			body        any
+			code        int
+			errcode     string
+		}{
+			{"POST", "/_matrix/federation/v1/user/keys/query", map[string]any{}, 400, "M_MISSING_PARAM"},
+			{"POST", "/_matrix/federation/v1/user/keys/claim", map[string]any{}, 400, "M_MISSING_PARAM"},
+			{"GET", "/_matrix/federation/v1/user/devices/" + url.PathEscape(bob), nil, 400, "M_INVALID_PARAM"},
+		} {
+			if code, ecode, raw := o.send(t, b, o.name, b.ServerName, o.key, c.method, c.uri, c.body, nil); code != c.code || ecode != c.errcode {
+				t.Errorf("%s %s: %d %s %s", c.method, c.uri, code, ecode, raw)
+			}
+		}
+		// A local user without devices: an empty list at stream 0.
+		code, _, raw := o.send(t, b, o.name, b.ServerName, o.key, "GET", "/_matrix/federation/v1/user/devices/"+url.PathEscape(aliceDev.userID), nil, nil)
+		var devs struct {
+			UserID   string `json:"user_id"`
+			StreamID int64  `json:"stream_id"`
+			Devices  []any  `json:"devices"`
+		}
+		if code != 200 || json.Unmarshal(raw, &devs) != nil || devs.UserID != aliceDev.userID || devs.Devices == nil {
+			t.Errorf("user/devices: %d %s", code, raw)
+		}
+	})
 }

@@ -88,7 +88,7 @@ func (s *Sender) roomDestinations(ctx context.Context, roomID string) ([]spec.Se
 	}
 	set := map[spec.ServerName]bool{}
 	s.serversOf(members, set)
-	return sortedServers(set), nil
+	return s.aclFilter(ctx, roomID, sortedServers(set)), nil
 }
 
 // userDestinations returns the other servers sharing a room with a user.

@@ -133,5 +133,16 @@ func (s *Sender) eventDestinations(ctx context.Context, ev *roomserver.Event) ([
 			servers = append(slices.Clone(servers), d)
 		}
 	}
-	return servers, nil
+	return s.aclFilter(ctx, roomID, servers), nil
+}
+
+// aclFilter drops the servers the room's server ACL denies.
+func (s *Sender) aclFilter(ctx context.Context, roomID string, servers []spec.ServerName) []spec.ServerName {
+	var out []spec.ServerName
+	for _, d := range servers {
+		if s.rooms.ServerAllowed(ctx, roomID, d) {
+			out = append(out, d)
+		}
+	}
+	return out
 }

@@ -53,6 +53,9 @@ type Rooms interface {
 	StateAtEvent(ctx context.Context, eventID string, after bool) ([]*roomserver.Event, error)
 	JoinedRooms(ctx context.Context, userID string) ([]string, error)
 	JoinedMembers(ctx context.Context, roomID string) ([]string, error)
+	// ServerAllowed applies the room's m.room.server_acl: denied servers get neither its
+	// events nor its EDUs.
+	ServerAllowed(ctx context.Context, roomID string, server spec.ServerName) bool
 }
 
 // Config is what a Sender is built from.

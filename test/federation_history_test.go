@@ -546,3 +546,92 @@ func TestFederationRemoteProfileDirectoryHierarchy(t *testing.T) {
 		t.Fatalf("bad openid token: %d %s", code, raw)
 	}
 }
+
+// TestFederationBackfillAfterJoin: a user of A joins B's room over federation and
+// paginates /messages back through the history B had before A joined: every message,
+// in order, fetched from B with /backfill as the pagination reaches the start of A's
+// copy. History B hides from A's users (joined visibility) stays hidden.
+func TestFederationBackfillAfterJoin(t *testing.T) {
+	harness.ForEachEngine(t, testFederationBackfillAfterJoin)
+}
+
+func testFederationBackfillAfterJoin(t *testing.T, engine string) {
+	ctx := context.Background()
+	a := harness.Start(t, harness.Options{Engine: engine, Federation: true, NameFromFederationAddr: true})
+	b := harness.Start(t, harness.Options{Federation: true, NameFromFederationAddr: true})
+	login := func(s *harness.Server, name string) *mautrix.Client {
+		cli, err := mautrix.NewClient(s.URL, "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		reg, err := cli.RegisterDummy(ctx, &mautrix.ReqRegister[any]{Username: name, Password: "correct horse battery"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cli.SetCredentials(reg.UserID, reg.AccessToken)
+		return cli
+	}
+	alice, bob := login(a, "bfalice"), login(b, "bfbob")
+	room, err := bob.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Old room"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := 1; i <= 23; i++ {
+		body := fmt.Sprintf("old %02d", i)
+		if _, err := bob.SendText(ctx, room.RoomID, body); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, body)
+	}
+	if _, err := alice.JoinRoom(ctx, room.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{b.ServerName}}); err != nil {
+		t.Fatalf("join over federation: %v", err)
+	}
+	// Paginate back 5 at a time until the end.
+	var got []string
+	from := ""
+	for page := 0; page < 30; page++ {
+		msgs, err := alice.Messages(ctx, room.RoomID, from, "", mautrix.DirectionBackward, nil, 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range msgs.Chunk {
+			if body, ok := ev.Content.Raw["body"].(string); ok {
+				got = append(got, body)
+			}
+		}
+		if msgs.End == "" {
+			break
+		}
+		from = msgs.End
+	}
+	slices.Reverse(got)
+	if !slices.Equal(got, want) {
+		t.Fatalf("history seen on A:\n%v\nwant\n%v", got, want)
+	}
+
+	// A room whose history is for joined members only: what came before the join stays hidden.
+	private, err := bob.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", InitialState: []*event.Event{{
+		Type: event.StateHistoryVisibility, Content: event.Content{Raw: map[string]any{"history_visibility": "joined"}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.SendText(ctx, private.RoomID, "before you came"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.JoinRoom(ctx, private.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{b.ServerName}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.SendText(ctx, private.RoomID, "after you came"); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := alice.Messages(ctx, private.RoomID, "", "", mautrix.DirectionBackward, nil, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range msgs.Chunk {
+		if ev.Content.Raw["body"] == "before you came" {
+			t.Fatal("history before the join was shown on A")
+		}
+	}
+}

@@ -28,7 +28,7 @@ func InsertNotifications(ctx context.Context, tx *Tx, ns []Notification) error {
 		// In-process SQLite: one prepared single-row statement beats compiling large
 		// multi-row statements; PostgreSQL prefers fewer round trips.
 		stmt, err := tx.PrepareContext(ctx, `INSERT INTO push_notifications (user_id, room_id, event_id, stream_pos, thread_id, actions, highlight, is_read, ts)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (user_id, event_id) DO NOTHING`)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (user_id, stream_pos) DO NOTHING`)
 		if err != nil {
 			return fmt.Errorf("insert notifications: %w", err)
 		}
@@ -51,7 +51,7 @@ func InsertNotifications(ctx context.Context, tx *Tx, ns []Notification) error {
 	}
 	_, err := tx.ExecContext(ctx, `INSERT INTO push_notifications (user_id, room_id, event_id, stream_pos, thread_id, actions, highlight, is_read, ts)
 		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::boolean[], $8::boolean[], $9::bigint[])
-		ON CONFLICT (user_id, event_id) DO NOTHING`, users, rooms, events, positions, threads, actions, highlights, reads, tss)
+		ON CONFLICT (user_id, stream_pos) DO NOTHING`, users, rooms, events, positions, threads, actions, highlights, reads, tss)
 	if err != nil {
 		return fmt.Errorf("insert notifications: %w", err)
 	}

@@ -24,12 +24,18 @@ var testKey = func() ed25519.PrivateKey {
 // buildPDU signs a real room event with gomatrixserverlib (room version 11).
 func buildPDU(t testing.TB, sender, typ string, stateKey *string, content any) gomatrixserverlib.PDU {
 	t.Helper()
+	return buildPDUIn(t, testRoom, sender, typ, stateKey, content)
+}
+
+// buildPDUIn builds a signed event in a room.
+func buildPDUIn(t testing.TB, roomID, sender, typ string, stateKey *string, content any) gomatrixserverlib.PDU {
+	t.Helper()
 	c, err := json.Marshal(content)
 	if err != nil {
 		t.Fatal(err)
 	}
 	verImpl := gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersionV11)
-	proto := &gomatrixserverlib.ProtoEvent{SenderID: sender, RoomID: testRoom, Type: typ, StateKey: stateKey,
+	proto := &gomatrixserverlib.ProtoEvent{SenderID: sender, RoomID: roomID, Type: typ, StateKey: stateKey,
 		Content: c, PrevEvents: []string{"$prev"}, AuthEvents: []string{"$auth"}, Depth: 5}
 	ev, err := verImpl.NewEventBuilderFromProtoEvent(proto).Build(time.Now(), "test", "ed25519:1", testKey)
 	if err != nil {

@@ -154,6 +154,7 @@ func (m *Memberships) Join(ctx context.Context, req roomserver.MembershipRequest
 			lastErr = remoteError(server, ferr)
 			continue
 		}
+		joined := time.Since(start)
 		ver := resp.JoinEvent.Version()
 		state := resp.StateSnapshot.GetStateEvents().UntrustedEvents(ver)
 		chain := resp.StateSnapshot.GetAuthEvents().UntrustedEvents(ver)
@@ -162,7 +163,7 @@ func (m *Memberships) Join(ctx context.Context, req roomserver.MembershipRequest
 			return nil, fmt.Errorf("store room %s joined through %s: %w", req.RoomID, server, err)
 		}
 		logrus.WithFields(logrus.Fields{"room_id": req.RoomID, "server": server, "user_id": req.Sender,
-			"state_events": len(state), "took": time.Since(start)}).Info("joined remote room")
+			"state_events": len(state), "join_ms": joined.Milliseconds(), "store_ms": (time.Since(start) - joined).Milliseconds()}).Info("joined remote room")
 		return ev, nil
 	}
 	return nil, lastErr

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"slices"
+	"time"
 
 	"github.com/gorilla/mux"
 	"github.com/matrix-org/gomatrixserverlib"
@@ -154,6 +155,7 @@ func (s *Server) sendMembership(membership string, v1 bool) http.HandlerFunc {
 
 func (s *Server) acceptMembership(r *http.Request, membership string) (any, error) {
 	ctx := r.Context()
+	start := time.Now()
 	origin := Origin(ctx)
 	roomID, err := pathVar(r, "roomID")
 	if err != nil {
@@ -214,7 +216,8 @@ func (s *Server) acceptMembership(r *http.Request, membership string) (any, erro
 	case res[0].Rejected || res[0].SoftFailed:
 		return nil, httputil.Forbidden("The %s is not allowed by the room's state", membership)
 	}
-	logrus.WithFields(logrus.Fields{"room_id": roomID, "origin": origin, "user_id": sender.String()}).Info("remote " + membership)
+	logrus.WithFields(logrus.Fields{"room_id": roomID, "origin": origin, "user_id": sender.String(),
+		"input_ms": time.Since(start).Milliseconds()}).Info("remote " + membership)
 	switch membership {
 	case spec.Join:
 		state, err := s.members.StateAtEvent(ctx, eventID, false)

@@ -237,6 +237,18 @@ func (rs *Roomserver) JoinFromState(ctx context.Context, join gomatrixserverlib.
 	if err != nil {
 		return nil, err
 	}
+	// Numeric IDs of every (type, state key), in one go.
+	var tuples []tuple
+	for _, ev := range ordered {
+		if ev.StateKey() != nil {
+			tuples = append(tuples, tuple{ev.Type(), *ev.StateKey()})
+		}
+	}
+	tuples = append(tuples, tuple{spec.MRoomMember, *join.StateKey()})
+	keys, err := rs.stateKeys(ctx, tuples, true)
+	if err != nil {
+		return nil, err
+	}
 	rejected := map[string]bool{}
 	var outliers []*newEvent
 	for _, pdu := range ordered {
@@ -265,11 +277,7 @@ func (rs *Roomserver) JoinFromState(ctx context.Context, join gomatrixserverlib.
 		}
 		rejected[pdu.EventID()] = ne.rejected
 		if pdu.StateKey() != nil {
-			k, _, err := rs.stateKey(ctx, pdu.Type(), *pdu.StateKey(), true)
-			if err != nil {
-				return nil, err
-			}
-			ne.key, ne.hasKey = k, true
+			ne.key, ne.hasKey = keys[tuple{pdu.Type(), *pdu.StateKey()}], true
 		}
 		outliers = append(outliers, ne)
 	}
@@ -313,9 +321,9 @@ func (rs *Roomserver) JoinFromState(ctx context.Context, join gomatrixserverlib.
 		if s == nil || s.Rejected || s.StateKey() == nil {
 			continue
 		}
-		k, _, err := rs.stateKey(ctx, s.Type(), *s.StateKey(), true)
-		if err != nil {
-			return nil, err
+		k, ok := keys[tuple{s.Type(), *s.StateKey()}]
+		if !ok {
+			return nil, fmt.Errorf("room %s: no numeric ID for state key of %s", roomID, s.EventID())
 		}
 		entries = append(entries, state.Entry{Key: k, Event: s.NID})
 		if s.Type() == spec.MRoomCreate && s.StateKeyEquals("") {
@@ -328,10 +336,7 @@ func (rs *Roomserver) JoinFromState(ctx context.Context, join gomatrixserverlib.
 	entries = withEntries(entries)
 
 	// 3. The join, on top of that state; it becomes the room's head.
-	k, _, err := rs.stateKey(ctx, spec.MRoomMember, *join.StateKey(), true)
-	if err != nil {
-		return nil, err
-	}
+	k := keys[tuple{spec.MRoomMember, *join.StateKey()}]
 	ne := &newEvent{pdu: join, base: state.Empty, changes: entries, key: k, hasKey: true}
 	old := &roomHead{state: state.Empty}
 	if h := r.head.Load(); h != nil {

@@ -63,6 +63,25 @@ func fmEventTypes(raw json.RawMessage) []string {
 	return out
 }
 
+// fmWaitBody waits until a message with body is in the room's latest messages for cli.
+func fmWaitBody(t *testing.T, cli *mautrix.Client, roomID id.RoomID, body string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		msgs, err := cli.Messages(context.Background(), roomID, "", "", mautrix.DirectionBackward, nil, 20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Contains(rmBodies(msgs.Chunk), body) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never saw %q in %s: %v", cli.UserID, body, roomID, rmBodies(msgs.Chunk))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func fmWaitMembership(t *testing.T, cli *mautrix.Client, roomID id.RoomID, user id.UserID, want string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -135,6 +154,10 @@ func testFederationMembership(t *testing.T, engine string) {
 	if err := bob.StateEvent(ctx, public, event.StateRoomName, "", &name); err != nil || name.Name != "Town square" {
 		t.Fatalf("room name on B: %+v %v", name, err)
 	}
+	// Messages travel both ways (the federation sender delivers them).
+	fmWaitBody(t, alice, public, "hello from B")
+	rmSend(t, alice, public, "welcome bob")
+	fmWaitBody(t, bob, public, "welcome bob")
 	// A second join is a no-op done locally.
 	if _, err := bob.JoinRoomByID(ctx, public); err != nil {
 		t.Fatalf("join again: %v", err)

@@ -126,7 +126,12 @@ func (s *Server) getDirectoryRoom(r *http.Request) (any, error) {
 		return nil, err
 	}
 	if !local {
-		return nil, httputil.NotFound("Room alias %s is not on this server and cannot be resolved", alias)
+		// The alias's server answers (/query/directory) when federation is on.
+		roomID, servers, err := s.members.ResolveAlias(ctx, alias)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]any{"room_id": roomID, "servers": servers}, nil
 	}
 	a, err := storage.GetRoomAlias(ctx, s.db, alias)
 	if errors.Is(err, storage.ErrNotFound) {

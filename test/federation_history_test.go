@@ -524,6 +524,12 @@ func TestFederationRemoteProfileDirectoryHierarchy(t *testing.T) {
 		t.Fatalf("hierarchy through federation: %v", names)
 	}
 
+	// B's alias, resolved by A through federation.
+	ra, err := alice.ResolveAlias(ctx, id.RoomAlias("#lobby:"+b.ServerName))
+	if err != nil || ra.RoomID != room.RoomID || !slices.Contains(ra.Servers, b.ServerName) {
+		t.Fatalf("remote alias: %+v %v", ra, err)
+	}
+
 	// B's /query/directory and /openid/userinfo, asked by a fake origin.
 	o := startFakeOrigin(t)
 	code, ecode, raw := o.send(t, b, o.name, b.ServerName, o.key, "GET", "/_matrix/federation/v1/query/directory?room_alias="+url.QueryEscape("#lobby:"+b.ServerName), nil, nil)

@@ -174,9 +174,18 @@ func (s *Server) storeOutliers(ctx context.Context, evs []gomatrixserverlib.PDU,
 // when they are, the state before it is fetched from server first.
 func (s *Server) inputWithState(ctx context.Context, server spec.ServerName, ver gomatrixserverlib.RoomVersion, kind roomserver.InputKind, ev gomatrixserverlib.PDU) (roomserver.InputResult, error) {
 	in := roomserver.InputEvent{Kind: kind, Event: ev}
-	ok, err := s.knownInTimeline(ctx, ev.PrevEventIDs())
+	// An event stored already (outliers too) needs nothing fetched: the roomserver
+	// answers for it.
+	known, err := s.rooms.Events(ctx, []string{ev.EventID()})
 	if err != nil {
 		return roomserver.InputResult{}, err
+	}
+	have := known[ev.EventID()] != nil
+	ok := have
+	if !have {
+		if ok, err = s.knownInTimeline(ctx, ev.PrevEventIDs()); err != nil {
+			return roomserver.InputResult{}, err
+		}
 	}
 	if !ok {
 		st, err := s.stateFrom(ctx, server, ver, ev.RoomID().String(), ev.EventID())

@@ -351,10 +351,15 @@ func (s *Server) receivePDU(ctx context.Context, origin spec.ServerName, raw jso
 	}
 	// Missing prev events: ask the origin for the gap first, then (inputWithState) for
 	// the state at the event if the gap could not be closed.
-	if ok, err := s.knownInTimeline(ctx, ev.PrevEventIDs()); err != nil {
+	// (Nothing to fetch for an event we already have, e.g. a retransmission.)
+	if have, err := s.knownInTimeline(ctx, []string{id}); err != nil {
 		return id, pduResult{Error: "could not process event"}
-	} else if !ok {
-		s.fillGap(ctx, origin, ver, ev)
+	} else if !have {
+		if ok, err := s.knownInTimeline(ctx, ev.PrevEventIDs()); err != nil {
+			return id, pduResult{Error: "could not process event"}
+		} else if !ok {
+			s.fillGap(ctx, origin, ver, ev)
+		}
 	}
 	res, err := s.inputWithState(ctx, origin, ver, roomserver.InputNew, ev)
 	if err != nil {

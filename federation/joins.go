@@ -260,9 +260,44 @@ func (m *Memberships) Leave(ctx context.Context, req roomserver.MembershipReques
 	servers := m.candidates(req.RoomID, nil, m.membershipServer(ctx, req.RoomID, req.Sender))
 	ev, err := m.remoteLeave(ctx, req, servers)
 	if err != nil {
-		return nil, err
+		if cur == spec.Join {
+			return nil, err
+		}
+		// No server of the room takes the rejection (gone, or refusing): reject locally
+		// so the user is not stuck with the invite or knock.
+		logrus.WithError(err).WithFields(logrus.Fields{"room_id": req.RoomID, "user_id": req.Sender}).Info("rejecting locally")
+		if ev, err = m.localRejection(ctx, req); err != nil {
+			return nil, err
+		}
 	}
 	return m.s.members.StoreOutOfBandMembership(ctx, ev)
+}
+
+// localRejection builds a leave of req.Sender that follows their current (invite or
+// knock) membership event, for this server only: the room's servers never see it.
+func (m *Memberships) localRejection(ctx context.Context, req roomserver.MembershipRequest) (gomatrixserverlib.PDU, error) {
+	_, cur, err := m.s.members.Membership(ctx, req.RoomID, req.Sender)
+	if err != nil {
+		return nil, err
+	}
+	if cur == nil {
+		return nil, httputil.Forbidden("You are not in the room")
+	}
+	content := map[string]any{"membership": spec.Leave}
+	if req.Reason != "" {
+		content["reason"] = req.Reason
+	}
+	sk := req.Sender
+	proto := gomatrixserverlib.ProtoEvent{SenderID: req.Sender, RoomID: req.RoomID, Type: spec.MRoomMember, StateKey: &sk,
+		PrevEvents: []string{cur.EventID()}, AuthEvents: []string{cur.EventID()}, Depth: cur.Depth() + 1}
+	if err := proto.SetContent(content); err != nil {
+		return nil, err
+	}
+	impl, err := gomatrixserverlib.GetRoomVersion(cur.Version())
+	if err != nil {
+		return nil, err
+	}
+	return impl.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), m.us(), m.s.key.ID, m.s.key.Private)
 }
 
 // lastLocalMember reports whether userID is this server's only joined member of the room.

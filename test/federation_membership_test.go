@@ -498,6 +498,13 @@ func testFederationMembershipChecks(t *testing.T, engine string) {
 	if !slices.Equal(types, []string{"m.room.name", "m.room.create", "m.room.member"}) {
 		t.Fatalf("alice's invite_state: %v", types)
 	}
+	// The inviting server does not answer make_leave: alice rejects the invite locally.
+	if _, err := alice.LeaveRoom(ctx, id.RoomID("!faraway:"+o.name)); err != nil {
+		t.Fatalf("reject an invite of an unreachable room: %v", err)
+	}
+	if _, ok := fmSync(t, a, alice)["invite"]["!faraway:"+o.name]; ok {
+		t.Fatal("alice still sees the invite she rejected")
+	}
 	// Refused: an unknown local user, an invite sent for another server's user.
 	nobody := inviteFor("@nobody:" + a.ServerName)
 	if code, ecode, _ := o.send(t, a, o.name, a.ServerName, o.key, "PUT", "/_matrix/federation/v2/invite/"+url.PathEscape("!faraway:"+o.name)+"/"+url.PathEscape(nobody.EventID()), inviteBody(nobody), nil); code != 404 || ecode != "M_NOT_FOUND" {

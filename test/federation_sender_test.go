@@ -422,3 +422,62 @@ func TestFederationIncomingEDUs(t *testing.T) {
 		}
 	})
 }
+
+// TestFederationCrossSigning: a remote user's cross-signing keys reach local users
+// (device_lists.changed, then /keys/query through federation), and a local user signs
+// the remote user's master key with their user-signing key and sees that signature in
+// later queries; a signature of a key the remote user does not have is refused.
+func TestFederationCrossSigning(t *testing.T) {
+	harness.ForEachEngine(t, func(t *testing.T, engine string) {
+		ctx := context.Background()
+		a, b := startFedServer(t, engine), startFedServer(t, engine)
+		alice, bob := e2eRegister(t, a.Server, "alice"), e2eRegister(t, b.Server, "bob")
+		created, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "11"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		joinRemote(t, bob.cli, created.RoomID.String(), a)
+		const path = "/_matrix/client/v3/keys/device_signing/upload"
+		acs, bcs := e2eNewCrossSigning(t), e2eNewCrossSigning(t)
+		code, body := a.Do(t, "POST", path, alice.token, acs.body(t, alice.userID))
+		e2eExpect(t, "alice's cross-signing keys", code, body, 200, "")
+		s0, err := alice.cli.FullSyncRequest(ctx, mautrix.ReqSync{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, body = b.Do(t, "POST", path, bob.token, bcs.body(t, bob.userID))
+		e2eExpect(t, "bob's cross-signing keys", code, body, 200, "")
+		syncUntil(t, alice.cli, s0.NextBatch, "bob's signing key update on A", func(r *mautrix.RespSync) bool {
+			return slices.Contains(r.DeviceLists.Changed, id.UserID(bob.userID))
+		})
+		var master map[string]any
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			q := e2eQuery(t, a.Server, alice.token, bob.userID)
+			master, _ = e2eGet(q, "master_keys", bob.userID).(map[string]any)
+			if e2eGet(master, "keys", "ed25519:"+bcs.master) == bcs.master && e2eGet(q, "self_signing_keys", bob.userID) != nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("bob's cross-signing keys not in alice's query: %v", q)
+			}
+		}
+
+		signed := e2eSign(t, master, alice.userID, "ed25519:"+acs.usk, acs.uskPriv)
+		code, body = a.Do(t, "POST", "/_matrix/client/v3/keys/signatures/upload", alice.token,
+			map[string]any{bob.userID: map[string]any{bcs.master: signed}})
+		if code != 200 || len(body["failures"].(map[string]any)) != 0 {
+			t.Fatalf("signing bob's master key: %d %v", code, body)
+		}
+		q := e2eQuery(t, a.Server, alice.token, bob.userID)
+		if !e2eVerify(t, e2eGet(q, "master_keys", bob.userID), alice.userID, acs.usk, acs.usk) {
+			t.Fatalf("alice's signature missing from bob's master key: %v", q)
+		}
+		// Not bob's master key: refused, per key.
+		other := e2eSign(t, e2eCSKey(bob.userID, "master", acs.master), alice.userID, "ed25519:"+acs.usk, acs.uskPriv)
+		code, body = a.Do(t, "POST", "/_matrix/client/v3/keys/signatures/upload", alice.token,
+			map[string]any{bob.userID: map[string]any{acs.master: other}})
+		if code != 200 || e2eGet(body, "failures", bob.userID, acs.master, "errcode") != "M_NOT_FOUND" {
+			t.Fatalf("signature of a key bob does not have: %d %v", code, body)
+		}
+	})
+}

@@ -218,14 +218,20 @@ func (s *Service) UploadSignatures(ctx context.Context, userID string, body map[
 			}
 			continue
 		}
-		if !s.isLocal(domain) {
-			for keyID := range body[target] {
-				fail(target, keyID, failure("M_UNKNOWN", "signing keys of users on other servers is not supported yet"))
-			}
-			continue
-		}
 		targetCS := own
-		if target != userID {
+		switch {
+		case !s.isLocal(domain):
+			// Another server's user: only their master key, signed with our user-signing
+			// key, as their server publishes it (the signature stays here, shown to us).
+			cs, f := s.remoteMasterKey(ctx, domain, target)
+			if f != nil {
+				for keyID := range body[target] {
+					fail(target, keyID, *f)
+				}
+				continue
+			}
+			targetCS = cs
+		case target != userID:
 			if targetCS, err = storage.GetCrossSigningKeys(ctx, s.db, target); err != nil {
 				return nil, err
 			}

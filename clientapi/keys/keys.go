@@ -358,6 +358,16 @@ func (s *Service) Query(ctx context.Context, requester string, req QueryRequest)
 	}
 	if len(remote) > 0 {
 		s.queryRemote(ctx, remoteTimeout(req.Timeout), remote, resp)
+		var users []string
+		for _, us := range remote {
+			for u := range us {
+				users = append(users, u)
+			}
+		}
+		sort.Strings(users)
+		if err := s.addOwnSignatures(ctx, requester, users, resp); err != nil {
+			return nil, err
+		}
 	}
 	if len(local) == 0 {
 		return resp, nil

@@ -76,6 +76,80 @@ func forEachServer[T any](ctx context.Context, timeout time.Duration, byServer m
 	wg.Wait()
 }
 
+// remoteMasterKey returns the master key of a user of another server as its server
+// publishes it.
+func (s *Service) remoteMasterKey(ctx context.Context, server, userID string) (map[string]storage.CrossSigningKey, *SignatureFailure) {
+	if s.remote == nil {
+		f := failure("M_UNKNOWN", "keys of users on other servers cannot be reached")
+		return nil, &f
+	}
+	ctx, cancel := context.WithTimeout(ctx, DefaultRemoteTimeout)
+	defer cancel()
+	keys, err := s.remote.QueryKeys(ctx, server, map[string][]string{userID: {}})
+	if err != nil {
+		f := failure("M_UNKNOWN", "cannot get the keys of %s: %v", userID, err)
+		return nil, &f
+	}
+	raw, ok := keys.MasterKeys[userID]
+	if !ok {
+		f := failure("M_NOT_FOUND", "%s has no master key", userID)
+		return nil, &f
+	}
+	var k struct {
+		Keys map[string]string `json:"keys"`
+	}
+	if err := json.Unmarshal(raw, &k); err != nil || len(k.Keys) != 1 {
+		f := failure("M_NOT_FOUND", "%s has no valid master key", userID)
+		return nil, &f
+	}
+	var pub string
+	for _, v := range k.Keys {
+		pub = v
+	}
+	return map[string]storage.CrossSigningKey{storage.CrossSigningMaster: {UserID: userID, Type: storage.CrossSigningMaster, PublicKey: pub, KeyJSON: raw}}, nil
+}
+
+// addOwnSignatures adds to remote users' master keys in resp the signatures requester
+// made of them (with their user-signing key), which only this server knows.
+func (s *Service) addOwnSignatures(ctx context.Context, requester string, users []string, resp *QueryResponse) error {
+	if requester == "" || len(users) == 0 {
+		return nil
+	}
+	sigs, err := storage.QueryKeySignatures(ctx, s.db, users)
+	if err != nil {
+		return err
+	}
+	byKey := map[[2]string]map[string]map[string]string{}
+	for _, sg := range sigs {
+		if sg.SignerUserID != requester {
+			continue
+		}
+		k := [2]string{sg.TargetUserID, sg.TargetKeyID}
+		if byKey[k] == nil {
+			byKey[k] = map[string]map[string]string{requester: {}}
+		}
+		byKey[k][requester][sg.SignerKeyID] = sg.Signature
+	}
+	for k, add := range byKey {
+		master, ok := resp.MasterKeys[k[0]]
+		if !ok {
+			continue
+		}
+		var mk struct {
+			Keys map[string]string `json:"keys"`
+		}
+		if json.Unmarshal(master, &mk) != nil || mk.Keys["ed25519:"+k[1]] != k[1] {
+			continue // a signature of an older master key
+		}
+		merged, err := mergeSignatures(master, add, nil)
+		if err != nil {
+			return err
+		}
+		resp.MasterKeys[k[0]] = merged
+	}
+	return nil
+}
+
 // queryRemote fills resp with the keys of users of other servers (server → users).
 func (s *Service) queryRemote(ctx context.Context, timeout time.Duration, byServer map[string]map[string][]string, resp *QueryResponse) {
 	var mu sync.Mutex

@@ -377,11 +377,6 @@ func (ct *crashTest) verify(round int) {
 // retryInFlight retries, with the same transaction ID, every message and to-device
 // request of the round whose answer the kill cut off.
 func (ct *crashTest) retryInFlight(t *testing.T, round int) {
-	// Known bug found by this test: the transaction ID is recorded after the roomserver
-	// has committed the event, in a separate write. A kill between the two makes the
-	// retry send the message a second time (SQLite: nearly every round), and on
-	// PostgreSQL the claim left behind answers every retry 409 for two minutes.
-	t.Skip("known bug (issue 8, item 5): txn IDs are recorded after the event commit, so a retry after a crash duplicates the message (SQLite) or gets 409 for 2 minutes (PostgreSQL); remove this skip once the ID is recorded in the roomserver commit")
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var failures []string

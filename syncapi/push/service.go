@@ -145,30 +145,52 @@ func (s *Service) signal() {
 // rows are written in one transaction.
 const maxEvalBatch = 256
 
+// evalLinger is the shortest time between two batches while events keep coming: the
+// worker lets events gather so that a busy server writes notifications a few times a
+// second (each write is a commit that holds the database's single SQLite writer, which
+// the roomserver's commits wait for) instead of once per few events. An event after a
+// quiet spell is evaluated at once.
+const evalLinger = 50 * time.Millisecond
+
 func (s *Service) run(ctx context.Context) {
 	defer close(s.stopped)
+	var last time.Time
 	for {
 		s.mu.Lock()
-		n := min(len(s.queue), maxEvalBatch)
+		n, closed := len(s.queue), s.closed
+		s.mu.Unlock()
+		if n == 0 {
+			if closed {
+				return
+			}
+			<-s.wake
+			continue
+		}
+		for deadline := last.Add(evalLinger); n < maxEvalBatch && !closed && time.Now().Before(deadline); {
+			t := time.NewTimer(time.Until(deadline))
+			select {
+			case <-s.wake:
+			case <-t.C:
+			}
+			t.Stop()
+			s.mu.Lock()
+			n, closed = len(s.queue), s.closed
+			s.mu.Unlock()
+		}
+		s.mu.Lock()
+		n = min(len(s.queue), maxEvalBatch)
 		batch := s.queue[:n:n]
 		s.queue = s.queue[n:]
 		if len(s.queue) == 0 {
 			s.queue = nil
 		}
-		closed := s.closed
 		s.mu.Unlock()
-		if n > 0 {
-			s.processBatch(ctx, batch)
-			s.doneMu.Lock()
-			s.donePos = max(s.donePos, batch[n-1].StreamPos)
-			s.doneCond.Broadcast()
-			s.doneMu.Unlock()
-			continue
-		}
-		if closed {
-			return
-		}
-		<-s.wake
+		last = time.Now()
+		s.processBatch(ctx, batch)
+		s.doneMu.Lock()
+		s.donePos = max(s.donePos, batch[n-1].StreamPos)
+		s.doneCond.Broadcast()
+		s.doneMu.Unlock()
 	}
 }
 

@@ -115,7 +115,7 @@ func testFederationMembership(t *testing.T, engine string) {
 	carol := udRegister(t, b, "carol")
 	dave := udRegister(t, b, "dave")
 
-	public := rmCreate(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Town square", RoomVersion: "11"})
+	public := rmCreate(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Town square", RoomVersion: "11", RoomAliasName: "square"})
 	rmSend(t, alice, public, "before bob")
 
 	// Join by room ID through A.
@@ -284,6 +284,18 @@ func testFederationMembership(t *testing.T, engine string) {
 	rmWantErr(t, "join of a room A does not know", err, 404, "M_NOT_FOUND")
 	_, err = frank.JoinRoom(ctx, private.String(), &mautrix.ReqJoinRoom{Via: []string{a.ServerName}})
 	rmWantErr(t, "join of an invite-only room", err, 403, "M_FORBIDDEN")
+
+	// Join by alias: B asks A's directory, then joins through the servers it names.
+	gina := udRegister(t, b, "gina")
+	alias := "#square:" + a.ServerName
+	if resp, err := gina.JoinRoom(ctx, alias, nil); err != nil || resp.RoomID != public {
+		t.Fatalf("gina joins by alias: %+v %v", resp, err)
+	}
+	if got := fmJoined(t, alice, public); !slices.Contains(got, gina.UserID.String()) {
+		t.Fatalf("members on A after gina joined by alias: %v", got)
+	}
+	_, err = gina.JoinRoom(ctx, "#nothing:"+a.ServerName, nil)
+	rmWantErr(t, "join of an unknown remote alias", err, 404, "M_NOT_FOUND")
 }
 
 func mustJSON(t *testing.T, v any) []byte {

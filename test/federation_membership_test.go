@@ -172,10 +172,24 @@ func testFederationMembership(t *testing.T, engine string) {
 		t.Fatalf("members on A after bob left: %v", got)
 	}
 
-	// Alice invites carol (on B): carol sees the invite with the room's stripped state.
+	// Alice invites carol (on B): carol's waiting /sync wakes up with the invite, which
+	// carries the room's stripped state.
 	private := rmCreate(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Back office", RoomVersion: "11"})
+	code, first := b.Do(t, "GET", "/_matrix/client/v3/sync", carol.AccessToken, nil)
+	if code != 200 {
+		t.Fatalf("carol's first sync: %d %v", code, first)
+	}
+	polled := make(chan map[string]any, 1)
+	go func() {
+		_, body := b.Do(t, "GET", "/_matrix/client/v3/sync?timeout=30000&since="+url.QueryEscape(first["next_batch"].(string)), carol.AccessToken, nil)
+		polled <- body
+	}()
+	time.Sleep(200 * time.Millisecond) // let the long-poll start waiting
 	if _, err := alice.InviteUser(ctx, private, &mautrix.ReqInviteUser{UserID: carol.UserID}); err != nil {
 		t.Fatalf("invite carol: %v", err)
+	}
+	if body := <-polled; !strings.Contains(string(mustJSON(t, body["rooms"])), `"invite":{"`+private.String()) {
+		t.Fatalf("carol's long-poll did not return the invite: %v", body["rooms"])
 	}
 	if m := rmMembership(t, alice, private, carol.UserID); m != "invite" {
 		t.Fatalf("carol's membership on A: %q", m)
@@ -271,6 +285,23 @@ func testFederationMembership(t *testing.T, engine string) {
 	}
 	if got := fmJoined(t, alice, knockRoom); !slices.Contains(got, erin.UserID.String()) {
 		t.Fatalf("members on A after erin joined: %v", got)
+	}
+	// Hank knocks on another room (B has no member there), then withdraws his knock:
+	// A sees him leave.
+	hank := udRegister(t, b, "hank")
+	knockRoom = rmCreate(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", RoomVersion: "11",
+		InitialState: []*event.Event{{Type: event.StateJoinRules, Content: event.Content{Raw: map[string]any{"join_rule": "knock"}}}}})
+	if code, body := b.Do(t, "POST", "/_matrix/client/v3/knock/"+esc(knockRoom.String())+"?via="+url.QueryEscape(a.ServerName), hank.AccessToken, map[string]any{}); code != 200 {
+		t.Fatalf("hank knocks: %d %v", code, body)
+	}
+	if m := rmMembership(t, alice, knockRoom, hank.UserID); m != "knock" {
+		t.Fatalf("hank's membership on A: %q", m)
+	}
+	if _, err := hank.LeaveRoom(ctx, knockRoom); err != nil {
+		t.Fatalf("hank withdraws his knock: %v", err)
+	}
+	if m := rmMembership(t, alice, knockRoom, hank.UserID); m != "leave" {
+		t.Fatalf("hank's membership on A after withdrawing: %q", m)
 	}
 
 	// Failures.

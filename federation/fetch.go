@@ -174,13 +174,14 @@ func (s *Server) storeOutliers(ctx context.Context, evs []gomatrixserverlib.PDU,
 // when they are, the state before it is fetched from server first.
 func (s *Server) inputWithState(ctx context.Context, server spec.ServerName, ver gomatrixserverlib.RoomVersion, kind roomserver.InputKind, ev gomatrixserverlib.PDU) (roomserver.InputResult, error) {
 	in := roomserver.InputEvent{Kind: kind, Event: ev}
-	// An event stored already (outliers too) needs nothing fetched: the roomserver
-	// answers for it.
+	// An event stored already needs nothing fetched: the roomserver answers for it
+	// (but an outlier reached by backfill joins the timeline, and needs its state).
 	known, err := s.rooms.Events(ctx, []string{ev.EventID()})
 	if err != nil {
 		return roomserver.InputResult{}, err
 	}
-	have := known[ev.EventID()] != nil
+	k := known[ev.EventID()]
+	have := k != nil && (!k.Outlier || kind != roomserver.InputBackfill)
 	ok := have
 	if !have {
 		if ok, err = s.knownInTimeline(ctx, ev.PrevEventIDs()); err != nil {

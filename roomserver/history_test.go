@@ -82,6 +82,37 @@ func TestInputStateBeforeAndBackfill(t *testing.T) {
 		if len(got) != 3 || got[0] != "m3" || got[1] != "m2" || got[2] != "m1" {
 			t.Fatalf("messages: %v", got)
 		}
+		// An outlier reached by backfill is promoted into the timeline.
+		o1 := b.build(t, rs, roomID, "11", alice, "m.room.topic", strp(""), map[string]any{"topic": "t"})
+		o2 := b.build(t, rs, roomID, "11", alice, "m.room.message", nil, msg("after topic"))
+		if res, err := rs.InputEvents(ctx, []InputEvent{{Kind: InputOutlier, Event: o1}}); err != nil || res[0].Err != nil || !res[0].Event.Outlier {
+			t.Fatalf("outlier: %+v %v", res, err)
+		}
+		if res, err := rs.InputEvents(ctx, []InputEvent{{Kind: InputNew, Event: o1}}); err != nil || res[0].Err == nil {
+			t.Fatalf("an outlier given as new: %+v %v", res, err)
+		}
+		res, err = rs.InputEvents(ctx, []InputEvent{{Kind: InputBackfill, Event: o1}, {Kind: InputBackfill, Event: o2}})
+		if err != nil || res[0].Err != nil || res[0].Event.Outlier || res[0].Event.StreamPos >= 0 || res[1].Err != nil || res[1].Rejected {
+			t.Fatalf("promoted outlier: %+v %v", res, err)
+		}
+		if ev, err := rs.Event(ctx, o1.EventID()); err != nil || ev.Outlier {
+			t.Fatalf("promoted outlier reloaded: %+v %v", ev, err)
+		}
+		if st, err := rs.StateAtEvent(ctx, o2.EventID(), false); err != nil || len(st) == 0 {
+			t.Fatalf("state after the promoted event: %v", err)
+		}
+		page2, err := rs.Messages(ctx, MessagesRequest{RoomID: roomID, Viewer: alice, From: End, Dir: Backward, Limit: 50})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := false
+		for _, ev := range page2.Events {
+			seen = seen || ev.EventID() == o1.EventID()
+		}
+		if !seen {
+			t.Fatal("the promoted outlier is not in alice's /messages")
+		}
+
 		// The token of a backfilled event (negative stream) parses back.
 		tok := page.Events[2].Position().String()
 		if p, err := ParsePosition(tok); err != nil || p != page.Events[2].Position() {

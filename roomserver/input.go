@@ -27,7 +27,8 @@ const (
 	// StateBefore) but is older than the room's head: it is not checked against the
 	// current state, does not change the forward extremities or the current state,
 	// and is not published as new (its stream position is negative: /sync never
-	// returns it, /messages does, by depth).
+	// returns it, /messages does, by depth). An event stored as an outlier (state of a
+	// join) is promoted into the timeline under its NID.
 	InputBackfill
 )
 
@@ -121,24 +122,31 @@ func (rs *Roomserver) inputEvent(ctx context.Context, in InputEvent) (InputResul
 		}
 	}
 
+	var promoteNID int64
 	if known, err := rs.eventByID(ctx, pdu.EventID()); err != nil {
 		return res, err
 	} else if known != nil {
-		if known.Outlier && in.Kind != InputOutlier {
-			// TODO: promote an outlier into the timeline (needs its state computed and a
-			// new stream position); for now the event stays an outlier.
+		promote := known.Outlier && in.Kind == InputBackfill && known.RoomNID == r.nid
+		if known.Outlier && in.Kind != InputOutlier && !promote {
+			// TODO: promote an outlier into the live timeline (a new positive stream
+			// position under an old NID); backfill promotes (below), /send does not yet.
 			res.Err = fmt.Errorf("event %s is stored as an outlier and cannot join the timeline yet", pdu.EventID())
 			return res, nil
 		}
-		res.AlreadyKnown, res.Event, res.Rejected, res.SoftFailed = true, known, known.Rejected, known.SoftFailed
-		return res, nil
+		if !promote {
+			res.AlreadyKnown, res.Event, res.Rejected, res.SoftFailed = true, known, known.Rejected, known.SoftFailed
+			return res, nil
+		}
+		// Backfill reached an event stored as an outlier (part of the state of a join):
+		// it takes its place in the timeline, under its existing NID.
+		promoteNID = known.NID
 	}
 
-	if isCreate && !newRoom {
+	if isCreate && !newRoom && promoteNID == 0 {
 		res.Err = spec.Forbidden(fmt.Sprintf("room %s already has a create event", roomID))
 		return res, nil
 	}
-	ne := &newEvent{pdu: pdu, outlier: in.Kind == InputOutlier, backfill: in.Kind == InputBackfill}
+	ne := &newEvent{pdu: pdu, outlier: in.Kind == InputOutlier, backfill: in.Kind == InputBackfill, promoteNID: promoteNID}
 	if newRoom && in.Kind == InputBackfill {
 		res.Err = fmt.Errorf("room %s is not known: nothing to backfill", roomID)
 		return res, nil

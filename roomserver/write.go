@@ -18,6 +18,9 @@ type newEvent struct {
 	pdu        gomatrixserverlib.PDU
 	outlier    bool
 	backfill   bool // history: negative stream position, not published
+	// promoteNID is the NID of the outlier row this (backfilled) event turns into a
+	// timeline event; 0 for a new row.
+	promoteNID int64
 	rejected   bool
 	softFailed bool
 	// key is the state key of state events (hasKey false for non-state events).
@@ -114,9 +117,13 @@ func (rs *Roomserver) runWrite(ctx context.Context, tw *txWriter, w *roomWrite) 
 	var lastNID int64
 	for i, ne := range w.events {
 		pdu := ne.pdu
+		nid := nids[i]
+		if ne.promoteNID != 0 {
+			nid = ne.promoteNID
+		}
 		ev := &Event{
 			PDU:        pdu,
-			NID:        nids[i],
+			NID:        nid,
 			RoomNID:    w.roomNID,
 			Outlier:    ne.outlier,
 			Rejected:   ne.rejected,
@@ -208,7 +215,13 @@ func (rs *Roomserver) runWrite(ctx context.Context, tw *txWriter, w *roomWrite) 
 			DeviceID:       ne.deviceID,
 			JSON:           pdu.JSON(),
 		}
-		tw.addEvent(row)
+		if ne.promoteNID != 0 {
+			if err := roomstore.PromoteOutlier(ctx, q, row); err != nil {
+				return nil, err
+			}
+		} else {
+			tw.addEvent(row)
+		}
 		if ne.txnScope != "" && ne.txnID != "" {
 			ok, err := storage.InsertTransactionResponse(ctx, q, row.Sender, ne.deviceID, ne.txnScope, ne.txnID, sendResponse(row.EventID))
 			if err != nil {

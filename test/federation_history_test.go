@@ -596,12 +596,14 @@ func testFederationBackfillAfterJoin(t *testing.T, engine string) {
 	// Paginate back 5 at a time until the end.
 	var got []string
 	from := ""
+	sawCreate := false
 	for page := 0; page < 30; page++ {
 		msgs, err := alice.Messages(ctx, room.RoomID, from, "", mautrix.DirectionBackward, nil, 5)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, ev := range msgs.Chunk {
+			sawCreate = sawCreate || ev.Type.Type == "m.room.create"
 			if body, ok := ev.Content.Raw["body"].(string); ok {
 				got = append(got, body)
 			}
@@ -614,6 +616,9 @@ func testFederationBackfillAfterJoin(t *testing.T, engine string) {
 	slices.Reverse(got)
 	if !slices.Equal(got, want) {
 		t.Fatalf("history seen on A:\n%v\nwant\n%v", got, want)
+	}
+	if !sawCreate {
+		t.Fatal("the room's create event (known on A as part of the join's state) never reached the timeline")
 	}
 
 	// A room whose history is for joined members only: what came before the join stays hidden.

@@ -355,3 +355,20 @@ func EventsInStream(ctx context.Context, q storage.Querier, from, to int64, limi
 	return queryEvents(ctx, q, `SELECT `+eventColumns+` FROM room_events
 		WHERE stream_pos > $1 AND stream_pos <= $2 ORDER BY stream_pos LIMIT $3`, from, to, limit)
 }
+
+// PromoteOutlier gives a stored outlier its place in the DAG (backfill reaching an
+// event first stored as part of some state): its stream position, states and flags.
+func PromoteOutlier(ctx context.Context, q storage.Querier, e *Event) error {
+	res, err := q.ExecContext(ctx, `UPDATE room_events SET stream_pos = $1, state_before = $2, state_after = $3,
+		replaces_event_id = $4, outlier = FALSE, rejected = $5, soft_failed = $6, rel_type = $7, relates_to = $8
+		WHERE event_nid = $9`,
+		nullInt(e.StreamPos), e.StateBefore, e.StateAfter, nullStr(e.ReplacesID),
+		e.Rejected, e.SoftFailed, nullStr(e.RelType), nullStr(e.RelatesTo), e.NID)
+	if err != nil {
+		return fmt.Errorf("promote outlier %s: %w", e.EventID, err)
+	}
+	if n, err := res.RowsAffected(); err == nil && n != 1 {
+		return fmt.Errorf("promote outlier %s: %d rows", e.EventID, n)
+	}
+	return nil
+}

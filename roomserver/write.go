@@ -15,9 +15,9 @@ import (
 
 // newEvent is an event checked and ready to be persisted by a roomWrite.
 type newEvent struct {
-	pdu        gomatrixserverlib.PDU
-	outlier    bool
-	backfill   bool // history: negative stream position, not published
+	pdu      gomatrixserverlib.PDU
+	outlier  bool
+	backfill bool // history: negative stream position, not published
 	// promoteNID is the NID of the outlier row this (backfilled) event turns into a
 	// timeline event; 0 for a new row.
 	promoteNID int64

@@ -194,20 +194,11 @@ func (rs *Roomserver) JoinFromState(ctx context.Context, join gomatrixserverlib.
 		return nil, spec.BadJSON("Not a join event")
 	}
 	roomID := join.RoomID().String()
-	r, newRoom, err := rs.roomOrNew(ctx, roomID, join.Version())
-	if err != nil {
-		return nil, err
-	}
-	unlock, err := rs.locker.Lock(ctx, roomID)
+	r, newRoom, unlock, err := rs.lockRoomOrNew(ctx, roomID, join.Version())
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	if !newRoom {
-		if err := rs.refreshHead(ctx, r); err != nil {
-			return nil, err
-		}
-	}
 	if known, err := rs.eventByID(ctx, join.EventID()); err != nil {
 		return nil, err
 	} else if known != nil && !known.Outlier {
@@ -372,6 +363,25 @@ func withEntries(entries []state.Entry) []state.Entry {
 	return out
 }
 
+// lockRoomOrNew takes the room's write lock, then returns the room with a current head,
+// or a new in-memory room of the version when the room is not known (checked under the
+// lock, so two writers cannot both create it).
+func (rs *Roomserver) lockRoomOrNew(ctx context.Context, roomID string, ver gomatrixserverlib.RoomVersion) (*room, bool, func(), error) {
+	unlock, err := rs.locker.Lock(ctx, roomID)
+	if err != nil {
+		return nil, false, nil, err
+	}
+	r, newRoom, err := rs.roomOrNew(ctx, roomID, ver)
+	if err == nil && !newRoom {
+		err = rs.refreshHead(ctx, r)
+	}
+	if err != nil {
+		unlock()
+		return nil, false, nil, err
+	}
+	return r, newRoom, unlock, nil
+}
+
 // roomOrNew returns the room, or a new in-memory room (not stored yet) of the version.
 func (rs *Roomserver) roomOrNew(ctx context.Context, roomID string, ver gomatrixserverlib.RoomVersion) (*room, bool, error) {
 	r, err := rs.room(ctx, roomID)
@@ -409,27 +419,18 @@ func (rs *Roomserver) StoreOutOfBandMembership(ctx context.Context, pdu gomatrix
 		return nil, err
 	}
 	roomID := pdu.RoomID().String()
-	r, newRoom, err := rs.roomOrNew(ctx, roomID, pdu.Version())
-	if err != nil {
+	if in, err := rs.ServerInRoom(ctx, roomID, rs.cfg.ServerName); err != nil {
 		return nil, err
+	} else if in {
+		return nil, spec.Forbidden("This server is in the room: the event must come through the room's history")
 	}
-	if !newRoom {
-		if in, err := rs.ServerInRoom(ctx, roomID, rs.cfg.ServerName); err != nil {
-			return nil, err
-		} else if in {
-			return nil, spec.Forbidden("This server is in the room: the event must come through the room's history")
-		}
-	}
-	unlock, err := rs.locker.Lock(ctx, roomID)
+	r, newRoom, unlock, err := rs.lockRoomOrNew(ctx, roomID, pdu.Version())
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
 	var old *roomHead
 	if !newRoom {
-		if err := rs.refreshHead(ctx, r); err != nil {
-			return nil, err
-		}
 		old = r.head.Load()
 	}
 	if known, err := rs.eventByID(ctx, pdu.EventID()); err != nil {

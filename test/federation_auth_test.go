@@ -27,7 +27,7 @@ import (
 )
 
 // fedHTTP is an HTTPS client trusting the test CA.
-func fedHTTP(t *testing.T) *http.Client {
+func fedHTTP(t testing.TB) *http.Client {
 	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: harness.TestCA(t).Pool()}}}
 }
 
@@ -157,7 +157,7 @@ type fakeOrigin struct {
 	mux *http.ServeMux
 }
 
-func startFakeOrigin(t *testing.T) *fakeOrigin {
+func startFakeOrigin(t testing.TB) *fakeOrigin {
 	t.Helper()
 	key, err := config.GenerateSigningKey()
 	if err != nil {
@@ -193,7 +193,7 @@ func startFakeOrigin(t *testing.T) *fakeOrigin {
 
 // send signs a request as origin (with key) for destination and sends it to target's
 // federation listener, returning the status and errcode.
-func (o *fakeOrigin) send(t *testing.T, target *harness.Server, origin, destination string, key config.SigningKey, method, uri string, content any, tamper func(*http.Request)) (int, string, []byte) {
+func (o *fakeOrigin) send(t testing.TB, target *harness.Server, origin, destination string, key config.SigningKey, method, uri string, content any, tamper func(*http.Request)) (int, string, []byte) {
 	t.Helper()
 	fr := fclient.NewFederationRequest(method, spec.ServerName(origin), spec.ServerName(destination), uri)
 	if content != nil {

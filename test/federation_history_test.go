@@ -42,7 +42,7 @@ type fedRoom struct {
 	backfills   int
 }
 
-func newFedRoom(t *testing.T, engine string, setup func(ctx context.Context, cli *mautrix.Client, roomID id.RoomID)) *fedRoom {
+func newFedRoom(t testing.TB, engine string, setup func(ctx context.Context, cli *mautrix.Client, roomID id.RoomID)) *fedRoom {
 	t.Helper()
 	ctx := context.Background()
 	f := &fedRoom{o: startFakeOrigin(t), events: map[string]gomatrixserverlib.PDU{}, noGap: map[string]bool{}, stateBefore: map[string]json.RawMessage{}}
@@ -88,7 +88,7 @@ func newFedRoom(t *testing.T, engine string, setup func(ctx context.Context, cli
 }
 
 // msg builds a message of bob's after prev and keeps it for the origin to serve.
-func (f *fedRoom) msg(t *testing.T, body string, prev gomatrixserverlib.PDU) gomatrixserverlib.PDU {
+func (f *fedRoom) msg(t testing.TB, body string, prev gomatrixserverlib.PDU) gomatrixserverlib.PDU {
 	t.Helper()
 	ev := f.o.event(t, f.roomID, "bob", "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": body},
 		[]string{prev.EventID()}, f.auth, prev.Depth()+1)
@@ -99,7 +99,7 @@ func (f *fedRoom) msg(t *testing.T, body string, prev gomatrixserverlib.PDU) gom
 }
 
 // send puts PDUs to B in one transaction from o; it returns the error per event ID.
-func (f *fedRoom) send(t *testing.T, o *fakeOrigin, pdus ...gomatrixserverlib.PDU) map[string]string {
+func (f *fedRoom) send(t testing.TB, o *fakeOrigin, pdus ...gomatrixserverlib.PDU) map[string]string {
 	t.Helper()
 	raws := make([]json.RawMessage, len(pdus))
 	for i, p := range pdus {

@@ -19,7 +19,7 @@ import (
 )
 
 // remoteEvent builds an event of roomID sent by localpart on the fake origin.
-func (o *fakeOrigin) event(t *testing.T, roomID, localpart, evType string, stateKey *string, content any, prev, auth []string, depth int64) gomatrixserverlib.PDU {
+func (o *fakeOrigin) event(t testing.TB, roomID, localpart, evType string, stateKey *string, content any, prev, auth []string, depth int64) gomatrixserverlib.PDU {
 	t.Helper()
 	ver, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersionV11)
 	if err != nil {

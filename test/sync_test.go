@@ -166,8 +166,9 @@ func inlineFilter(f any) string {
 func timelineBodies(evs []*event.Event) []string {
 	var out []string
 	for _, ev := range evs {
-		if ev.Type == event.EventMessage {
-			out = append(out, ev.Content.Raw["body"].(string))
+		// A redacted message has no body.
+		if body, ok := ev.Content.Raw["body"].(string); ok && ev.Type == event.EventMessage {
+			out = append(out, body)
 		}
 	}
 	return out

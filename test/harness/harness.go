@@ -90,6 +90,7 @@ type Server struct {
 	Engine        string
 	args          []string
 	federation    bool
+	healedURL     string // FederationURL while partitioned
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -295,6 +296,34 @@ func (s *Server) signal(sig syscall.Signal, wait time.Duration) {
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.Stop()
+	s.launch(Binary(s.t), s.args)
+}
+
+// Partition restarts the server cut off from federation in both directions, as a
+// network partition would: its federation listener moves to another port (other
+// servers, reaching it by name, get connection refused) and its outgoing federation
+// trusts only an unrelated CA (every TLS handshake to another server fails, so its
+// transactions stay queued). Heal ends the partition.
+func (s *Server) Partition() {
+	s.t.Helper()
+	ca, err := newCA("Myelin partition CA")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.Stop()
+	s.mu.Lock()
+	s.healedURL, s.FederationURL = s.FederationURL, ""
+	s.mu.Unlock()
+	s.launch(Binary(s.t), append(append([]string{}, s.args...), "--federation-listen", freeAddr(s.t), "--federation-ca", ca.Path))
+}
+
+// Heal restarts a partitioned server with its federation as before.
+func (s *Server) Heal() {
+	s.t.Helper()
+	s.Stop()
+	s.mu.Lock()
+	s.FederationURL = s.healedURL
+	s.mu.Unlock()
 	s.launch(Binary(s.t), s.args)
 }
 

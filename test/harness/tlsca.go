@@ -34,41 +34,43 @@ var (
 // TestCA returns the CA shared by every server in this test process.
 func TestCA(t testing.TB) *CA {
 	t.Helper()
-	caOnce.Do(func() {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			caErr = err
-			return
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber:          big.NewInt(1),
-			Subject:               pkix.Name{CommonName: "Myelin test CA"},
-			NotBefore:             time.Now().Add(-time.Hour),
-			NotAfter:              time.Now().Add(24 * time.Hour),
-			IsCA:                  true,
-			KeyUsage:              x509.KeyUsageCertSign,
-			BasicConstraintsValid: true,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-		if err != nil {
-			caErr = err
-			return
-		}
-		cert, _ := x509.ParseCertificate(der)
-		dir, err := os.MkdirTemp("", "myelin-ca-")
-		if err != nil {
-			caErr = err
-			return
-		}
-		pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-		path := filepath.Join(dir, "ca.crt")
-		caErr = os.WriteFile(path, pemBytes, 0o600)
-		testCA = &CA{cert: cert, key: key, CertPEM: pemBytes, Path: path}
-	})
+	caOnce.Do(func() { testCA, caErr = newCA("Myelin test CA") })
 	if caErr != nil {
 		t.Fatal(caErr)
 	}
 	return testCA
+}
+
+// newCA creates a CA whose certificate is written to a temporary file.
+func newCA(name string) (*CA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IsCA:                  true,
+		KeyUsage:              x509.KeyUsageCertSign,
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, err
+	}
+	cert, _ := x509.ParseCertificate(der)
+	dir, err := os.MkdirTemp("", "myelin-ca-")
+	if err != nil {
+		return nil, err
+	}
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	path := filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(path, pemBytes, 0o600); err != nil {
+		return nil, err
+	}
+	return &CA{cert: cert, key: key, CertPEM: pemBytes, Path: path}, nil
 }
 
 // Issue writes a certificate and key for host (a DNS name or IP) into dir and returns their paths.

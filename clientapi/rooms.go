@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -55,9 +56,18 @@ func (s *Server) postCreateRoom(r *http.Request) (any, error) {
 	if len(body.Invite3PID) > 0 {
 		return nil, httputil.NewError(http.StatusBadRequest, "M_UNRECOGNIZED", "Third-party invites are not supported")
 	}
+	// Users of this server are invited as part of the room's creation; users of other
+	// servers afterwards, through federation (PUT /invite to their server).
+	var localInvites, remoteInvites []string
 	for _, u := range body.Invite {
-		if _, err := spec.NewUserID(u, true); err != nil {
+		uid, err := spec.NewUserID(u, true)
+		if err != nil {
 			return nil, httputil.InvalidParam("Invalid user ID %q in invite", u)
+		}
+		if string(uid.Domain()) == s.cfg.ServerName {
+			localInvites = append(localInvites, u)
+		} else if !slices.Contains(remoteInvites, u) {
+			remoteInvites = append(remoteInvites, u)
 		}
 	}
 	req := roomserver.CreateRoomRequest{
@@ -67,7 +77,7 @@ func (s *Server) postCreateRoom(r *http.Request) (any, error) {
 		Visibility:                body.Visibility,
 		CreationContent:           body.CreationContent,
 		PowerLevelContentOverride: body.PowerLevelContentOverride,
-		Invite:                    body.Invite,
+		Invite:                    localInvites,
 		IsDirect:                  body.IsDirect,
 	}
 	if body.Name != nil {
@@ -106,6 +116,14 @@ func (s *Server) postCreateRoom(r *http.Request) (any, error) {
 	if body.Visibility == "public" {
 		if err := s.publishRoom(r.Context(), roomID); err != nil {
 			return nil, err
+		}
+	}
+	for _, u := range remoteInvites {
+		if _, err := s.members.Invite(r.Context(), roomserver.MembershipRequest{
+			RoomID: roomID, Sender: d.UserID, Target: u, DeviceID: d.DeviceID,
+		}); err != nil {
+			// The room exists; the client learns why the invite failed.
+			return nil, sendError(err)
 		}
 	}
 	return map[string]string{"room_id": roomID}, nil

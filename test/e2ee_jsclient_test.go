@@ -11,6 +11,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/myelin-chat/myelin/storage/storagetest"
 	"github.com/myelin-chat/myelin/test/harness"
 )
 
@@ -249,4 +250,16 @@ func TestDehydratedDeviceEventsGET(t *testing.T) {
 		status, body = s.Do(t, "GET", events, bob.token, nil)
 		e2eExpect(t, "GET events of another user's dehydrated device", status, body, 403, "M_FORBIDDEN")
 	})
+}
+
+// TestJSClientE2EEAcrossServers runs test/js/e2ee_fed.mjs: matrix-js-sdk clients (Rust
+// crypto) on two servers, A on SQLite and B on PostgreSQL, share an encrypted room
+// created on A (remote invite, join over federation) and decrypt each other's messages;
+// a second device of the B user, announced by a device list update over federation,
+// receives the room key too.
+func TestJSClientE2EEAcrossServers(t *testing.T) {
+	a := startFedServer(t, "sqlite")
+	storagetest.RequirePostgres(t)
+	b := startFedServer(t, "postgres")
+	runJS(t, "e2ee_fed.mjs", a.URL, b.URL)
 }

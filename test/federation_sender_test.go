@@ -96,8 +96,9 @@ func sendText(t *testing.T, cli *mautrix.Client, roomID, body string) {
 	}
 }
 
-// TestFederationSenderDelivers: three servers share a room; messages reach every other
-// server through the outgoing queues, and typing, read receipts, presence, to-device messages, remote
+// TestFederationSenderDelivers: three servers share a room; messages from each reach
+// every other server through the outgoing queues, a state change (the room's name, by
+// a user of B after A raised his power level) reaches A's and C's /sync, and typing, read receipts, presence, to-device messages, remote
 // key queries and claims and device list changes reach the other server's users.
 func TestFederationSenderDelivers(t *testing.T) {
 	harness.ForEachEngine(t, func(t *testing.T, engine string) {
@@ -133,13 +134,55 @@ func TestFederationSenderDelivers(t *testing.T) {
 			return slices.Contains(roomBodies(r, roomID), "hello from B")
 		})
 		waitHistory(t, carol, roomID, []string{"hello from A", "hello from B"})
+		sendText(t, carol, roomID, "hello from C")
+		waitHistory(t, alice, roomID, []string{"hello from A", "hello from B", "hello from C"})
+		waitHistory(t, bob, roomID, []string{"hello from A", "hello from B", "hello from C"})
 
-		// Typing, a read receipt and presence of alice reach bob's /sync on B.
+		// A state change made on B (the room's name) reaches A's and C's /sync.
+		alice1, _ := alice.FullSyncRequest(ctx, mautrix.ReqSync{})
+		carol1, _ := carol.FullSyncRequest(ctx, mautrix.ReqSync{})
+		if _, err := bob.SendStateEvent(ctx, created.RoomID, event.StateRoomName, "", map[string]any{"name": "Named on B"}); err == nil {
+			t.Fatal("bob renamed the room without the power to")
+		}
+		setUserPower(t, alice, roomID, bob.UserID, 50)
+		waitState(t, bob, roomID, func(st mautrix.RoomStateMap) bool {
+			pl := st[event.StatePowerLevels][""]
+			return pl != nil && pl.Content.AsPowerLevels().GetUserLevel(bob.UserID) == 50
+		})
+		if _, err := bob.SendStateEvent(ctx, created.RoomID, event.StateRoomName, "", map[string]any{"name": "Named on B"}); err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range []struct {
+			cli   *mautrix.Client
+			since string
+			where string
+		}{{alice, alice1.NextBatch, "A"}, {carol, carol1.NextBatch, "C"}} {
+			syncUntil(t, u.cli, u.since, "the room name on "+u.where, func(r *mautrix.RespSync) bool {
+				jr := r.Rooms.Join[created.RoomID]
+				if jr == nil {
+					return false
+				}
+				for _, ev := range append(append([]*event.Event{}, jr.State.Events...), jr.Timeline.Events...) {
+					if ev.Type == event.StateRoomName && ev.Content.Raw["name"] == "Named on B" {
+						return true
+					}
+				}
+				return false
+			})
+		}
+
+		// Typing, a read receipt and presence of alice reach bob's /sync on B and
+		// carol's on C.
 		bob1, _ := bob.FullSyncRequest(ctx, mautrix.ReqSync{})
+		carol2, _ := carol.FullSyncRequest(ctx, mautrix.ReqSync{})
 		if _, err := alice.UserTyping(ctx, created.RoomID, true, 20*time.Second); err != nil {
 			t.Fatal(err)
 		}
 		syncUntil(t, bob, bob1.NextBatch, "alice typing on B", func(r *mautrix.RespSync) bool {
+			users, _ := typingUsers(r, roomID)
+			return slices.Contains(users, alice.UserID.String())
+		})
+		syncUntil(t, carol, carol2.NextBatch, "alice typing on C", func(r *mautrix.RespSync) bool {
 			users, _ := typingUsers(r, roomID)
 			return slices.Contains(users, alice.UserID.String())
 		})
@@ -151,21 +194,33 @@ func TestFederationSenderDelivers(t *testing.T) {
 		if err := alice.SendReceipt(ctx, created.RoomID, readID, event.ReceiptTypeRead, nil); err != nil {
 			t.Fatal(err)
 		}
-		syncUntil(t, bob, bob1.NextBatch, "alice's receipt on B", func(r *mautrix.RespSync) bool {
-			c := ephemeralOf(r, roomID, "m.receipt")
-			return e2eGet(c, readID.String(), "m.read", alice.UserID.String()) != nil
-		})
+		for _, u := range []struct {
+			cli   *mautrix.Client
+			since string
+			where string
+		}{{bob, bob1.NextBatch, "B"}, {carol, carol2.NextBatch, "C"}} {
+			syncUntil(t, u.cli, u.since, "alice's receipt on "+u.where, func(r *mautrix.RespSync) bool {
+				c := ephemeralOf(r, roomID, "m.receipt")
+				return e2eGet(c, readID.String(), "m.read", alice.UserID.String()) != nil
+			})
+		}
 		if err := alice.SetPresence(ctx, mautrix.ReqPresence{Presence: event.PresenceOnline, StatusMsg: "federating"}); err != nil {
 			t.Fatal(err)
 		}
-		syncUntil(t, bob, bob1.NextBatch, "alice's presence on B", func(r *mautrix.RespSync) bool {
-			for _, ev := range r.Presence.Events {
-				if ev.Sender == alice.UserID && ev.Content.Raw["status_msg"] == "federating" {
-					return true
+		for _, u := range []struct {
+			cli   *mautrix.Client
+			since string
+			where string
+		}{{bob, bob1.NextBatch, "B"}, {carol, carol2.NextBatch, "C"}} {
+			syncUntil(t, u.cli, u.since, "alice's presence on "+u.where, func(r *mautrix.RespSync) bool {
+				for _, ev := range r.Presence.Events {
+					if ev.Sender == alice.UserID && ev.Content.Raw["status_msg"] == "federating" {
+						return true
+					}
 				}
-			}
-			return false
-		})
+				return false
+			})
+		}
 
 		// Keys: bob's device keys and one-time keys, queried and claimed from A.
 		code, body := bobDev.upload(t, b.Server, map[string]any{"device_keys": bobDev.deviceKeys(t), "one_time_keys": bobDev.otks(t, "fed", 2)})
@@ -274,6 +329,40 @@ func TestFederationSenderCatchUp(t *testing.T) {
 		waitHistory(t, bob, roomID, append(want, "m6", "m7"))
 		t.Logf("queue of the restarted server delivered %v after both restarted", time.Since(start))
 	})
+}
+
+// setUserPower sets user's power level in the room's m.room.power_levels, as cli.
+func setUserPower(t *testing.T, cli *mautrix.Client, roomID string, user id.UserID, level int) {
+	t.Helper()
+	var pl map[string]any
+	if err := cli.StateEvent(context.Background(), id.RoomID(roomID), event.StatePowerLevels, "", &pl); err != nil {
+		t.Fatal(err)
+	}
+	users, _ := pl["users"].(map[string]any)
+	if users == nil {
+		users = map[string]any{}
+	}
+	users[user.String()] = level
+	pl["users"] = users
+	if _, err := cli.SendStateEvent(context.Background(), id.RoomID(roomID), event.StatePowerLevels, "", pl); err != nil {
+		t.Fatalf("%s sets %s's power level: %v", cli.UserID, user, err)
+	}
+}
+
+// waitState waits until the room's current state seen by cli satisfies ok.
+func waitState(t *testing.T, cli *mautrix.Client, roomID string, ok func(mautrix.RoomStateMap) bool) mautrix.RoomStateMap {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		st, err := cli.State(context.Background(), id.RoomID(roomID))
+		if err == nil && ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("room state of %s never as expected: %v", cli.UserID, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // waitHistory waits until the room's message history seen by cli is exactly want.

@@ -1,6 +1,9 @@
 package syncapi
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // Notifier wakes long-polling /sync requests. The in-process implementation
 // (LocalNotifier) is the default; a PostgreSQL LISTEN/NOTIFY implementation for several
@@ -15,6 +18,9 @@ type Notifier interface {
 	Listen(userID, deviceID string, roomIDs []string) *Listener
 	// WakeRooms wakes the listeners of rooms.
 	WakeRooms(roomIDs ...string)
+	// WakeRoomEvents wakes the listeners of rooms for new timeline events that change no
+	// state: a listener woken only this way may answer from the events it was given.
+	WakeRoomEvents(roomIDs ...string)
 	// WakeUsers wakes every listener of users.
 	WakeUsers(userIDs ...string)
 }
@@ -28,9 +34,20 @@ type Listener struct {
 	user   string
 	rooms  []string
 	closer func(*Listener)
+	// other is set by any wake-up but WakeRoomEvents (before C closes).
+	other atomic.Bool
 }
 
-func (l *Listener) wake() { l.once.Do(func() { close(l.c) }) }
+func (l *Listener) wake(events bool) {
+	if !events {
+		l.other.Store(true)
+	}
+	l.once.Do(func() { close(l.c) })
+}
+
+// OnlyEvents reports whether every wake-up of the listener so far came from
+// WakeRoomEvents.
+func (l *Listener) OnlyEvents() bool { return !l.other.Load() }
 
 // Close unregisters the listener.
 func (l *Listener) Close() {
@@ -92,12 +109,17 @@ func (n *LocalNotifier) close(l *Listener) {
 }
 
 // WakeRooms implements Notifier.
-func (n *LocalNotifier) WakeRooms(roomIDs ...string) {
+func (n *LocalNotifier) WakeRooms(roomIDs ...string) { n.wakeRooms(false, roomIDs) }
+
+// WakeRoomEvents implements Notifier.
+func (n *LocalNotifier) WakeRoomEvents(roomIDs ...string) { n.wakeRooms(true, roomIDs) }
+
+func (n *LocalNotifier) wakeRooms(events bool, roomIDs []string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, r := range roomIDs {
 		for l := range n.rooms[r] {
-			l.wake()
+			l.wake(events)
 		}
 	}
 }
@@ -108,7 +130,7 @@ func (n *LocalNotifier) WakeUsers(userIDs ...string) {
 	defer n.mu.Unlock()
 	for _, u := range userIDs {
 		for l := range n.users[u] {
-			l.wake()
+			l.wake(false)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -79,16 +80,32 @@ type Service struct {
 	latestMu sync.Mutex
 	latest   map[string]int64
 	acked    map[string]int64
+
+	// The fast path (fastpath.go): nil log when off.
+	log       *eventLog
+	members   memberCache
+	gen       atomic.Int64 // raised by every wake-up other than new timeline events
+	positions memo[map[string]int64]
+	// positionsMu makes one reader refresh positions at a time.
+	positionsMu sync.Mutex
+	ignored     memo[map[string]bool]
+	keys        memo[keyCounts]
+	counters    fastCounters
+	unreadRooms unreadCache
 }
 
 // New builds the service and starts its background work (presence timeouts); Close stops it.
 func New(cfg Config) *Service {
 	s := &Service{db: cfg.DB, rooms: cfg.Rooms, notifier: cfg.Notifier, unread: cfg.Unread, reads: cfg.Reads,
 		server: cfg.ServerName, edus: cfg.EDUs, lazy: newLazyCache(), activity: make(chan string, 1024),
-		latest: map[string]int64{}, acked: map[string]int64{}}
+		latest: map[string]int64{}, acked: map[string]int64{}, members: memberCache{users: map[string]*userRooms{}}}
 	if s.notifier == nil {
 		s.notifier = NewLocalNotifier()
 	}
+	if _, local := s.notifier.(*LocalNotifier); local && s.rooms != nil {
+		s.log = newEventLog(eventLogSize)
+	}
+	// Typing lives in memory: it does not move the database streams (no gen raise).
 	s.typing = newTyping(func(roomID string) { s.notifier.WakeRooms(roomID) })
 	s.presence = newPresenceTracker(cfg.DB, func(ctx context.Context, userID string) {
 		s.wakeRoomMates(ctx, userID)
@@ -110,17 +127,51 @@ func (s *Service) Close() {
 	}
 }
 
-// Notifier returns the notifier that wakes long-polls.
-func (s *Service) Notifier() Notifier { return s.notifier }
+// Notifier returns the notifier that wakes long-polls. Whoever writes to a stream
+// /sync follows must wake through it after the write commits.
+func (s *Service) Notifier() Notifier { return wakeTracker{s} }
+
+// wakeTracker raises the service's wake generation before waking: cached stream
+// positions and account data (fastpath.go) are re-read after any such wake-up.
+type wakeTracker struct{ s *Service }
+
+func (w wakeTracker) Listen(userID, deviceID string, roomIDs []string) *Listener {
+	return w.s.notifier.Listen(userID, deviceID, roomIDs)
+}
+
+func (w wakeTracker) WakeRooms(roomIDs ...string) {
+	w.s.gen.Add(1)
+	w.s.notifier.WakeRooms(roomIDs...)
+}
+
+func (w wakeTracker) WakeUsers(userIDs ...string) {
+	w.s.gen.Add(1)
+	w.s.notifier.WakeUsers(userIDs...)
+}
+
+func (w wakeTracker) WakeRoomEvents(roomIDs ...string) { w.s.notifier.WakeRoomEvents(roomIDs...) }
 
 // OnNewEvent implements roomserver.Output: it wakes the room's long-polls and, for
 // membership events, the target's (invites, joins from elsewhere). It returns at once.
 func (s *Service) OnNewEvent(ev roomserver.OutputEvent) {
 	e := ev.Event
-	s.raiseLatest(e.RoomID().String(), ev.StreamPos)
-	s.notifier.WakeRooms(e.RoomID().String())
+	roomID := e.RoomID().String()
+	entry := &logEntry{pos: ev.StreamPos, room: roomID, ev: e, state: e.StateKey() != nil}
 	if e.Type() == spec.MRoomMember && e.StateKey() != nil {
-		s.notifier.WakeUsers(*e.StateKey())
+		entry.member = *e.StateKey()
+		s.members.invalidate(entry.member)
+	}
+	if s.log != nil {
+		s.log.add(entry)
+	}
+	s.raiseLatest(roomID, ev.StreamPos)
+	if entry.state {
+		s.notifier.WakeRooms(roomID)
+	} else {
+		s.notifier.WakeRoomEvents(roomID)
+	}
+	if entry.member != "" {
+		s.notifier.WakeUsers(entry.member)
 	}
 	sender := string(e.SenderID())
 	if s.server != "" && strings.HasSuffix(sender, ":"+string(s.server)) {
@@ -145,14 +196,14 @@ func (s *Service) runActivity(ctx context.Context) {
 // OnAccountData wakes a user's long-polls after an account data write.
 func (s *Service) OnAccountData(userID string) {
 	if s != nil {
-		s.notifier.WakeUsers(userID)
+		s.Notifier().WakeUsers(userID)
 	}
 }
 
 // OnToDevice wakes the long-polls of users who received send-to-device messages.
 func (s *Service) OnToDevice(userIDs ...string) {
 	if s != nil {
-		s.notifier.WakeUsers(userIDs...)
+		s.Notifier().WakeUsers(userIDs...)
 	}
 }
 
@@ -162,7 +213,7 @@ func (s *Service) OnKeysChanged(userID string, deviceListChanged bool) {
 	if s == nil {
 		return
 	}
-	s.notifier.WakeUsers(userID)
+	s.Notifier().WakeUsers(userID)
 	if deviceListChanged {
 		go s.wakeRoomMates(context.Background(), userID)
 		if s.edus != nil {
@@ -173,13 +224,13 @@ func (s *Service) OnKeysChanged(userID string, deviceListChanged bool) {
 
 // wakeRoomMates wakes the long-polls of a user and of the rooms it is joined to.
 func (s *Service) wakeRoomMates(ctx context.Context, userID string) {
-	s.notifier.WakeUsers(userID)
+	s.Notifier().WakeUsers(userID)
 	rooms, err := s.rooms.JoinedRooms(ctx, userID)
 	if err != nil {
 		logrus.WithError(err).WithField("user_id", userID).Warn("cannot wake room-mates")
 		return
 	}
-	s.notifier.WakeRooms(rooms...)
+	s.Notifier().WakeRooms(rooms...)
 }
 
 // SetTyping handles PUT /rooms/{roomId}/typing/{userId}: userID must be joined.
@@ -263,7 +314,7 @@ func (s *Service) PostReceipt(ctx context.Context, roomID, userID, receiptType, 
 		if _, err := storage.SetAccountData(ctx, s.db, userID, roomID, FullyRead, content); err != nil {
 			return err
 		}
-		s.notifier.WakeUsers(userID)
+		s.Notifier().WakeUsers(userID)
 		return nil
 	}
 	ts := storage.NowMS()
@@ -282,11 +333,12 @@ func (s *Service) PostReceipt(ctx context.Context, roomID, userID, receiptType, 
 		if err := s.reads.MarkRead(ctx, userID, roomID, eventID, threadID); err != nil {
 			logrus.WithError(err).WithField("room_id", roomID).Warn("mark read failed")
 		}
+		s.unreadRooms.markRead(roomID) // shared reads of the room's counts are stale
 	}
 	if receiptType == ReceiptReadPrivate {
-		s.notifier.WakeUsers(userID)
+		s.Notifier().WakeUsers(userID)
 	} else {
-		s.notifier.WakeRooms(roomID)
+		s.Notifier().WakeRooms(roomID)
 	}
 	return nil
 }
@@ -311,7 +363,7 @@ func (s *Service) PutRemoteReceipt(ctx context.Context, roomID, userID, receiptT
 	if err != nil {
 		return err
 	}
-	s.notifier.WakeRooms(roomID)
+	s.Notifier().WakeRooms(roomID)
 	return nil
 }
 

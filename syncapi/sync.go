@@ -169,6 +169,11 @@ func (s *Service) CurrentToken(ctx context.Context) (Token, error) {
 
 // Sync answers a /sync request. With a since token and a timeout it waits until there
 // is something to return or the timeout passes (then it returns an empty response).
+//
+// A long-poll registers with the notifier before it looks for news, so whatever is
+// written after it looked wakes it. Looking is cheap when the token is current
+// (quiet); a wake-up by new timeline events is answered from memory when it can be
+// (fastAnswer); anything else rebuilds the answer from the database.
 func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 	done := s.presence.syncStarted(ctx, req.UserID, req.SetPresence)
 	defer done()
@@ -177,35 +182,121 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 	}
 	timer := time.NewTimer(req.Timeout)
 	defer timer.Stop()
+	fast := s.log != nil && fastEligible(req)
+	base := *req.Since // the user has nothing new before base
+	var resp *Response // the last (empty) answer built from the database
 	for {
-		ms, err := s.rooms.RoomsOfUser(ctx, req.UserID, "")
-		if err != nil {
-			return nil, err
-		}
-		var roomIDs []string
-		for _, m := range ms {
-			if m.Membership == spec.Join {
-				roomIDs = append(roomIDs, m.RoomID)
+		var ur *userRooms
+		var l *Listener
+		if fast {
+			var err error
+			if ur, err = s.userRooms(ctx, req.UserID); err != nil {
+				return nil, err
+			}
+			l = s.notifier.Listen(req.UserID, req.DeviceID, ur.joined)
+			quiet, err := s.quiet(ctx, req, base, ur)
+			if err != nil {
+				l.Close()
+				return nil, err
+			}
+			if quiet {
+				s.counters.quiet.Add(1)
+			} else {
+				l.Close()
+				l = nil
 			}
 		}
-		// Listen before reading: whatever is written after the read wakes us.
-		l := s.notifier.Listen(req.UserID, req.DeviceID, roomIDs)
-		resp, err := s.build(ctx, req, ms)
-		if err != nil || !resp.empty() {
-			l.Close()
-			return resp, err
+		if l == nil {
+			ms, err := s.rooms.RoomsOfUser(ctx, req.UserID, "")
+			if err != nil {
+				return nil, err
+			}
+			var roomIDs []string
+			for _, m := range ms {
+				if m.Membership == spec.Join {
+					roomIDs = append(roomIDs, m.RoomID)
+				}
+			}
+			// Listen before reading: whatever is written after the read wakes us.
+			l = s.notifier.Listen(req.UserID, req.DeviceID, roomIDs)
+			s.counters.built.Add(1)
+			if resp, err = s.build(ctx, req, ms); err != nil || !resp.empty() {
+				l.Close()
+				return resp, err
+			}
+			base = resp.next
+			if fast {
+				// The fast path must know the memberships the listener follows.
+				if ur, err = s.userRooms(ctx, req.UserID); err != nil {
+					l.Close()
+					return nil, err
+				}
+			}
 		}
-		select {
-		case <-l.C:
+		for l != nil {
+			select {
+			case <-l.C:
+			case <-timer.C:
+				l.Close()
+				return s.timedOut(ctx, req, base, resp)
+			case <-ctx.Done():
+				l.Close()
+				return s.timedOut(ctx, req, base, resp)
+			}
+			if !fast {
+				l.Close()
+				break
+			}
+			// Listen again first: what is published after the log is read wakes this one.
+			next := s.notifier.Listen(req.UserID, req.DeviceID, ur.joined)
+			other := !l.OnlyEvents()
 			l.Close()
-		case <-timer.C:
-			l.Close()
-			return resp, nil
-		case <-ctx.Done():
-			l.Close()
-			return resp, nil
+			l = next
+			if other {
+				// Woken by something else than timeline events: maybe by a stream the
+				// filter drops (presence of room-mates with presence filtered out).
+				ok, err := s.streamsQuiet(ctx, req, base, ur)
+				if err != nil || !ok {
+					s.counters.fallback.Add(1)
+					l.Close()
+					if err != nil {
+						return nil, err
+					}
+					break
+				}
+			}
+			r, nextBase, ok, err := s.fastAnswer(ctx, req, base, ur)
+			if err != nil || (ok && r != nil) {
+				if r != nil {
+					s.counters.fast.Add(1)
+				}
+				l.Close()
+				return r, err
+			}
+			if !ok {
+				s.counters.fallback.Add(1)
+				l.Close()
+				break
+			}
+			base = nextBase
+			if resp != nil {
+				resp.next.Events = base.Events
+				resp.NextBatch = resp.next.String()
+			}
 		}
 	}
+}
+
+// timedOut answers a long-poll that found nothing: the last empty answer, else one
+// built now (the request may have gone straight to waiting).
+func (s *Service) timedOut(ctx context.Context, req Request, base Token, resp *Response) (*Response, error) {
+	if resp != nil {
+		return resp, nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	req.Since = &base
+	return s.build(ctx, req, nil)
 }
 
 // syncState is the work of one build.
@@ -800,19 +891,8 @@ func (s *Service) joinedRoom(ctx context.Context, st *syncState, m roomserver.Ro
 			return nil, err
 		}
 	}
-	if s.unread != nil {
-		tf := st.req.Filter.GetRoom().GetTimeline()
-		c, err := s.unread.UnreadCounts(ctx, st.req.UserID, m.RoomID, tf.ThreadNotifications())
-		if err != nil {
-			return nil, err
-		}
-		jr.UnreadNotifications = &NotificationCounts{HighlightCount: c.Highlights, NotificationCount: c.Notifications}
-		if tf.ThreadNotifications() && len(c.Threads) > 0 {
-			jr.UnreadThreadNotifications = map[string]NotificationCounts{}
-			for id, tc := range c.Threads {
-				jr.UnreadThreadNotifications[id] = NotificationCounts{HighlightCount: tc.Highlights, NotificationCount: tc.Notifications}
-			}
-		}
+	if err := s.addUnread(ctx, st.req, m.RoomID, jr); err != nil {
+		return nil, err
 	}
 	return jr, nil
 }
@@ -985,7 +1065,7 @@ func (s *Service) sharedUsers(ctx context.Context, st *syncState) (map[string]bo
 
 func (s *Service) presenceSection(ctx context.Context, st *syncState) error {
 	pf := st.req.Filter.GetPresence()
-	if st.since.Presence >= st.to.Presence || pf.LimitOr(1) == 0 {
+	if st.since.Presence >= st.to.Presence || pf.LimitOr(1) == 0 || pf.ExcludesType("m.presence") {
 		return nil
 	}
 	rows, err := storage.PresenceSince(ctx, s.db, nil, st.since.Presence, st.to.Presence)

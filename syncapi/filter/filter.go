@@ -317,6 +317,39 @@ func (ef *EventFilter) Matches(eventType, sender string) bool {
 	return matchList(ef.Types, ef.NotTypes, eventType, glob) && matchList(ef.Senders, ef.NotSenders, sender, exact)
 }
 
+// ExcludesType reports whether the filter drops every event of a type, whoever sent
+// it (a types list without it, or a not_types pattern matching it).
+func (ef *EventFilter) ExcludesType(eventType string) bool {
+	return ef != nil && !matchList(ef.Types, ef.NotTypes, eventType, glob)
+}
+
+// ExcludesAllTypes reports whether the filter drops every event: an empty types list or
+// a not_types "*".
+func (ef *EventFilter) ExcludesAllTypes() bool {
+	if ef == nil {
+		return false
+	}
+	if ef.Types != nil && len(ef.Types) == 0 {
+		return true
+	}
+	for _, p := range ef.NotTypes {
+		if p == "*" {
+			return true
+		}
+	}
+	return false
+}
+
+// ExcludesType reports whether the filter drops every event of a type in every room.
+func (rf *RoomEventFilter) ExcludesType(eventType string) bool {
+	return rf != nil && (rf.Rooms != nil && len(rf.Rooms) == 0 || rf.EventFilter.ExcludesType(eventType))
+}
+
+// ExcludesAllTypes reports whether the filter drops every event in every room.
+func (rf *RoomEventFilter) ExcludesAllTypes() bool {
+	return rf != nil && (rf.Rooms != nil && len(rf.Rooms) == 0 || rf.EventFilter.ExcludesAllTypes())
+}
+
 // LimitOr returns the filter's limit, or def when it sets none.
 func (rf *RoomEventFilter) LimitOr(def int) int {
 	if rf == nil {

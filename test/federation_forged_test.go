@@ -102,6 +102,10 @@ func TestFederationForgedEventsNeverShown(t *testing.T) {
 				t.Errorf("%s accepted: %v", name, res)
 			}
 		}
+		for name, ev := range map[string]gomatrixserverlib.PDU{"bad signature": badSig, "bad hash": badHash, "other server's local user": asLocal,
+			"third server's user": asThird, "non-member": nonMember} {
+			t.Logf("%s: %q", name, res[ev.EventID()])
+		}
 		if e, ok := res[good.EventID()]; !ok || e != "" {
 			t.Fatalf("genuine message: %v", res)
 		}

@@ -273,3 +273,49 @@ func TestSyncFastPathLimited(t *testing.T) {
 func sendReq(roomID string, sender *mautrix.Client, evType string) roomserver.SendRequest {
 	return roomserver.SendRequest{RoomID: roomID, Sender: sender.UserID.String(), Type: evType, Content: map[string]any{"x": 1}}
 }
+
+// TestSyncFastPathLazyMembers: with lazy-loaded members, a message from a sender whose
+// member event the device already has comes without state, and the first message of a
+// new member comes with that member's event.
+func TestSyncFastPathLazyMembers(t *testing.T) {
+	forEachSyncEngine(t, func(t *testing.T, e *syncEnv) {
+		alice, bob, carol := e.register("alice"), e.register("bob"), e.register("carol")
+		roomID := e.sharedRoom(alice, bob)
+		filter := inlineFilter(map[string]any{"room": map[string]any{
+			"timeline": map[string]any{"types": []string{"m.room.message"}},
+			"state":    map[string]any{"lazy_load_members": true}}})
+		e.send(alice, roomID, "hello") // alice's member event goes with the initial sync
+		since := doSync(t, bob, mautrix.ReqSync{FilterID: filter}).NextBatch
+
+		done := longPoll(t, bob, since, filter, 20000)
+		e.send(alice, roomID, "again")
+		r := waitSync(t, done)
+		jr := r.Rooms.Join[id.RoomID(roomID)]
+		if jr == nil || !slices.Equal(timelineBodies(jr.Timeline.Events), []string{"again"}) {
+			t.Fatalf("woken sync = %+v", r.Rooms.Join)
+		}
+		if len(jr.State.Events) != 0 {
+			t.Errorf("alice's member event sent again: %v", stateKeys(jr.State.Events, "m.room.member"))
+		}
+
+		e.membership("join", carol, nil, roomID)
+		since = r.NextBatch
+		for { // the join (filtered out of the timeline) may or may not end a poll
+			r = doSync(t, bob, mautrix.ReqSync{Since: since, FilterID: filter})
+			since = r.NextBatch
+			if len(r.Rooms.Join) == 0 {
+				break
+			}
+		}
+		done = longPoll(t, bob, since, filter, 20000)
+		e.send(carol, roomID, "hi from carol")
+		r = waitSync(t, done)
+		jr = r.Rooms.Join[id.RoomID(roomID)]
+		if jr == nil || !slices.Equal(timelineBodies(jr.Timeline.Events), []string{"hi from carol"}) {
+			t.Fatalf("woken sync = %+v", r.Rooms.Join)
+		}
+		if !hasState(jr.State.Events, "m.room.member", carol.UserID.String()) {
+			t.Errorf("carol's first message came without her member event: %v", stateKeys(jr.State.Events, "m.room.member"))
+		}
+	})
+}

@@ -50,10 +50,11 @@ func waitBodies(t *testing.T, cli *mautrix.Client, roomID string, want ...string
 
 // TestFederationPartitionConverges: three servers share a room; C is cut off from
 // federation in both directions (harness Partition) while users of A and C make
-// conflicting changes to the power levels, join rules and topic and send messages.
-// After healing, every server holds every message, reports the same current state
-// (GET /rooms/{roomId}/state, event IDs compared) and keeps making progress: a new
-// message from each server reaches all three.
+// conflicting changes to the power levels, join rules and topic and send messages
+// (alice on A also demotes carol on C). After healing, every server holds every message
+// once, reports the same current state (GET /rooms/{roomId}/state, event IDs compared),
+// the one state resolution v2 gives (alice's changes win), and keeps making progress: a
+// new message from each server reaches all three.
 func TestFederationPartitionConverges(t *testing.T) {
 	harness.ForEachEngine(t, func(t *testing.T, engine string) {
 		ctx := context.Background()
@@ -67,11 +68,19 @@ func TestFederationPartitionConverges(t *testing.T) {
 		roomID := created.RoomID.String()
 		joinRemote(t, bob, roomID, a)
 		joinRemote(t, carol, roomID, a)
-		// Carol may change the room as much as alice.
-		setUserPower(t, alice, roomID, carol.UserID, 100)
+		// Carol may change power levels, join rules and topic, with less power than alice.
+		var plc map[string]any
+		if err := alice.StateEvent(ctx, created.RoomID, event.StatePowerLevels, "", &plc); err != nil {
+			t.Fatal(err)
+		}
+		plc["users"].(map[string]any)[carol.UserID.String()] = 90
+		plc["events"].(map[string]any)[event.StatePowerLevels.Type] = 90
+		if _, err := alice.SendStateEvent(ctx, created.RoomID, event.StatePowerLevels, "", plc); err != nil {
+			t.Fatal(err)
+		}
 		waitState(t, carol, roomID, func(st mautrix.RoomStateMap) bool {
 			pl := st[event.StatePowerLevels][""]
-			return pl != nil && pl.Content.AsPowerLevels().GetUserLevel(carol.UserID) == 100
+			return pl != nil && pl.Content.AsPowerLevels().GetUserLevel(carol.UserID) == 90
 		})
 		sendText(t, carol, roomID, "before the partition")
 		for _, cli := range clients {
@@ -79,8 +88,10 @@ func TestFederationPartitionConverges(t *testing.T) {
 		}
 
 		c.Partition()
-		// Conflicting changes on both sides of the partition.
+		// Conflicting changes on both sides of the partition: alice raises bob and
+		// demotes carol; carol, not knowing, sets bob's level otherwise.
 		setUserPower(t, alice, roomID, bob.UserID, 50)
+		setUserPower(t, alice, roomID, carol.UserID, 0)
 		setUserPower(t, carol, roomID, bob.UserID, 10)
 		for _, side := range []struct {
 			cli   *mautrix.Client
@@ -135,12 +146,19 @@ func TestFederationPartitionConverges(t *testing.T) {
 				t.Fatalf("current state differs:\n%s", stateDiff(states))
 			}
 		}
+		// State resolution (v2) applies the power events of the more powerful sender
+		// first: alice's demotion of carol stands, and with it carol's changes made
+		// during the partition lose (she no longer had the power for them).
 		st, err := alice.State(ctx, created.RoomID)
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("converged: topic %q, join rule %q, bob's level %d", st[event.StateTopic][""].Content.Raw["topic"],
-			st[event.StateJoinRules][""].Content.Raw["join_rule"], st[event.StatePowerLevels][""].Content.AsPowerLevels().GetUserLevel(bob.UserID))
+		pl := st[event.StatePowerLevels][""].Content.AsPowerLevels()
+		topic, rule := st[event.StateTopic][""].Content.Raw["topic"], st[event.StateJoinRules][""].Content.Raw["join_rule"]
+		t.Logf("converged: topic %q, join rule %q, bob's level %d, carol's %d", topic, rule, pl.GetUserLevel(bob.UserID), pl.GetUserLevel(carol.UserID))
+		if topic != "topic from A" || rule != string(event.JoinRuleInvite) || pl.GetUserLevel(bob.UserID) != 50 || pl.GetUserLevel(carol.UserID) != 0 {
+			t.Fatalf("resolved state: topic %q, join rule %q, bob %d, carol %d; want A's changes", topic, rule, pl.GetUserLevel(bob.UserID), pl.GetUserLevel(carol.UserID))
+		}
 	})
 }
 

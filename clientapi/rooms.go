@@ -159,12 +159,16 @@ func (s *Server) putSend(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	ts, err := appServiceTimestamp(r)
+	if err != nil {
+		return nil, err
+	}
 	id := identOf(r)
 	// The roomserver records the transaction ID with the event (one commit) and
 	// answers a replay with the first event.
 	ev, err := s.rooms.SendEvent(r.Context(), roomserver.SendRequest{
 		RoomID: roomID, Sender: id.userID, Type: evType, Content: content,
-		TxnID: txnID, DeviceID: id.deviceID, TxnScope: "send:" + roomID,
+		TxnID: txnID, DeviceID: id.deviceID, TxnScope: "send:" + roomID, Timestamp: ts,
 	})
 	if err != nil {
 		return nil, sendError(err)

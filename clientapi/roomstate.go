@@ -137,9 +137,14 @@ func (s *Server) putRoomStateEvent(r *http.Request) (any, error) {
 			return nil, err
 		}
 	}
+	ts, err := appServiceTimestamp(r)
+	if err != nil {
+		return nil, err
+	}
 	sk := stateKey
 	ev, err := s.rooms.SendEvent(r.Context(), roomserver.SendRequest{
 		RoomID: roomID, Sender: d.UserID, Type: evType, StateKey: &sk, Content: content, DeviceID: d.DeviceID,
+		Timestamp: ts,
 	})
 	if err != nil {
 		return nil, sendError(err)

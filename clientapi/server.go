@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/myelin-chat/myelin/clientapi/appservice"
 	"github.com/myelin-chat/myelin/clientapi/auth"
 	"github.com/myelin-chat/myelin/clientapi/httputil"
 	"github.com/myelin-chat/myelin/clientapi/keys"
@@ -56,6 +57,8 @@ type Deps struct {
 	Registry prometheus.Registerer
 	// Version is the server version reported by /_matrix/federation/v1/version and logs.
 	Version string
+	// AppServices are the loaded application service registrations; nil means none.
+	AppServices *appservice.Registry
 }
 
 // Server is the client-server API.
@@ -68,6 +71,7 @@ type Server struct {
 	sync       *syncapi.Service
 	push       *push.Service
 	limiter    *ratelimit.Limiter
+	appsvcs    *appservice.Registry
 	metrics    *metrics
 	version    string
 	router     *mux.Router
@@ -85,6 +89,7 @@ func NewServer(d Deps) *Server {
 		cfg:        d.Config,
 		db:         d.DB,
 		authn:      d.Authenticator,
+		appsvcs:    d.AppServices,
 		accounts:   d.Accounts,
 		rooms:      d.Rooms,
 		sync:       d.Sync,
@@ -250,7 +255,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route) {
 			s.touchDevice(r, d)
 		}
 	}
-	if rt.limited {
+	if rt.limited && s.limiter != nil && !s.rateLimitExempt(requestDevice(r)) {
 		key := clientIP(r)
 		if d := requestDevice(r); d != nil {
 			key = d.UserID
@@ -289,6 +294,9 @@ func (s *Server) authenticate(r *http.Request) (*auth.Device, error) {
 	tok := accessToken(r)
 	if tok == "" {
 		return nil, errNoToken
+	}
+	if reg := s.appsvcs.ByToken(tok); reg != nil {
+		return s.appServiceDevice(r, reg)
 	}
 	d, err := s.authn.Authenticate(r.Context(), tok)
 	switch {

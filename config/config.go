@@ -46,6 +46,14 @@ type Config struct {
 	Federation   Federation   `yaml:"federation"`
 	Push         Push         `yaml:"push"`
 	Media        Media        `yaml:"media"`
+	AppServices  AppServices  `yaml:"app_services"`
+}
+
+// AppServices lists the application service registrations (bridges, bots) to load.
+type AppServices struct {
+	// ConfigFiles are registration YAML files (Synapse's format); each entry may be a glob
+	// such as /etc/myelin/appservices/*.yaml. A pattern matching nothing is not an error.
+	ConfigFiles []string `yaml:"config_files"`
 }
 
 // Listeners are the network addresses Myelin serves on.

@@ -116,6 +116,11 @@ func (c *Config) Verify() error {
 	if c.Push.GiveUpAfter < c.Push.MaxBackoff {
 		add("push.give_up_after", "must be at least push.max_backoff")
 	}
+	for i, pat := range c.AppServices.ConfigFiles {
+		if _, err := filepath.Glob(pat); err != nil {
+			add(fmt.Sprintf("app_services.config_files[%d]", i), "invalid pattern %q: %v", pat, err)
+		}
+	}
 	if c.Media.MaxUploadBytes <= 0 {
 		add("media.max_upload_bytes", "must be positive")
 	}

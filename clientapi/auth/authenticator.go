@@ -18,6 +18,9 @@ type Device struct {
 	TokenHash string
 	// ExpiresTS is when the access token expires (ms), 0 for never.
 	ExpiresTS int64
+	// AppServiceID is set when an application service's as_token made the request
+	// (UserID is then its sender or the user it masquerades as).
+	AppServiceID string
 }
 
 // ErrUnknownToken means the token is not (or no longer) valid.

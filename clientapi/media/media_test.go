@@ -142,16 +142,25 @@ func TestPickSize(t *testing.T) {
 }
 
 func TestSafeContentTypeAndDisposition(t *testing.T) {
-	for ct, want := range map[string]string{
-		"image/png":                 "image/png",
-		"text/plain; charset=utf-8": "text/plain; charset=utf-8",
-		"text/html":                 "application/octet-stream",
-		"image/svg+xml":             "application/octet-stream",
-		"application/javascript":    "application/octet-stream",
-		"":                          "application/octet-stream",
+	for _, c := range []struct {
+		ct, want string
+		inline   bool
+	}{
+		{"image/png", "image/png", true},
+		{"text/plain; charset=utf-8", "text/plain; charset=utf-8", true},
+		// Harmless types come back as uploaded (Complement's TestContentCSAPIMediaV1
+		// uploads "img/png"), but only as attachments.
+		{"img/png", "img/png", false},
+		{"application/zip", "application/zip", false},
+		{"text/html", "application/octet-stream", false},
+		{"image/svg+xml", "application/octet-stream", false},
+		{"application/javascript", "application/octet-stream", false},
+		{"application/atom+xml", "application/octet-stream", false},
+		{"multipart/related; boundary=x", "application/octet-stream", false},
+		{"", "application/octet-stream", false},
 	} {
-		if got, _ := SafeContentType(ct); got != want {
-			t.Errorf("%q: got %q want %q", ct, got, want)
+		if got, inline := SafeContentType(c.ct); got != c.want || inline != c.inline {
+			t.Errorf("%q: got %q inline=%v, want %q inline=%v", c.ct, got, inline, c.want, c.inline)
 		}
 	}
 	for _, c := range []struct {

@@ -22,13 +22,33 @@ var inlineTypes = map[string]bool{
 // contentSecurityPolicy sandboxes whatever a browser makes of served media.
 const contentSecurityPolicy = "sandbox; default-src 'none'; script-src 'none'; plugin-types application/pdf; style-src 'unsafe-inline'; object-src 'self';"
 
+// activeType reports content types a browser may execute or render as a document (scripts,
+// markup, plugins). Even as attachments they are served as application/octet-stream.
+func activeType(mt string) bool {
+	switch {
+	case mt == "text/html", mt == "application/xhtml+xml", mt == "image/svg+xml",
+		mt == "text/xml", mt == "application/xml", mt == "text/xsl", mt == "application/xslt+xml",
+		mt == "application/x-shockwave-flash", mt == "application/pdf",
+		strings.Contains(mt, "javascript"), strings.Contains(mt, "ecmascript"),
+		strings.HasPrefix(mt, "multipart/"), strings.HasPrefix(mt, "message/"),
+		strings.HasSuffix(mt, "+xml"):
+		return true
+	}
+	return false
+}
+
 // SafeContentType returns the Content-Type to serve and whether it may be shown inline:
-// allowlisted types keep their type (text types gain charset if given), anything else
-// becomes application/octet-stream.
+// allowlisted types keep their type (text types gain charset if given) and are inline.
+// Other types keep their media type (clients rely on getting back what was uploaded) but
+// are attachments, under a sandboxing CSP and nosniff; types a browser could run
+// (activeType) and unparseable ones become application/octet-stream.
 func SafeContentType(ct string) (string, bool) {
 	mt, params, err := mime.ParseMediaType(ct)
-	if err != nil || !inlineTypes[mt] {
+	if err != nil || activeType(mt) {
 		return "application/octet-stream", false
+	}
+	if !inlineTypes[mt] {
+		return mt, false
 	}
 	if cs := params["charset"]; cs != "" && strings.HasPrefix(mt, "text/") {
 		return mime.FormatMediaType(mt, map[string]string{"charset": cs}), true

@@ -18,6 +18,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/myelin-chat/myelin/clientapi"
+	"github.com/myelin-chat/myelin/clientapi/appservice"
 	"github.com/myelin-chat/myelin/clientapi/auth"
 	"github.com/myelin-chat/myelin/clientapi/keys"
 	"github.com/myelin-chat/myelin/clientapi/media"
@@ -50,6 +51,15 @@ type Server struct {
 func New(ctx context.Context, cfg *config.Config, version string) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir %s: %w", cfg.DataDir, err)
+	}
+	// Application service registrations are read first: a bad one stops the start-up
+	// before anything is opened.
+	appServices, err := appservice.Load(cfg.AppServices.ConfigFiles)
+	if err != nil {
+		return nil, err
+	}
+	if n := appServices.Len(); n > 0 {
+		logrus.WithField("count", n).Info("loaded application service registrations")
 	}
 	key, created, err := config.LoadOrCreateSigningKey(cfg.Path(cfg.SigningKeyPath))
 	if err != nil {
@@ -138,6 +148,8 @@ func New(ctx context.Context, cfg *config.Config, version string) (*Server, erro
 		RemoteKeys: remoteE2EE,
 		Registry:   reg,
 		Version:    version,
+		// Application services authenticate with their as_token.
+		AppServices: appServices,
 	})
 	// Federation media endpoints (X-Matrix authenticated) served from the media repository.
 	client.Media().RegisterFederationRoutes(fed.AuthedRouter())

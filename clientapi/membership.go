@@ -101,16 +101,37 @@ type reasonBody struct {
 	Reason string `json:"reason"`
 }
 
+// joinContentReserved are join body keys that do not go into the member event: the
+// server sets them (or, for third_party_signed, checks them).
+var joinContentReserved = map[string]bool{
+	"reason": true, "membership": true, "third_party_signed": true, "join_authorised_via_users_server": true,
+}
+
 // joinRoom joins the requesting user to roomID (through the via servers when the room
-// is on other servers).
+// is on other servers). Other keys of the body than reason go into the member event's
+// content, as Synapse does (clients set custom member fields).
 func (s *Server) joinRoom(r *http.Request, roomID string, via []string) (any, error) {
 	var b reasonBody
-	if err := httputil.DecodeJSON(r, &b); err != nil {
+	var all map[string]any
+	body, err := httputil.ReadBody(r)
+	if err != nil {
 		return nil, err
+	}
+	if err := httputil.UnmarshalBody(body, &b); err != nil {
+		return nil, err
+	}
+	if err := httputil.UnmarshalBody(body, &all); err != nil {
+		return nil, err
+	}
+	extra := map[string]any{}
+	for k, v := range all {
+		if !joinContentReserved[k] {
+			extra[k] = v
+		}
 	}
 	d := requestDevice(r)
 	if _, err := s.members.Join(r.Context(), roomserver.MembershipRequest{
-		RoomID: roomID, Sender: d.UserID, Reason: b.Reason, DeviceID: d.DeviceID,
+		RoomID: roomID, Sender: d.UserID, Reason: b.Reason, DeviceID: d.DeviceID, Content: extra,
 	}, via); err != nil {
 		return nil, err
 	}

@@ -101,6 +101,17 @@ func (s *Server) checkCanRead(ctx context.Context, roomID, userID string) (*room
 		}
 		return nil, err
 	}
+	if m != "" && m != spec.Join {
+		// A room the user left and forgot is gone for them, history included: they
+		// read it only as anyone may (world-readable rooms).
+		forgotten, err := s.rooms.Forgotten(ctx, roomID, userID)
+		if err != nil {
+			return nil, err
+		}
+		if forgotten {
+			m, ev = "", nil
+		}
+	}
 	if m != "" {
 		return ev, nil
 	}
@@ -165,6 +176,12 @@ func (s *Server) getMessages(r *http.Request) (any, error) {
 	q := r.URL.Query()
 	d := requestDevice(r)
 	req := roomserver.MessagesRequest{RoomID: roomID, Viewer: d.UserID}
+	// Who may read comes before what was asked: someone outside the room (or who forgot
+	// it) gets 403 whatever the parameters.
+	memberEv, err := s.checkCanRead(r.Context(), roomID, d.UserID)
+	if err != nil {
+		return nil, err
+	}
 	switch q.Get("dir") {
 	case "b":
 		req.Dir, req.From = roomserver.Backward, roomserver.End
@@ -203,10 +220,6 @@ func (s *Server) getMessages(r *http.Request) (any, error) {
 		if rf.Limit != nil && q.Get("limit") == "" {
 			limit = min(*rf.Limit, 1000)
 		}
-	}
-	memberEv, err := s.checkCanRead(r.Context(), roomID, d.UserID)
-	if err != nil {
-		return nil, err
 	}
 	if memberEv != nil && (memberEv.Membership == spec.Leave || memberEv.Membership == spec.Ban) &&
 		req.Dir == roomserver.Backward && from == "" {

@@ -136,11 +136,18 @@ func identOf(r *http.Request) deviceIdent {
 	return deviceIdent{userID: d.UserID, deviceID: d.DeviceID}
 }
 
+// maxEventBytes is the spec's size limit of a whole event (PDU), so also of its content.
+const maxEventBytes = 65536
+
 // readContent reads a request body that must be a JSON object and returns it as is.
+// Content that cannot fit in an event is 413 M_TOO_LARGE.
 func readContent(r *http.Request) (json.RawMessage, error) {
 	body, err := httputil.ReadBody(r)
 	if err != nil {
 		return nil, err
+	}
+	if len(body) > maxEventBytes {
+		return nil, httputil.TooLarge("Event content is larger than %d bytes", maxEventBytes)
 	}
 	var m map[string]json.RawMessage
 	if err := httputil.UnmarshalBody(body, &m); err != nil {

@@ -205,6 +205,15 @@ func (rs *Roomserver) Membership(ctx context.Context, roomID, userID string) (st
 	return rs.membershipIn(ctx, r.head.Load(), userID)
 }
 
+// Forgotten reports whether userID left and then forgot roomID.
+func (rs *Roomserver) Forgotten(ctx context.Context, roomID, userID string) (bool, error) {
+	r, err := rs.room(ctx, roomID)
+	if err != nil {
+		return false, err
+	}
+	return roomstore.IsForgotten(ctx, rs.db, r.nid, userID)
+}
+
 // RoomMembership is a user's current membership of one room.
 type RoomMembership struct {
 	RoomID     string

@@ -14,12 +14,7 @@ import (
 
 // End-to-end encryption key storage: device identity keys, one-time keys, fallback keys.
 // Verification of the keys' signatures happens above (clientapi/keys); these functions
-// store what was verified and keep the invariants that need the database: identity keys
-// never change for a device, and each one-time key is handed out at most once.
-
-// ErrIdentityKeysChanged is returned when a device uploads identity keys that differ
-// from the ones already stored for it.
-var ErrIdentityKeysChanged = errors.New("device identity keys differ from the stored ones")
+// store what was verified and keep the invariants that need the database: each one-time key is handed out at most once.
 
 // ErrKeyConflict is returned when a one-time key ID is uploaded again with other content.
 var ErrKeyConflict = errors.New("key ID already used with different content")
@@ -64,7 +59,7 @@ func GetDeviceKeys(ctx context.Context, q Querier, userID, deviceID string) (Dev
 
 // PutDeviceKeys stores the identity keys of a device. changed is false when the very same
 // JSON was already stored. Other JSON with the same identity keys (new algorithms, extra
-// signatures) replaces the stored one; different identity keys give ErrIdentityKeysChanged.
+// signatures) or new identity keys replace the stored ones.
 func PutDeviceKeys(ctx context.Context, tx *Tx, k DeviceKeys) (changed bool, err error) {
 	res, err := tx.ExecContext(ctx, `INSERT INTO e2e_device_keys (user_id, device_id, key_json, ed25519_key, curve25519_key, updated_ts)
 		VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id, device_id) DO NOTHING`,
@@ -79,14 +74,15 @@ func PutDeviceKeys(ctx context.Context, tx *Tx, k DeviceKeys) (changed bool, err
 	if err != nil {
 		return false, err
 	}
-	if old.Ed25519 != k.Ed25519 || old.Curve25519 != k.Curve25519 {
-		return false, ErrIdentityKeysChanged
-	}
-	if bytes.Equal(old.KeyJSON, k.KeyJSON) {
+	if bytes.Equal(old.KeyJSON, k.KeyJSON) && old.Ed25519 == k.Ed25519 && old.Curve25519 == k.Curve25519 {
 		return false, nil
 	}
-	_, err = tx.ExecContext(ctx, `UPDATE e2e_device_keys SET key_json = $1, updated_ts = $2 WHERE user_id = $3 AND device_id = $4`,
-		string(k.KeyJSON), NowMS(), k.UserID, k.DeviceID)
+	// New identity keys for a known device replace the old ones, as Synapse does: the
+	// server cannot judge key material (clients verify it and flag a device whose keys
+	// changed), and clients that lost their crypto store re-upload for the same device.
+	_, err = tx.ExecContext(ctx, `UPDATE e2e_device_keys SET key_json = $1, ed25519_key = $2, curve25519_key = $3, updated_ts = $4
+		WHERE user_id = $5 AND device_id = $6`,
+		string(k.KeyJSON), k.Ed25519, k.Curve25519, NowMS(), k.UserID, k.DeviceID)
 	if err != nil {
 		return false, fmt.Errorf("update device keys %s/%s: %w", k.UserID, k.DeviceID, err)
 	}

@@ -52,14 +52,15 @@ func TestDeviceKeysIdentityIsImmutable(t *testing.T) {
 		if !changed {
 			t.Fatal("new JSON with the same identity keys not stored")
 		}
-		k3 := k
+		// New identity keys for the device replace the old ones and are a change.
+		k3 := k2
 		k3.Curve25519 = "other"
-		err := db.WithTx(ctx, func(tx *storage.Tx) error { _, err := storage.PutDeviceKeys(ctx, tx, k3); return err })
-		if !errors.Is(err, storage.ErrIdentityKeysChanged) {
-			t.Fatalf("changed identity keys: %v", err)
+		withTx(t, db, func(tx *storage.Tx) (err error) { changed, err = storage.PutDeviceKeys(ctx, tx, k3); return })
+		if !changed {
+			t.Fatal("new identity keys not reported as a change")
 		}
 		got, err := storage.GetDeviceKeys(ctx, db, "@a:hs", "D1")
-		if err != nil || string(got.KeyJSON) != `{"v":2}` || got.Curve25519 != "C" {
+		if err != nil || string(got.KeyJSON) != `{"v":2}` || got.Curve25519 != "other" {
 			t.Fatalf("stored keys %+v %v", got, err)
 		}
 		// Keys of a device that no longer exists are not returned by queries.

@@ -99,8 +99,9 @@ func ReadBody(r *http.Request) ([]byte, error) {
 	return body, nil
 }
 
-// DecodeJSON reads the request body into v: M_NOT_JSON when it is not a JSON object
-// (or not UTF-8), M_BAD_JSON when a field has the wrong type, M_TOO_LARGE when too big.
+// DecodeJSON reads the request body into v: M_NOT_JSON when it is not JSON (or not
+// UTF-8), M_BAD_JSON when it is JSON but not an object or a field has the wrong type,
+// M_TOO_LARGE when too big.
 // An empty body counts as {} so endpoints whose fields are all optional accept it.
 func DecodeJSON(r *http.Request, v any) error {
 	body, err := ReadBody(r)
@@ -119,8 +120,12 @@ func UnmarshalBody(body []byte, v any) error {
 	if !utf8.Valid(body) {
 		return NotJSON("Request body is not valid UTF-8")
 	}
-	if body[0] != '{' || !json.Valid(body) {
-		return NotJSON("Request body is not a JSON object")
+	if !json.Valid(body) {
+		return NotJSON("Request body is not valid JSON")
+	}
+	if body[0] != '{' {
+		// JSON, but the wrong kind: M_BAD_JSON, as Synapse and Complement expect.
+		return BadJSON("Request body must be a JSON object")
 	}
 	if err := json.Unmarshal(body, v); err != nil {
 		var te *json.UnmarshalTypeError

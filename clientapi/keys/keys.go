@@ -119,11 +119,13 @@ func parseDeviceKeys(raw json.RawMessage, userID, deviceID string) (*storage.Dev
 		return nil, httputil.InvalidParam("device_keys.keys must hold the device's ed25519 key as %q", edID)
 	}
 	curve := keys["curve25519:"+deviceID]
-	if o.signatures[userID][edID] == "" {
-		return nil, errInvalidSignature("device_keys is not signed by the device's ed25519 key")
-	}
-	if err := verifySignature(raw, userID, edID, ed); err != nil {
-		return nil, errInvalidSignature("device_keys signature does not verify: %v", err)
+	// A self-signature that is there must verify. A missing one is accepted, as Synapse
+	// does (Complement and some clients upload unsigned keys): clients check it anyway
+	// before they trust a device.
+	if o.signatures[userID][edID] != "" {
+		if err := verifySignature(raw, userID, edID, ed); err != nil {
+			return nil, errInvalidSignature("device_keys signature does not verify: %v", err)
+		}
 	}
 	canonical, err := o.canonical()
 	if err != nil {
@@ -200,9 +202,6 @@ func prepareUpload(userID, deviceID string, req UploadRequest, storedEd string) 
 		if err != nil {
 			return nil, err
 		}
-		if storedEd != "" && dk.Ed25519 != storedEd {
-			return nil, httputil.InvalidParam("this device already has different identity keys; log in as a new device to use new keys")
-		}
 		p.deviceKeys, ed = dk, dk.Ed25519
 	}
 	if len(req.OneTimeKeys) > MaxOneTimeKeysPerUpload {
@@ -233,9 +232,6 @@ func prepareUpload(userID, deviceID string, req UploadRequest, storedEd string) 
 func (p *preparedUpload) apply(ctx context.Context, tx *storage.Tx) error {
 	if p.deviceKeys != nil {
 		changed, err := storage.PutDeviceKeys(ctx, tx, *p.deviceKeys)
-		if errors.Is(err, storage.ErrIdentityKeysChanged) {
-			return httputil.InvalidParam("this device already has different identity keys; log in as a new device to use new keys")
-		}
 		if err != nil {
 			return err
 		}

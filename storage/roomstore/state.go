@@ -189,6 +189,21 @@ func SetForgotten(ctx context.Context, q storage.Querier, roomNID int64, userID 
 	return n > 0, err
 }
 
+// IsForgotten reports whether the user forgot the room (false when the user has no
+// membership row there).
+func IsForgotten(ctx context.Context, q storage.Querier, roomNID int64, userID string) (bool, error) {
+	var forgotten bool
+	err := q.QueryRowContext(ctx, `SELECT forgotten FROM room_current_state
+		WHERE room_nid = $1 AND event_type = 'm.room.member' AND state_key = $2`, roomNID, userID).Scan(&forgotten)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("is room forgotten: %w", err)
+	}
+	return forgotten, nil
+}
+
 // InsertPendingRedaction remembers a redaction whose target is not known yet.
 func InsertPendingRedaction(ctx context.Context, q storage.Querier, redactionID, targetID string, roomNID int64) error {
 	_, err := q.ExecContext(ctx, `INSERT INTO room_pending_redactions (redaction_event_id, redacts_event_id, room_nid)

@@ -3,8 +3,8 @@
 // on every container start, because the CA changes with every Complement package run.
 // Static, stdlib only.
 //
-// Usage: complement-certgen -name hs1 -ca-cert /complement/ca/ca.crt -ca-key /complement/ca/ca.key \
-//          -cert /data/tls/server.crt -key /data/tls/server.key [-chain /data/tls/fullchain.crt]
+//	Usage: complement-certgen -name hs1 -ca-cert /complement/ca/ca.crt -ca-key /complement/ca/ca.key \
+//	         -cert /data/tls/server.crt -key /data/tls/server.key [-chain /data/tls/fullchain.crt]
 package main
 
 import (

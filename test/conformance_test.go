@@ -1,0 +1,79 @@
+package test
+
+import (
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/myelin-chat/myelin/test/harness"
+)
+
+// Client-server behaviours that Complement (the ecosystem's conformance suite) checks,
+// kept here so they do not regress between Complement runs.
+func TestConformanceRoomEdgeCases(t *testing.T) {
+	harness.ForEachEngine(t, func(t *testing.T, engine string) {
+		s := harness.Start(t, harness.Options{Engine: engine})
+		sec := &acctSecrets{}
+		alice := acctRegister(t, s, sec, "alice", "secret")
+		bob := acctRegister(t, s, sec, "bob", "hunter2")
+		const v3 = "/_matrix/client/v3"
+		roomID := dirCreate(t, s, alice, map[string]any{"preset": "public_chat"})
+		room := v3 + "/rooms/" + url.PathEscape(roomID)
+
+		// Content that cannot fit in a 64 KiB event: 413 M_TOO_LARGE, message or state.
+		big := strings.Repeat("and they dont stop coming ", 2700)
+		st, body := s.Do(t, "PUT", room+"/send/m.room.message/big", alice, map[string]any{"msgtype": "m.text", "body": big})
+		if st != 413 || body["errcode"] != "M_TOO_LARGE" {
+			t.Fatalf("large message: %d %v", st, body)
+		}
+		st, body = s.Do(t, "PUT", room+"/state/marvel.universe.fate", alice, map[string]any{"body": big})
+		if st != 413 || body["errcode"] != "M_TOO_LARGE" {
+			t.Fatalf("large state event: %d %v", st, body)
+		}
+
+		// A body that is JSON but not an object is M_BAD_JSON; one that is not JSON, M_NOT_JSON.
+		st, body = s.Do(t, "PUT", room+"/send/complement.dummy/j1", alice, `"eyJib2R5IjogMS4xfQ=="`)
+		if st != 400 || body["errcode"] != "M_BAD_JSON" {
+			t.Fatalf("JSON string body: %d %v", st, body)
+		}
+		st, body = s.Do(t, "PUT", room+"/send/complement.dummy/j2", alice, `{"body": `)
+		if st != 400 || body["errcode"] != "M_NOT_JSON" {
+			t.Fatalf("truncated JSON body: %d %v", st, body)
+		}
+
+		// Extra keys of a join body land in the member event; reserved ones do not.
+		st, body = s.Do(t, "POST", v3+"/join/"+url.PathEscape(roomID), bob, map[string]any{
+			"foo": "bar", "reason": "hi", "join_authorised_via_users_server": "@alice:hs1.test"})
+		if st != 200 {
+			t.Fatalf("join with content: %d %v", st, body)
+		}
+		st, member := s.Do(t, "GET", room+"/state/m.room.member/"+url.PathEscape("@bob:hs1.test"), bob, nil)
+		if st != 200 || member["foo"] != "bar" || member["reason"] != "hi" || member["membership"] != "join" ||
+			member["join_authorised_via_users_server"] != nil {
+			t.Fatalf("member content after a join with custom content: %d %v", st, member)
+		}
+
+		// A room bob left and forgot cannot be paginated, whatever the parameters.
+		if st, body = s.Do(t, "GET", room+"/messages?dir=b", bob, nil); st != 200 {
+			t.Fatalf("messages while joined: %d %v", st, body)
+		}
+		if st, body = s.Do(t, "POST", room+"/leave", bob, map[string]any{}); st != 200 {
+			t.Fatalf("leave: %d %v", st, body)
+		}
+		if st, body = s.Do(t, "GET", room+"/messages?dir=b", bob, nil); st != 200 {
+			t.Fatalf("messages after leaving (history up to the leave): %d %v", st, body)
+		}
+		if st, body = s.Do(t, "POST", room+"/forget", bob, map[string]any{}); st != 200 {
+			t.Fatalf("forget: %d %v", st, body)
+		}
+		for _, q := range []string{"", "?dir=b"} {
+			if st, body = s.Do(t, "GET", room+"/messages"+q, bob, nil); st != 403 || body["errcode"] != "M_FORBIDDEN" {
+				t.Fatalf("messages%s of a forgotten room: %d %v", q, st, body)
+			}
+		}
+		// Alice still reads; and without dir she is told it is missing.
+		if st, body = s.Do(t, "GET", room+"/messages", alice, nil); st != 400 || body["errcode"] != "M_MISSING_PARAM" {
+			t.Fatalf("messages without dir: %d %v", st, body)
+		}
+	})
+}

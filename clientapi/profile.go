@@ -158,8 +158,8 @@ func (s *Server) deleteProfileField(r *http.Request) (any, error) {
 }
 
 // validateProfileValue checks the value of a PUT: displayname and avatar_url must be
-// strings (M_BAD_JSON), "" removing them; avatar_url must be an mxc:// URI
-// (M_INVALID_PARAM); m.tz must be a string; custom fields take any JSON value, null
+// strings (M_BAD_JSON), "" removing them; avatar_url is any string, as Synapse allows
+// (clients show only mxc:// ones); m.tz must be a string; custom fields take any JSON value, null
 // included (stored as null, as the spec asks). It returns the value to store, nil to remove.
 func validateProfileValue(field string, value json.RawMessage) (json.RawMessage, error) {
 	switch field {
@@ -177,9 +177,6 @@ func validateProfileValue(field string, value json.RawMessage) (json.RawMessage,
 			if len(str) > maxAvatarURLBytes {
 				return nil, httputil.NewError(http.StatusBadRequest, "M_TOO_LARGE", "avatar_url is longer than %d bytes", maxAvatarURLBytes)
 			}
-			if str != "" && !isMXC(str) {
-				return nil, httputil.InvalidParam("avatar_url must be an mxc:// URI")
-			}
 		}
 		if str == "" && field != "m.tz" {
 			return nil, nil
@@ -188,16 +185,6 @@ func validateProfileValue(field string, value json.RawMessage) (json.RawMessage,
 		return b, nil
 	}
 	return value, nil
-}
-
-// isMXC reports whether s is mxc://<server-name>/<media-id>.
-func isMXC(s string) bool {
-	rest, ok := strings.CutPrefix(s, "mxc://")
-	if !ok {
-		return false
-	}
-	server, media, ok := strings.Cut(rest, "/")
-	return ok && server != "" && media != "" && !strings.ContainsAny(media, "/?#") && !strings.ContainsAny(server, "?#")
 }
 
 // changeProfile is the one path by which a user's profile changes: it sets a field

@@ -59,8 +59,12 @@ func mustVar(r *http.Request, name string) (string, bool) {
 	return v, v != ""
 }
 
-// getPushRule serves GET /pushrules/global/{kind}/{ruleId}.
+// getPushRule serves GET /pushrules/global/{kind}/{ruleId}. A rule of a kind this server
+// does not have (e.g. MSC4306's postcontent) is simply not found: clients probe for them.
 func (s *Server) getPushRule(r *http.Request) (any, error) {
+	if _, known := push.ParseKind(pathVar(r, "kind")); !known && pathVar(r, "scope") == "global" {
+		return nil, httputil.NotFound("Push rule not found")
+	}
 	kind, id, err := pushRuleTarget(r)
 	if err != nil {
 		return nil, err

@@ -1,11 +1,13 @@
 package clientapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
 
+	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/myelin-chat/myelin/clientapi/httputil"
@@ -141,6 +143,9 @@ func (s *Server) putRoomStateEvent(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if id, ok := s.sameStateEvent(r.Context(), roomID, evType, stateKey, d.UserID, content); ok {
+		return map[string]string{"event_id": id}, nil
+	}
 	sk := stateKey
 	ev, err := s.rooms.SendEvent(r.Context(), roomserver.SendRequest{
 		RoomID: roomID, Sender: d.UserID, Type: evType, StateKey: &sk, Content: content, DeviceID: d.DeviceID,
@@ -150,4 +155,28 @@ func (s *Server) putRoomStateEvent(r *http.Request) (any, error) {
 		return nil, sendError(err)
 	}
 	return map[string]string{"event_id": ev.EventID()}, nil
+}
+
+// sameStateEvent reports the current state event (type, state key) when the sender set it
+// with the very same content: setting it again is a no-op that returns that event's ID,
+// as Synapse does, instead of a new event that changes nothing. Membership is excluded (a
+// repeated join or invite means something).
+func (s *Server) sameStateEvent(ctx context.Context, roomID, evType, stateKey, sender string, content json.RawMessage) (string, bool) {
+	if evType == spec.MRoomMember {
+		return "", false
+	}
+	cur, err := s.rooms.CurrentStateEvent(ctx, roomID, evType, stateKey)
+	if err != nil || cur == nil || cur.SenderID() != spec.SenderID(sender) {
+		return "", false
+	}
+	a, err1 := gomatrixserverlib.CanonicalJSON(cur.Content())
+	b, err2 := gomatrixserverlib.CanonicalJSON(content)
+	if err1 != nil || err2 != nil || !bytes.Equal(a, b) {
+		return "", false
+	}
+	m, _, err := s.rooms.Membership(ctx, roomID, sender)
+	if err != nil || m != spec.Join {
+		return "", false
+	}
+	return cur.EventID(), true
 }

@@ -20,6 +20,19 @@ func TestConformanceRoomEdgeCases(t *testing.T) {
 		roomID := dirCreate(t, s, alice, map[string]any{"preset": "public_chat"})
 		room := v3 + "/rooms/" + url.PathEscape(roomID)
 
+		// Setting a state event to what it already is returns the existing event.
+		ids := map[string]bool{}
+		for _, topic := range []string{"a", "a", "b"} {
+			st, body := s.Do(t, "PUT", room+"/state/m.room.topic", alice, map[string]any{"topic": topic})
+			if st != 200 {
+				t.Fatalf("set topic: %d %v", st, body)
+			}
+			ids[body["event_id"].(string)] = true
+		}
+		if len(ids) != 2 {
+			t.Fatalf("topics a, a, b gave %d distinct events, want 2", len(ids))
+		}
+
 		// Content that cannot fit in a 64 KiB event: 413 M_TOO_LARGE, message or state.
 		big := strings.Repeat("and they dont stop coming ", 2700)
 		st, body := s.Do(t, "PUT", room+"/send/m.room.message/big", alice, map[string]any{"msgtype": "m.text", "body": big})
@@ -71,6 +84,15 @@ func TestConformanceRoomEdgeCases(t *testing.T) {
 				t.Fatalf("messages%s of a forgotten room: %d %v", q, st, body)
 			}
 		}
+		// avatar_url takes any string (Complement's TestAvatarUrlUpdate sets "LemurLover").
+		st, body = s.Do(t, "PUT", v3+"/profile/"+url.PathEscape("@alice:hs1.test")+"/avatar_url", alice, map[string]any{"avatar_url": "LemurLover"})
+		if st != 200 {
+			t.Fatalf("non-mxc avatar_url: %d %v", st, body)
+		}
+		if st, body = s.Do(t, "GET", v3+"/profile/"+url.PathEscape("@alice:hs1.test")+"/avatar_url", alice, nil); body["avatar_url"] != "LemurLover" {
+			t.Fatalf("avatar_url after setting it: %d %v", st, body)
+		}
+
 		// Alice still reads; and without dir she is told it is missing.
 		if st, body = s.Do(t, "GET", room+"/messages", alice, nil); st != 400 || body["errcode"] != "M_MISSING_PARAM" {
 			t.Fatalf("messages without dir: %d %v", st, body)

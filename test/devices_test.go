@@ -256,7 +256,7 @@ func TestDeleteDevices(t *testing.T) {
 		status, body = s.Do(t, "POST", "/_matrix/client/v3/delete_devices", alice.AccessToken, map[string]any{"devices": p1.DeviceID})
 		udExpect(t, "delete_devices with a string", status, body, 400, "M_BAD_JSON")
 		status, body = s.Do(t, "POST", "/_matrix/client/v3/delete_devices", alice.AccessToken, "[]")
-		udExpect(t, "delete_devices with an array body", status, body, 400, "M_NOT_JSON")
+		udExpect(t, "delete_devices with an array body", status, body, 400, "M_BAD_JSON")
 		req := map[string]any{"devices": []id.DeviceID{p1.DeviceID, p2.DeviceID, "NOSUCHDEVICE"}}
 		session = uiaSession(t, s, "POST", "/_matrix/client/v3/delete_devices", alice.AccessToken, req)
 		err = alice.DeleteDevices(ctx, &mautrix.ReqDeleteDevices[any]{

@@ -38,7 +38,7 @@ func TestOpenIDToken(t *testing.T) {
 			t.Fatal("403 carried a token")
 		}
 		status, body = s.Do(t, "POST", "/_matrix/client/v3/user/"+esc(alice.UserID.String())+"/openid/request_token", alice.AccessToken, `[]`)
-		udExpect(t, "array body", status, body, 400, "M_NOT_JSON")
+		udExpect(t, "array body", status, body, 400, "M_BAD_JSON")
 		status, body = s.Do(t, "POST", "/_matrix/client/r0/user/"+esc(alice.UserID.String())+"/openid/request_token", alice.AccessToken, `{}`)
 		if status != 200 || body["token_type"] != "Bearer" || body["access_token"] == "" {
 			t.Fatalf("r0 request: %d %v", status, body)

@@ -71,8 +71,12 @@ func TestPushRulesAPI(t *testing.T) {
 		}
 		st, body = s.Do(t, "GET", prPath("/global/override/nope"), tok, nil)
 		prWant(t, "GET unknown rule", st, body, 404, "M_NOT_FOUND")
-		st, body = s.Do(t, "GET", prPath("/global/bogus/x"), tok, nil)
-		prWant(t, "GET unknown kind", st, body, 400, "M_INVALID_PARAM")
+		// A rule of a kind we do not have is not found (Complement probes MSC4306's
+		// postcontent rules before disabling them); changing one is a bad request.
+		st, body = s.Do(t, "GET", prPath("/global/postcontent/.io.element.msc4306.rule.subscribed_thread"), tok, nil)
+		prWant(t, "GET unknown kind", st, body, 404, "M_NOT_FOUND")
+		st, body = s.Do(t, "PUT", prPath("/global/bogus/x/enabled"), tok, map[string]any{"enabled": false})
+		prWant(t, "PUT to an unknown kind", st, body, 400, "M_INVALID_PARAM")
 
 		// Creation, positions and errors.
 		put := func(kind, id, query string, rule any) (int, map[string]any) {

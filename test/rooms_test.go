@@ -225,7 +225,7 @@ func TestRoomsSendAndState(t *testing.T) {
 		status, body = s.Do(t, "PUT", roomPath("!nope:hs1.test", "/send/m.room.message/t"), alice.AccessToken, map[string]any{"body": "x"})
 		udExpect(t, "unknown room", status, body, 403, "M_FORBIDDEN")
 		status, body = s.Do(t, "PUT", roomPath(roomID, "/send/m.room.message/t2"), alice.AccessToken, `["x"]`)
-		udExpect(t, "array body", status, body, 400, "M_NOT_JSON")
+		udExpect(t, "array body", status, body, 400, "M_BAD_JSON")
 		status, body = s.Do(t, "PUT", roomPath(roomID, "/send/m.room.message/t3"), alice.AccessToken, `{"body":`)
 		udExpect(t, "broken JSON", status, body, 400, "M_NOT_JSON")
 		status, body = s.Do(t, "PUT", roomPath(roomID, "/send/m.room.create/t4"), alice.AccessToken, map[string]any{})
@@ -250,7 +250,7 @@ func TestRoomsSendAndState(t *testing.T) {
 		status, body = s.Do(t, "GET", roomPath(roomID, "/state/org.example.none/"), alice.AccessToken, nil)
 		udExpect(t, "absent state", status, body, 404, "M_NOT_FOUND")
 		status, body = s.Do(t, "PUT", roomPath(roomID, "/state/org.example.cfg/"), alice.AccessToken, `"x"`)
-		udExpect(t, "state content not an object", status, body, 400, "M_NOT_JSON")
+		udExpect(t, "state content not an object", status, body, 400, "M_BAD_JSON")
 
 		// Power levels and state keys.
 		if _, err := bob.JoinRoomByID(ctx, roomID); err != nil {

@@ -8,6 +8,9 @@
 package main
 
 import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -69,7 +72,7 @@ func main() {
 	certPath := flag.String("cert", "server.crt", "output: leaf certificate (PEM)")
 	keyPath := flag.String("key", "server.key", "output: leaf private key (PEM, PKCS#8 'PRIVATE KEY')")
 	chainPath := flag.String("chain", "", "optional output: leaf + CA certificate (PEM)")
-	bits := flag.Int("bits", 2048, "RSA key size")
+	bits := flag.Int("bits", 0, "RSA key size; 0 (default) makes an ECDSA P-256 key, which is much faster to generate on every start")
 	flag.Parse()
 	if *name == "" {
 		die(errors.New("no -name and SERVER_NAME unset"))
@@ -83,7 +86,12 @@ func main() {
 	if err != nil {
 		die(err)
 	}
-	priv, err := rsa.GenerateKey(rand.Reader, *bits)
+	var priv crypto.Signer
+	if *bits > 0 {
+		priv, err = rsa.GenerateKey(rand.Reader, *bits)
+	} else {
+		priv, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	}
 	if err != nil {
 		die(err)
 	}
@@ -93,7 +101,7 @@ func main() {
 		Subject:               pkix.Name{CommonName: *name, Organization: []string{"Complement homeserver"}},
 		NotBefore:             time.Now().Add(-1 * time.Hour),
 		NotAfter:              time.Now().Add(365 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,
 	}
@@ -102,7 +110,7 @@ func main() {
 	} else {
 		tmpl.DNSNames = []string{*name}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &priv.PublicKey, caKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, priv.Public(), caKey)
 	if err != nil {
 		die(err)
 	}

@@ -181,8 +181,13 @@ func (s *Server) acceptMembership(r *http.Request, membership string) (any, erro
 		return nil, err
 	}
 	sender, err := spec.NewUserID(string(ev.SenderID()), true)
-	if err != nil || sender.Domain() != origin || *ev.StateKey() != sender.String() {
-		return nil, httputil.Forbidden("The event must be about a user of the sending server, sent by that user")
+	if err != nil || sender.Domain() != origin {
+		return nil, httputil.Forbidden("The event must be sent by a user of the sending server")
+	}
+	// A join, leave or knock is always about its own sender; one naming someone else is
+	// malformed rather than unauthorised (400, as the spec's send_* endpoints describe).
+	if *ev.StateKey() != sender.String() {
+		return nil, httputil.BadJSON("The event's state_key must be its sender")
 	}
 	if in, err := s.members.ServerInRoom(ctx, roomID, spec.ServerName(s.cfg.ServerName)); err != nil {
 		return nil, err

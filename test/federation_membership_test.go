@@ -442,6 +442,20 @@ func testFederationMembershipChecks(t *testing.T, engine string) {
 	if code, _, _ := o.fmSendJoin(t, a, room, "$other", join.JSON()); code != 400 {
 		t.Fatalf("send_join under another event ID: %d", code)
 	}
+	// A join, leave or knock by zed about doris (state_key not the sender) is malformed: 400.
+	doris := "@doris:" + o.name
+	for _, m := range []string{"join", "leave", "knock"} {
+		ev := o.event(t, room.String(), "zed", "m.room.member", &doris, map[string]string{"membership": m},
+			join.PrevEventIDs(), join.AuthEventIDs(), join.Depth())
+		ver := "v2"
+		if m == "knock" {
+			ver = "v1"
+		}
+		path := "/_matrix/federation/" + ver + "/send_" + m + "/" + url.PathEscape(room.String()) + "/" + url.PathEscape(ev.EventID())
+		if code, ecode, raw := o.send(t, a, o.name, a.ServerName, o.key, "PUT", path, json.RawMessage(ev.JSON()), nil); code != 400 || ecode != "M_BAD_JSON" {
+			t.Fatalf("send_%s with a mismatched state_key: %d %s %s", m, code, ecode, raw)
+		}
+	}
 	if m := rmMembership(t, alice, room, id.UserID(zed)); m != "" {
 		t.Fatalf("a refused join changed zed's membership: %q", m)
 	}

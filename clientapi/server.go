@@ -177,6 +177,18 @@ func (s *Server) buildRouter() *mux.Router {
 			r.Handle(p+rt.path, s.wrap(name, rt)).Methods(rt.method)
 		}
 	}
+	// The unauthenticated server-server endpoints live on the federation listener, but a
+	// client (or Complement) asking this port with the wrong method must still learn that
+	// the endpoint exists (405), while the right method gets 404 here.
+	for path, method := range map[string]string{
+		"/_matrix/federation/v1/version": http.MethodGet,
+		"/_matrix/key/v2/server":         http.MethodGet,
+		"/_matrix/key/v2/query":          http.MethodPost,
+	} {
+		r.Handle(path, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			httputil.WriteError(w, req, httputil.Unrecognized("Served on the federation listener"))
+		})).Methods(method)
+	}
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		httputil.WriteError(w, req, httputil.Unrecognized("Unrecognized request"))
 	})

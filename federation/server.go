@@ -94,6 +94,9 @@ func NewServer(d Deps) (*Server, error) {
 	r.HandleFunc("/_matrix/key/v2/query/{serverName}/{keyID}", s.getNotaryKeys).Methods(http.MethodGet)
 	r.HandleFunc("/_matrix/key/v2/query", s.postNotaryKeys).Methods(http.MethodPost)
 	r.HandleFunc("/_matrix/federation/v1/version", s.getVersion).Methods(http.MethodGet)
+	// Other methods on version would fall into the signed subrouter below and 404; they
+	// are a wrong method on a known endpoint (405).
+	r.HandleFunc("/_matrix/federation/v1/version", methodNotAllowed)
 	r.HandleFunc("/_matrix/federation/v1/openid/userinfo", s.getOpenIDUserInfo).Methods(http.MethodGet)
 	// Everything else under /_matrix/federation and /_matrix/media is X-Matrix signed.
 	fed := r.PathPrefix("/_matrix/federation").Subrouter()
@@ -103,9 +106,7 @@ func NewServer(d Deps) (*Server, error) {
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		httputil.WriteError(w, req, httputil.Unrecognized("Unrecognized request"))
 	})
-	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		httputil.WriteError(w, req, httputil.NewError(http.StatusMethodNotAllowed, "M_UNRECOGNIZED", "Method not allowed"))
-	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(methodNotAllowed)
 	s.router = r
 	return s, nil
 }
@@ -178,4 +179,9 @@ func (s *Server) getServerKeys(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) getVersion(w http.ResponseWriter, r *http.Request) {
 	httputil.WriteJSON(w, http.StatusOK, map[string]any{"server": map[string]string{"name": "Myelin", "version": s.version}})
+}
+
+// methodNotAllowed answers a known endpoint called with the wrong method.
+func methodNotAllowed(w http.ResponseWriter, req *http.Request) {
+	httputil.WriteError(w, req, httputil.NewError(http.StatusMethodNotAllowed, "M_UNRECOGNIZED", "Method not allowed"))
 }

@@ -39,6 +39,20 @@ func TestDiscoveryAndErrors(t *testing.T) {
 		if status, body = s.Do(t, "DELETE", "/_matrix/client/v3/login", "", nil); status != 405 || body["errcode"] != "M_UNRECOGNIZED" {
 			t.Fatalf("wrong method: %d %v", status, body)
 		}
+		// Unknown server-server and key endpoints are 404, known ones with a wrong method 405
+		// (Complement's TestUnknownEndpoints asks the client port).
+		for _, c := range []struct {
+			method, path string
+			status       int
+		}{
+			{"GET", "/_matrix/federation/unknown", 404}, {"GET", "/_matrix/federation/v1/unknown", 404},
+			{"PUT", "/_matrix/federation/v1/version", 405}, {"GET", "/_matrix/key/unknown", 404},
+			{"GET", "/_matrix/key/v2/unknown", 404}, {"PUT", "/_matrix/key/v2/query", 405},
+		} {
+			if status, body = s.Do(t, c.method, c.path, "", nil); status != c.status || body["errcode"] != "M_UNRECOGNIZED" {
+				t.Fatalf("%s %s: %d %v", c.method, c.path, status, body)
+			}
+		}
 		if status, body = s.Do(t, "GET", "/_matrix/client/v3/capabilities", "", nil); status != 401 || body["errcode"] != "M_MISSING_TOKEN" {
 			t.Fatalf("no token: %d %v", status, body)
 		}

@@ -192,46 +192,123 @@ func NewKeyRing(cfg *config.Config, store *KeyStore, client gomatrixserverlib.Ke
 // make us hammer the named server (or a notary).
 const refetchInterval = 30 * time.Second
 
-// throttledFetcher drops requests for servers it asked about less than interval ago.
-// Successful answers are cached by the key ring's database, so only misses repeat.
+// throttledFetcher asks a server for its keys at most once per interval after an
+// attempt that did not give a wanted key, so requests signed with made-up key IDs cannot
+// make us hammer the named server (or a notary). Callers wanting keys of a server whose
+// fetch is in flight wait for it and share its answer: dropping them instead would fail
+// the verification of every event that arrives while the first fetch runs.
 type throttledFetcher struct {
 	inner    gomatrixserverlib.KeyFetcher
 	interval time.Duration
 	now      func() time.Time
 
-	mu   sync.Mutex
-	last map[spec.ServerName]time.Time
+	mu      sync.Mutex
+	servers map[spec.ServerName]*serverKeyFetch
+}
+
+// serverKeyFetch is the fetch state of one server.
+type serverKeyFetch struct {
+	busy chan struct{} // holds a token while a fetch for the server is in flight
+	// Guarded by busy:
+	missed  time.Time // when a fetch last failed to give a wanted key
+	fetched time.Time // when results were last filled
+	results map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult
 }
 
 func newThrottledFetcher(inner gomatrixserverlib.KeyFetcher, interval time.Duration) *throttledFetcher {
-	return &throttledFetcher{inner: inner, interval: interval, now: time.Now, last: map[spec.ServerName]time.Time{}}
+	return &throttledFetcher{inner: inner, interval: interval, now: time.Now, servers: map[spec.ServerName]*serverKeyFetch{}}
 }
 
 func (f *throttledFetcher) FetcherName() string { return f.inner.FetcherName() }
 
-func (f *throttledFetcher) FetchKeys(ctx context.Context, reqs map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp) (map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult, error) {
-	now := f.now()
-	ask := map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp{}
+func (f *throttledFetcher) server(name spec.ServerName) *serverKeyFetch {
 	f.mu.Lock()
-	for req, ts := range reqs {
-		if last, ok := f.last[req.ServerName]; ok && now.Sub(last) < f.interval {
-			continue
-		}
-		ask[req] = ts
-	}
-	for req := range ask {
-		f.last[req.ServerName] = now
-	}
-	if len(f.last) > 10000 { // forget old entries so the map stays small
-		for name, t := range f.last {
-			if now.Sub(t) >= f.interval {
-				delete(f.last, name)
+	defer f.mu.Unlock()
+	sf := f.servers[name]
+	if sf == nil {
+		if len(f.servers) > 10000 { // forget idle entries so the map stays small
+			now := f.now()
+			for n, old := range f.servers {
+				if now.Sub(old.missed) >= f.interval && now.Sub(old.fetched) >= f.interval && len(old.busy) == 0 {
+					delete(f.servers, n)
+				}
 			}
 		}
+		sf = &serverKeyFetch{busy: make(chan struct{}, 1)}
+		f.servers[name] = sf
 	}
-	f.mu.Unlock()
-	if len(ask) == 0 {
-		return map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult{}, nil
+	return sf
+}
+
+func (f *throttledFetcher) FetchKeys(ctx context.Context, reqs map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp) (map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult, error) {
+	byServer := map[spec.ServerName]map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp{}
+	for req, ts := range reqs {
+		if byServer[req.ServerName] == nil {
+			byServer[req.ServerName] = map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp{}
+		}
+		byServer[req.ServerName][req] = ts
 	}
-	return f.inner.FetchKeys(ctx, ask)
+	type answer struct {
+		res map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult
+		err error
+	}
+	answers := make(chan answer, len(byServer))
+	for name, want := range byServer {
+		go func() {
+			res, err := f.fetchServer(ctx, f.server(name), want)
+			answers <- answer{res, err}
+		}()
+	}
+	out := map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult{}
+	var firstErr error
+	for range byServer {
+		a := <-answers
+		if a.err != nil && firstErr == nil {
+			firstErr = a.err
+		}
+		for k, v := range a.res {
+			out[k] = v
+		}
+	}
+	if len(out) == 0 && firstErr != nil {
+		return nil, firstErr
+	}
+	return out, nil
+}
+
+// fetchServer fetches the wanted keys of one server, waiting for a fetch in flight and
+// answering from its results when they hold every wanted key.
+func (f *throttledFetcher) fetchServer(ctx context.Context, sf *serverKeyFetch, want map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp) (map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult, error) {
+	select {
+	case sf.busy <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-sf.busy }()
+	now := f.now()
+	if now.Sub(sf.fetched) < f.interval {
+		out := map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult{}
+		for req := range want {
+			if r, ok := sf.results[req]; ok {
+				out[req] = r
+			}
+		}
+		if len(out) == len(want) {
+			return out, nil
+		}
+	}
+	if now.Sub(sf.missed) < f.interval {
+		return nil, nil
+	}
+	res, err := f.inner.FetchKeys(ctx, want)
+	for req := range want {
+		if _, ok := res[req]; !ok {
+			sf.missed = now
+			break
+		}
+	}
+	if len(res) > 0 {
+		sf.fetched, sf.results = now, res
+	}
+	return res, err
 }

@@ -244,6 +244,12 @@ await waitFor("carol invited", carol, [ClientEvent.Room, RoomEvent.MyMembership]
 await carol.joinRoom(roomId);
 await waitJoined(alice, roomId, carolReg.user_id, "alice");
 await waitJoined(bob, roomId, carolReg.user_id, "bob");
+// Carol's client uploads its device keys in the background after it starts: the senders
+// must know her device (through device_lists.changed if they queried her earlier) before
+// they send, or their room key is not shared with it.
+for (const [c, who] of [[alice, "alice"], [bob, "bob"]]) {
+  await until(`${who} knows carol's device`, async () => (await c.getCrypto().getUserDeviceInfo([carolReg.user_id], true)).get(carolReg.user_id)?.has(carolReg.device_id));
+}
 await alice.sendTextMessage(roomId, "secret 4 from alice");
 await bob.sendTextMessage(roomId, "secret 5 from bob");
 await waitDecrypted(carol, roomId, "secret 4 from alice", "carol");

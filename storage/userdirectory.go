@@ -23,7 +23,8 @@ func likePattern(term string) string {
 
 // SearchUserDirectory finds the users visible to searcher whose user ID or display
 // name contains term (case-insensitively): users joined to a room the searcher is
-// joined to, and users joined to public rooms (published in the room directory, or
+// joined to (other than the searcher: sharing a room with oneself does not make one
+// visible, as in Synapse), and users joined to public rooms (published in the room directory, or
 // with a public join rule; event JSON is canonical, so the rule is matched as text). It returns at
 // most limit entries, ordered by user ID, and whether more matched.
 func SearchUserDirectory(ctx context.Context, q Querier, searcher, term string, limit int) ([]UserDirectoryEntry, bool, error) {
@@ -31,8 +32,8 @@ func SearchUserDirectory(ctx context.Context, q Querier, searcher, term string, 
 	rows, err := q.QueryContext(ctx, `SELECT u.user_id, p.displayname, p.avatar_url FROM (
 			SELECT DISTINCT m.state_key AS user_id FROM room_current_state m
 			WHERE m.event_type = 'm.room.member' AND m.membership = 'join' AND (
-				m.room_id IN (SELECT s.room_id FROM room_current_state s
-					WHERE s.event_type = 'm.room.member' AND s.state_key = $1 AND s.membership = 'join')
+				(m.state_key <> $1 AND m.room_id IN (SELECT s.room_id FROM room_current_state s
+					WHERE s.event_type = 'm.room.member' AND s.state_key = $1 AND s.membership = 'join'))
 				OR m.room_id IN (SELECT d.room_id FROM room_directory d)
 				OR m.room_id IN (SELECT jr.room_id FROM room_current_state jr
 					JOIN room_events je ON je.event_nid = jr.event_nid

@@ -77,8 +77,10 @@ func TestUserDirectory(t *testing.T) {
 		if status != 200 || len(dirChunk(t, body, "results")) != 2 || body["limited"] != true {
 			t.Fatalf("limited: %d %v", status, body)
 		}
+		// bob is in no public room, so he does not find himself (Complement's "Bob can find
+		// Alice by mxid" searches a prefix all its users share and expects only alice).
 		status, body = search(bob.AccessToken, map[string]any{"search_term": "hs1.test"})
-		if status != 200 || users(body) != "@alice:hs1.test,@bob:hs1.test,@carol:hs1.test,@dave:hs1.test" || body["limited"] != false {
+		if status != 200 || users(body) != "@alice:hs1.test,@carol:hs1.test,@dave:hs1.test" || body["limited"] != false {
 			t.Fatalf("all visible: %d %v", status, body)
 		}
 		// Bad requests.

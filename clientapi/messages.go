@@ -277,6 +277,11 @@ func (s *Server) getMessages(r *http.Request) (any, error) {
 	resp["chunk"] = chunk
 	if next != nil {
 		resp["end"] = next.String()
+	} else if req.Dir == roomserver.Backward && len(evs) > 0 {
+		// The page reached the start of the room. Clients (and Complement) expect an end
+		// token with every non-empty page, as Synapse gives; paginating from the start
+		// then returns an empty chunk without end.
+		resp["end"] = roomserver.Start.String()
 	}
 	if rf.LazyLoad() && len(evs) > 0 {
 		members, err := s.lazyMembers(r.Context(), evs)

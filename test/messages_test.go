@@ -60,8 +60,17 @@ func TestMessagesPagination(t *testing.T) {
 		if fmt.Sprint(got) != "["+want[:len(want)-1]+"]" {
 			t.Fatalf("backward pagination: %v", got)
 		}
+		// A non-empty page reaching the start of the room still has an end token (Complement's
+		// TestRoomImageRoundtrip); from there the chunk is empty and has no end.
+		resp, err := alice.Messages(ctx, roomID, "", "", mautrix.DirectionBackward, &mautrix.FilterPart{Types: []event.Type{event.StateCreate}}, 10)
+		if err != nil || len(resp.Chunk) != 1 || resp.End == "" {
+			t.Fatalf("backward page reaching the start: %+v %v", resp, err)
+		}
+		if resp, err = alice.Messages(ctx, roomID, resp.End, "", mautrix.DirectionBackward, nil, 10); err != nil || len(resp.Chunk) != 0 || resp.End != "" {
+			t.Fatalf("backward from the start: %+v %v", resp, err)
+		}
 		// Forwards from the start.
-		resp, err := alice.Messages(ctx, roomID, "", "", mautrix.DirectionForward, nil, 1000)
+		resp, err = alice.Messages(ctx, roomID, "", "", mautrix.DirectionForward, nil, 1000)
 		if err != nil {
 			t.Fatal(err)
 		}

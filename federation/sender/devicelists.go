@@ -3,10 +3,8 @@ package sender
 import (
 	"context"
 	"encoding/json"
-	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
-	"github.com/sirupsen/logrus"
 
 	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/storage"
@@ -22,44 +20,10 @@ const deviceBatch = 100
 // m.device_list_update and m.signing_key_update EDUs for every server sharing a room
 // with the user, in stream order, resuming after a restart where it stopped.
 func (s *Sender) runDeviceLists(ctx context.Context) {
-	pos, ok, err := storage.FederationSenderPosition(ctx, s.db, posDeviceLists)
-	for err != nil {
-		logrus.WithError(err).Error("federation sender: cannot read its device list position")
-		if sleep(ctx, time.Second) != nil {
-			return
-		}
-		pos, ok, err = storage.FederationSenderPosition(ctx, s.db, posDeviceLists)
+	start := func(ctx context.Context) (int64, error) {
+		return storage.CurrentStreamPosition(ctx, s.db, storage.StreamDeviceList)
 	}
-	if !ok {
-		if pos, err = storage.CurrentStreamPosition(ctx, s.db, storage.StreamDeviceList); err == nil {
-			err = s.db.WithTx(ctx, func(tx *storage.Tx) error {
-				return storage.SetFederationSenderPosition(ctx, tx, posDeviceLists, pos)
-			})
-		}
-		if err != nil {
-			logrus.WithError(err).Error("federation sender: cannot store its device list position")
-		}
-	}
-	for ctx.Err() == nil {
-		next, err := s.queueDeviceChanges(ctx, pos)
-		if err != nil {
-			if ctx.Err() == nil {
-				logrus.WithError(err).Warn("federation sender: cannot queue device list updates")
-			}
-			if sleep(ctx, time.Second) != nil {
-				return
-			}
-			continue
-		}
-		if next > pos {
-			pos = next
-			continue
-		}
-		select {
-		case <-s.devicesSig:
-		case <-ctx.Done():
-		}
-	}
+	s.follow(ctx, posDeviceLists, "device list", start, s.devicesSig, s.queueDeviceChanges)
 }
 
 func (s *Sender) queueDeviceChanges(ctx context.Context, pos int64) (int64, error) {

@@ -4,10 +4,8 @@ import (
 	"context"
 	"slices"
 	"sort"
-	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
-	"github.com/sirupsen/logrus"
 
 	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/storage"
@@ -25,43 +23,9 @@ func sortServers(s []spec.ServerName) { sort.Slice(s, func(i, j int) bool { retu
 // the room, in stream order. Its position is stored with the rows it wrote, so after a
 // restart it continues exactly where it stopped.
 func (s *Sender) runEvents(ctx context.Context) {
-	pos, ok, err := storage.FederationSenderPosition(ctx, s.db, posRoomEvents)
-	for err != nil {
-		logrus.WithError(err).Error("federation sender: cannot read its event position")
-		if sleep(ctx, time.Second) != nil {
-			return
-		}
-		pos, ok, err = storage.FederationSenderPosition(ctx, s.db, posRoomEvents)
-	}
-	if !ok {
-		// First start: older events were never meant for federation.
-		pos = s.rooms.StreamPosition()
-		if err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
-			return storage.SetFederationSenderPosition(ctx, tx, posRoomEvents, pos)
-		}); err != nil {
-			logrus.WithError(err).Error("federation sender: cannot store its event position")
-		}
-	}
-	for ctx.Err() == nil {
-		next, err := s.queueEvents(ctx, pos)
-		if err != nil {
-			if ctx.Err() == nil {
-				logrus.WithError(err).Warn("federation sender: cannot queue new events")
-			}
-			if sleep(ctx, time.Second) != nil {
-				return
-			}
-			continue
-		}
-		if next > pos {
-			pos = next
-			continue
-		}
-		select {
-		case <-s.eventsSig:
-		case <-ctx.Done():
-		}
-	}
+	// First start: older events were never meant for federation.
+	start := func(context.Context) (int64, error) { return s.rooms.StreamPosition(), nil }
+	s.follow(ctx, posRoomEvents, "event", start, s.eventsSig, s.queueEvents)
 }
 
 // queueEvents queues the events after pos (one batch) and returns the new position.

@@ -454,6 +454,53 @@ func sortedServers(m map[spec.ServerName]bool) []spec.ServerName {
 var errStopped = errors.New("federation sender stopped")
 
 // sleep waits d or until ctx ends.
+// follow runs one stream worker: it reads its stored position (on a first start, the
+// stream's current position from start, as older entries were never meant for
+// federation), then calls step until it stops advancing, waits for a signal on wake, and
+// repeats until ctx ends. step stores the position it returns with the rows it writes,
+// so a restart continues exactly where the worker stopped.
+func (s *Sender) follow(ctx context.Context, name, what string, start func(context.Context) (int64, error),
+	wake <-chan struct{}, step func(context.Context, int64) (int64, error)) {
+	pos, ok, err := storage.FederationSenderPosition(ctx, s.db, name)
+	for err != nil {
+		logrus.WithError(err).Errorf("federation sender: cannot read its %s position", what)
+		if sleep(ctx, time.Second) != nil {
+			return
+		}
+		pos, ok, err = storage.FederationSenderPosition(ctx, s.db, name)
+	}
+	if !ok {
+		if pos, err = start(ctx); err == nil {
+			err = s.db.WithTx(ctx, func(tx *storage.Tx) error {
+				return storage.SetFederationSenderPosition(ctx, tx, name, pos)
+			})
+		}
+		if err != nil {
+			logrus.WithError(err).Errorf("federation sender: cannot store its %s position", what)
+		}
+	}
+	for ctx.Err() == nil {
+		next, err := step(ctx, pos)
+		if err != nil {
+			if ctx.Err() == nil {
+				logrus.WithError(err).Warnf("federation sender: cannot queue new %s updates", what)
+			}
+			if sleep(ctx, time.Second) != nil {
+				return
+			}
+			continue
+		}
+		if next > pos {
+			pos = next
+			continue
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+		}
+	}
+}
+
 func sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()

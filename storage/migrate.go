@@ -60,11 +60,13 @@ func (d Dialect) expand(sql string) string {
 		r = strings.NewReplacer(
 			"{{SERIAL_PK}}", "BIGSERIAL PRIMARY KEY",
 			"{{BLOB}}", "BYTEA",
+			"{{WITHOUT_ROWID}}", "",
 		)
 	} else {
 		r = strings.NewReplacer(
 			"{{SERIAL_PK}}", "INTEGER PRIMARY KEY AUTOINCREMENT",
 			"{{BLOB}}", "BLOB",
+			"{{WITHOUT_ROWID}}", "WITHOUT ROWID",
 		)
 	}
 	return r.Replace(sql)

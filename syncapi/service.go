@@ -91,7 +91,6 @@ type Service struct {
 	ignored     memo[map[string]bool]
 	keys        memo[keyCounts]
 	counters    fastCounters
-	unreadRooms unreadCache
 }
 
 // New builds the service and starts its background work (presence timeouts); Close stops it.
@@ -333,7 +332,6 @@ func (s *Service) PostReceipt(ctx context.Context, roomID, userID, receiptType, 
 		if err := s.reads.MarkRead(ctx, userID, roomID, eventID, threadID); err != nil {
 			logrus.WithError(err).WithField("room_id", roomID).Warn("mark read failed")
 		}
-		s.unreadRooms.markRead(roomID) // shared reads of the room's counts are stale
 	}
 	if receiptType == ReceiptReadPrivate {
 		s.Notifier().WakeUsers(userID)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -40,14 +41,24 @@ type Service struct {
 	// roomCtx is the evaluation worker's cache of room contexts (used by run only).
 	roomCtx *contextCache
 
+	unread *unreadMemory
+
 	mu      sync.Mutex
 	queue   []roomserver.OutputEvent
 	closed  bool
 	wake    chan struct{}
 	stopped chan struct{}
-	// done is the stream position of the last evaluated event (for tests).
+	// The writer's queue: evaluated events whose rows are to be written.
+	wmu      sync.Mutex
+	wqueue   []written
+	wclosed  bool
+	wwake    chan struct{}
+	wstopped chan struct{}
+	// evalPos is the stream position of the last evaluated event (its counts are in
+	// memory), donePos of the last one whose notifications are committed.
 	doneMu   sync.Mutex
 	doneCond *sync.Cond
+	evalPos  int64
 	donePos  int64
 
 	sender *Sender
@@ -63,6 +74,9 @@ func New(db *storage.DB, rooms Rooms, cfg *config.Config) *Service {
 		log:        logrus.WithField("component", "push"),
 		wake:       make(chan struct{}, 1),
 		stopped:    make(chan struct{}),
+		wwake:      make(chan struct{}, 1),
+		wstopped:   make(chan struct{}),
+		unread:     newUnreadMemory(),
 	}
 	s.doneCond = sync.NewCond(&s.doneMu)
 	s.rules.entries = map[string]cachedRules{}
@@ -75,6 +89,7 @@ func New(db *storage.DB, rooms Rooms, cfg *config.Config) *Service {
 // sender until Close.
 func (s *Service) Start(ctx context.Context) {
 	go s.run(context.WithoutCancel(ctx))
+	go s.write(context.WithoutCancel(ctx))
 	go s.prune(ctx)
 	s.sender.Start(ctx)
 }
@@ -102,8 +117,9 @@ func (s *Service) prune(ctx context.Context) {
 	}
 }
 
-// Close stops accepting events, evaluates those already queued (for up to 10 s),
-// and stops the sender. Pending pushes stay in the database for the next start.
+// Close stops accepting events, evaluates those already queued and writes their
+// notifications (for up to 10 s), and stops the sender. Pending pushes stay in the
+// database for the next start.
 func (s *Service) Close() {
 	s.mu.Lock()
 	if s.closed {
@@ -113,9 +129,15 @@ func (s *Service) Close() {
 	s.closed = true
 	s.mu.Unlock()
 	s.signal()
+	timeout := time.After(10 * time.Second)
 	select {
 	case <-s.stopped:
-	case <-time.After(10 * time.Second):
+		select {
+		case <-s.wstopped:
+		case <-timeout:
+			s.log.Warn("push notification writes not drained at shutdown")
+		}
+	case <-timeout:
 		s.log.Warn("push evaluation queue not drained at shutdown")
 	}
 	s.sender.Close()
@@ -141,23 +163,43 @@ func (s *Service) signal() {
 	}
 }
 
-// maxEvalBatch caps the events the worker evaluates together: their notification
-// rows are written in one transaction.
+// maxEvalBatch caps the events the evaluator takes at once, and the evaluated events
+// whose rows the writer commits in one transaction.
 const maxEvalBatch = 256
 
-// evalLinger is the shortest time between two batches while events keep coming: the
-// worker lets events gather so that a busy server writes notifications a few times a
-// second (each write is a commit that holds the database's single SQLite writer, which
-// the roomserver's commits wait for) instead of once per few events. An event after a
-// quiet spell is evaluated at once.
-const evalLinger = 50 * time.Millisecond
+// writeLinger is the shortest time between two writes while events keep coming: the
+// writer lets evaluated events gather so that a busy server writes notifications a few
+// times a second (each write is a commit that holds the database's single SQLite
+// writer, which the roomserver's commits wait for) instead of once per few events. An
+// event after a quiet spell is written at once. Evaluation does not wait: counts are in
+// memory as soon as an event is evaluated.
+const writeLinger = 50 * time.Millisecond
 
+// written is what the evaluator hands the writer: the evaluations of a batch of events
+// (those that notified someone) and the stream position of its last event.
+type written struct {
+	evals []*evaluation
+	upTo  int64
+}
+
+// run is the evaluator: it evaluates queued events at once, in stream order, counts
+// their notifications in memory and hands them to the writer.
 func (s *Service) run(ctx context.Context) {
 	defer close(s.stopped)
-	var last time.Time
+	defer func() {
+		s.wmu.Lock()
+		s.wclosed = true
+		s.wmu.Unlock()
+		s.signalWriter()
+	}()
 	for {
 		s.mu.Lock()
-		n, closed := len(s.queue), s.closed
+		n, closed := min(len(s.queue), maxEvalBatch), s.closed
+		batch := s.queue[:n:n]
+		s.queue = s.queue[n:]
+		if len(s.queue) == 0 {
+			s.queue = nil
+		}
 		s.mu.Unlock()
 		if n == 0 {
 			if closed {
@@ -166,29 +208,78 @@ func (s *Service) run(ctx context.Context) {
 			<-s.wake
 			continue
 		}
-		for deadline := last.Add(evalLinger); n < maxEvalBatch && !closed && time.Now().Before(deadline); {
+		evals := s.evaluateBatch(ctx, batch)
+		upTo := batch[n-1].StreamPos
+		s.wmu.Lock()
+		s.wqueue = append(s.wqueue, written{evals: evals, upTo: upTo})
+		s.wmu.Unlock()
+		s.signalWriter()
+		s.doneMu.Lock()
+		s.evalPos = max(s.evalPos, upTo)
+		s.doneCond.Broadcast()
+		s.doneMu.Unlock()
+	}
+}
+
+func (s *Service) signalWriter() {
+	select {
+	case s.wwake <- struct{}{}:
+	default:
+	}
+}
+
+// write is the writer: it commits the notification rows of evaluated events, many
+// events per transaction, and queues their pushes.
+func (s *Service) write(ctx context.Context) {
+	defer close(s.wstopped)
+	var last time.Time
+	pending := func() (evals int, items int, closed bool) {
+		s.wmu.Lock()
+		defer s.wmu.Unlock()
+		for _, w := range s.wqueue {
+			evals += len(w.evals)
+		}
+		return evals, len(s.wqueue), s.wclosed
+	}
+	for {
+		evals, items, closed := pending()
+		if items == 0 {
+			if closed {
+				return
+			}
+			<-s.wwake
+			continue
+		}
+		for deadline := last.Add(writeLinger); evals < maxEvalBatch && !closed && time.Now().Before(deadline); {
 			t := time.NewTimer(time.Until(deadline))
 			select {
-			case <-s.wake:
+			case <-s.wwake:
 			case <-t.C:
 			}
 			t.Stop()
-			s.mu.Lock()
-			n, closed = len(s.queue), s.closed
-			s.mu.Unlock()
+			evals, _, closed = pending()
 		}
-		s.mu.Lock()
-		n = min(len(s.queue), maxEvalBatch)
-		batch := s.queue[:n:n]
-		s.queue = s.queue[n:]
-		if len(s.queue) == 0 {
-			s.queue = nil
+		s.wmu.Lock()
+		var batch []*evaluation
+		var upTo int64
+		taken := 0
+		for _, w := range s.wqueue {
+			if len(batch) > 0 && len(batch)+len(w.evals) > maxEvalBatch {
+				break
+			}
+			batch = append(batch, w.evals...)
+			upTo = max(upTo, w.upTo)
+			taken++
 		}
-		s.mu.Unlock()
+		s.wqueue = s.wqueue[taken:]
+		if len(s.wqueue) == 0 {
+			s.wqueue = nil
+		}
+		s.wmu.Unlock()
 		last = time.Now()
-		s.processBatch(ctx, batch)
+		s.writeEvaluations(ctx, batch)
 		s.doneMu.Lock()
-		s.donePos = max(s.donePos, batch[n-1].StreamPos)
+		s.donePos = max(s.donePos, upTo)
 		s.doneCond.Broadcast()
 		s.doneMu.Unlock()
 	}
@@ -205,47 +296,81 @@ func retry(fn func() error) error {
 	return err
 }
 
-// processBatch evaluates new events, in stream order, and records their
-// notifications: the rows of the whole batch in one transaction (one commit instead of
-// one per event), except that a local user's leave first records what came before it,
-// so that leaving marks those as read.
+// processBatch evaluates new events and writes their notifications (what the
+// evaluator and the writer do, synchronously).
 func (s *Service) processBatch(ctx context.Context, batch []roomserver.OutputEvent) {
-	var pending []*evaluation
-	logErr := func(err error, out roomserver.OutputEvent, what string) {
-		s.log.WithError(err).WithFields(logrus.Fields{"room_id": out.Event.RoomID().String(), "event_id": out.Event.EventID()}).Error(what)
-	}
-	flush := func() {
-		if len(pending) == 0 {
-			return
-		}
-		if err := retry(func() error { return s.record(ctx, pending) }); err != nil {
-			logErr(err, pending[0].out, fmt.Sprintf("recording the notifications of %d events failed", len(pending)))
-		}
-		pending = nil
-	}
+	s.writeEvaluations(ctx, s.evaluateBatch(ctx, batch))
+}
+
+// evaluateBatch evaluates new events, in stream order, and counts their notifications
+// in memory. A local user's leave reads the room up to it (a receipt, stored at once).
+func (s *Service) evaluateBatch(ctx context.Context, batch []roomserver.OutputEvent) []*evaluation {
+	var evals []*evaluation
 	for _, out := range batch {
 		if out.Event == nil {
 			continue
 		}
 		if leaver := leavingLocalUser(s, out.Event); leaver != "" {
-			flush()
 			if err := retry(func() error { return s.MarkRead(ctx, leaver, out.Event.RoomID().String(), "", out.StreamPos) }); err != nil {
-				logErr(err, out, "marking a leaver's notifications read failed")
+				s.logEventError(err, out, "marking a leaver's notifications read failed")
 			}
 		}
 		var e *evaluation
 		if err := retry(func() (err error) { e, err = s.evaluate(ctx, s.roomCtx, out); return err }); err != nil {
-			logErr(err, out, "push rule evaluation failed")
+			s.logEventError(err, out, "push rule evaluation failed")
 		} else if e != nil {
-			pending = append(pending, e)
+			s.unread.evaluated(e)
+			evals = append(evals, e)
 		}
 	}
-	flush()
+	return evals
 }
 
-// WaitFor blocks until the event at stream position pos (and every earlier one) was
-// evaluated, or ctx ends.
+func (s *Service) logEventError(err error, out roomserver.OutputEvent, what string) {
+	s.log.WithError(err).WithFields(logrus.Fields{"room_id": out.Event.RoomID().String(), "event_id": out.Event.EventID()}).Error(what)
+}
+
+// writeEvaluations commits the notification rows of evaluated events in one
+// transaction, then queues their pushes.
+func (s *Service) writeEvaluations(ctx context.Context, evals []*evaluation) {
+	if len(evals) == 0 {
+		return
+	}
+	m := s.unread
+	m.store.Lock()
+	err := retry(func() error {
+		return s.db.WithTx(ctx, func(tx *storage.Tx) error {
+			var all []storage.Notification
+			for _, e := range evals {
+				all = append(all, e.notes...)
+			}
+			return storage.InsertNotifications(ctx, tx, all)
+		})
+	})
+	m.committed(evals)
+	m.store.Unlock()
+	if err != nil {
+		s.logEventError(err, evals[0].out, fmt.Sprintf("recording the notifications of %d events failed", len(evals)))
+		return
+	}
+	if err := s.queuePushes(ctx, evals); err != nil {
+		s.logEventError(err, evals[0].out, fmt.Sprintf("queueing the pushes of %d events failed", len(evals)))
+	}
+}
+
+// WaitFor blocks until the notifications of the event at stream position pos (and of
+// every earlier one) are committed, or ctx ends.
 func (s *Service) WaitFor(ctx context.Context, pos int64) error {
+	return s.waitPos(ctx, pos, &s.donePos)
+}
+
+// WaitEvaluated blocks until the event at stream position pos (and every earlier one)
+// is evaluated, so that the unread counts include it, or ctx ends.
+func (s *Service) WaitEvaluated(ctx context.Context, pos int64) error {
+	return s.waitPos(ctx, pos, &s.evalPos)
+}
+
+func (s *Service) waitPos(ctx context.Context, pos int64, at *int64) error {
 	stop := context.AfterFunc(ctx, func() {
 		s.doneMu.Lock()
 		s.doneCond.Broadcast()
@@ -254,7 +379,7 @@ func (s *Service) WaitFor(ctx context.Context, pos int64) error {
 	defer stop()
 	s.doneMu.Lock()
 	defer s.doneMu.Unlock()
-	for s.donePos < pos {
+	for *at < pos {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -424,7 +549,16 @@ func (s *Service) process(ctx context.Context, out roomserver.OutputEvent) error
 	if err != nil || e == nil {
 		return err
 	}
-	return s.record(ctx, []*evaluation{e})
+	s.unread.evaluated(e)
+	m := s.unread
+	m.store.Lock()
+	err = s.db.WithTx(ctx, func(tx *storage.Tx) error { return storage.InsertNotifications(ctx, tx, e.notes) })
+	m.committed([]*evaluation{e})
+	m.store.Unlock()
+	if err != nil {
+		return err
+	}
+	return s.queuePushes(ctx, []*evaluation{e})
 }
 
 // evaluate runs every target user's push rules on a new event; nil when nobody is
@@ -449,12 +583,18 @@ func (s *Service) evaluate(ctx context.Context, cache *contextCache, out roomser
 	}
 	roomID := ev.RoomID().String()
 	now := storage.NowMS()
+	// Most users share their rules (the defaults): their actions are encoded once.
+	encoded := map[*Rule]json.RawMessage{}
 	for _, u := range users {
 		rule, a := rulesets[u].Evaluate(pev, User{UserID: u})
 		if rule == nil || !a.Notify {
 			continue
 		}
-		actions, _ := json.Marshal(rule.Actions)
+		actions, ok := encoded[rule]
+		if !ok {
+			actions, _ = json.Marshal(rule.Actions)
+			encoded[rule] = actions
+		}
 		e.notes = append(e.notes, storage.Notification{UserID: u, RoomID: roomID, EventID: ev.EventID(), StreamPos: out.StreamPos,
 			ThreadID: e.threadID, Actions: actions, Highlight: a.Highlight, TS: now})
 		e.actionsOf[u] = a
@@ -465,11 +605,24 @@ func (s *Service) evaluate(ctx context.Context, cache *contextCache, out roomser
 	return e, nil
 }
 
-// record writes the notifications of evaluated events in one transaction, marking as
-// read those that receipts already cover, then queues pushes for the users with
+// queuePushes queues pushes for the users notified by evaluated events who have
 // pushers.
-func (s *Service) record(ctx context.Context, evals []*evaluation) error {
-	// The earliest position per room: one receipts query per room.
+func (s *Service) queuePushes(ctx context.Context, evals []*evaluation) error {
+	var users []string
+	seen := map[string]bool{}
+	for _, e := range evals {
+		for _, n := range e.notes {
+			if !seen[n.UserID] {
+				seen[n.UserID] = true
+				users = append(users, n.UserID)
+			}
+		}
+	}
+	pushers, err := storage.PushersOfUsers(ctx, s.db, users)
+	if err != nil || len(pushers) == 0 {
+		return err
+	}
+	// Receipts that arrived before the evaluation already read the event: no push.
 	from := map[string]int64{}
 	for _, e := range evals {
 		room := e.out.Event.RoomID().String()
@@ -477,49 +630,24 @@ func (s *Service) record(ctx context.Context, evals []*evaluation) error {
 			from[room] = e.out.StreamPos
 		}
 	}
-	var all []storage.Notification
-	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
-		// Receipts that arrived before this evaluation already cover the event (read in
-		// the transaction that inserts, so a receipt committed before it is seen).
-		receipts := map[string][]storage.ReadReceipt{}
-		for room, pos := range from {
-			rs, err := storage.ReceiptsAtOrAfter(ctx, tx, room, pos)
-			if err != nil {
-				return err
-			}
-			receipts[room] = rs
+	receipts := map[string][]storage.ReadReceipt{}
+	for room, pos := range from {
+		if receipts[room], err = storage.ReceiptsAtOrAfter(ctx, s.db, room, pos); err != nil {
+			return err
 		}
-		all = all[:0]
-		for _, e := range evals {
-			for i := range e.notes {
-				n := &e.notes[i]
-				n.Read = false
-				for _, r := range receipts[n.RoomID] {
-					if r.UserID == n.UserID && r.StreamPos >= n.StreamPos &&
-						(r.ThreadID == "" || (r.ThreadID == "main" && e.threadID == "") || (e.threadID != "" && r.ThreadID == e.threadID)) {
-						n.Read = true
-						break
-					}
+	}
+	for _, e := range evals {
+		for i := range e.notes {
+			n := &e.notes[i]
+			n.Read = false
+			for _, r := range receipts[n.RoomID] {
+				if r.UserID == n.UserID && r.StreamPos >= n.StreamPos &&
+					(r.ThreadID == "" || (r.ThreadID == "main" && e.threadID == "") || (e.threadID != "" && r.ThreadID == e.threadID)) {
+					n.Read = true
+					break
 				}
 			}
-			all = append(all, e.notes...)
 		}
-		return storage.InsertNotifications(ctx, tx, all)
-	})
-	if err != nil {
-		return err
-	}
-	users := make([]string, 0, len(all))
-	seen := map[string]bool{}
-	for _, n := range all {
-		if !seen[n.UserID] {
-			seen[n.UserID] = true
-			users = append(users, n.UserID)
-		}
-	}
-	pushers, err := storage.PushersOfUsers(ctx, s.db, users)
-	if err != nil || len(pushers) == 0 {
-		return err
 	}
 	for _, e := range evals {
 		if err := s.enqueuePushes(ctx, e, pushers); err != nil {
@@ -622,29 +750,38 @@ type Counts struct {
 }
 
 // UnreadCounts returns a user's unread notification counts for rooms (rooms without
-// unread notifications are absent from the map).
+// unread notifications are absent from the map), all rooms when roomIDs is nil. They
+// include every evaluated event, committed or not.
 func (s *Service) UnreadCounts(ctx context.Context, userID string, roomIDs []string) (map[string]Counts, error) {
 	if roomIDs != nil && len(roomIDs) == 0 {
 		return map[string]Counts{}, nil
 	}
-	rows, err := storage.UnreadNotificationCounts(ctx, s.db, userID, roomIDs)
-	if err != nil {
+	if err := s.loadUnread(ctx, userID); err != nil {
 		return nil, err
 	}
+	m := s.unread
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	u := m.users[userID]
 	out := map[string]Counts{}
-	for _, r := range rows {
-		c := out[r.RoomID]
-		c.Notifications += r.Notifications
-		c.Highlights += r.Highlights
-		if r.ThreadID == "" {
-			c.Main = Count{Notifications: r.Notifications, Highlights: r.Highlights}
-		} else {
-			if c.Threads == nil {
-				c.Threads = map[string]Count{}
-			}
-			c.Threads[r.ThreadID] = Count{Notifications: r.Notifications, Highlights: r.Highlights}
+	copyOf := func(c Counts) Counts {
+		if c.Threads != nil {
+			c.Threads = maps.Clone(c.Threads)
 		}
-		out[r.RoomID] = c
+		return c
+	}
+	if roomIDs == nil {
+		for room, r := range u {
+			if r.counts.Notifications > 0 {
+				out[room] = copyOf(r.counts)
+			}
+		}
+		return out, nil
+	}
+	for _, room := range roomIDs {
+		if r := u[room]; r != nil && r.counts.Notifications > 0 {
+			out[room] = copyOf(r.counts)
+		}
 	}
 	return out, nil
 }
@@ -654,11 +791,28 @@ func (s *Service) UnreadCounts(ctx context.Context, userID string, roomIDs []str
 // read), "main" the main timeline, otherwise a thread root.
 // When notifications became read, the user's pushers get a badge update (counts only).
 func (s *Service) MarkRead(ctx context.Context, userID, roomID, threadID string, streamPos int64) error {
-	var changed int64
-	err := s.db.WithTx(ctx, func(tx *storage.Tx) (err error) {
-		changed, err = storage.MarkNotificationsRead(ctx, tx, userID, roomID, threadID, streamPos)
+	// The counts in memory tell what the receipt reads (including events not committed yet).
+	if err := s.loadUnread(ctx, userID); err != nil {
 		return err
-	})
+	}
+	m := s.unread
+	m.store.Lock()
+	m.mu.Lock()
+	u := m.users[userID]
+	m.mu.Unlock()
+	var changed int64
+	var err error
+	if u == nil { // dropped from memory meanwhile: count in the database
+		err = s.db.WithTx(ctx, func(tx *storage.Tx) (err error) {
+			changed, err = storage.MarkNotificationsRead(ctx, tx, userID, roomID, threadID, streamPos)
+			return err
+		})
+	} else if err = storage.StoreReadReceipt(ctx, s.db, userID, roomID, threadID, streamPos); err == nil {
+		m.mu.Lock()
+		changed = int64(u.room(roomID).read(threadID, streamPos))
+		m.mu.Unlock()
+	}
+	m.store.Unlock()
 	if err != nil || changed == 0 {
 		return err
 	}

@@ -96,7 +96,7 @@ func New(ctx context.Context, cfg *config.Config, version string) (*Server, erro
 	pushOut.set(pushSvc)
 	late := &lateSender{}
 	syncSvc := syncapi.New(syncapi.Config{DB: db, Rooms: rooms, ServerName: spec.ServerName(cfg.ServerName),
-		Unread: pushCounts{pushSvc, db}, Reads: pushCounts{pushSvc, db}, EDUs: late})
+		Unread: pushCounts{pushSvc}, Reads: pushCounts{pushSvc}, EDUs: late})
 	syncOut.set(syncSvc)
 	e2ee := keys.New(db, cfg.ServerName)
 	fed, err := federation.NewServer(federation.Deps{Config: cfg, Key: key, Version: version, DB: db, Rooms: rooms,
@@ -286,32 +286,13 @@ func (l *lateOutput) OnNewEvent(ev roomserver.OutputEvent) {
 // pushCounts gives the sync service the push service's unread counts and tells the
 // push service of read receipts.
 type pushCounts struct {
-	p  *push.Service
-	db *storage.DB
-}
-
-// RoomUnreadCounts implements syncapi.RoomUnreadCounter.
-func (a pushCounts) RoomUnreadCounts(ctx context.Context, roomID string) (map[string]syncapi.UnreadCounts, error) {
-	rows, err := storage.RoomUnreadNotificationCounts(ctx, a.db, roomID)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]syncapi.UnreadCounts{}
-	for _, r := range rows {
-		c := out[r.UserID]
-		c.Notifications += int64(r.Notifications)
-		c.Highlights += int64(r.Highlights)
-		if c.Threads == nil {
-			c.Threads = map[string]syncapi.UnreadCounts{}
-		}
-		c.Threads[r.ThreadID] = syncapi.UnreadCounts{Notifications: int64(r.Notifications), Highlights: int64(r.Highlights)}
-		out[r.UserID] = c
-	}
-	return out, nil
+	p *push.Service
 }
 
 // WaitCounted implements syncapi.RoomUnreadCounter.
-func (a pushCounts) WaitCounted(ctx context.Context, pos int64) error { return a.p.WaitFor(ctx, pos) }
+func (a pushCounts) WaitCounted(ctx context.Context, pos int64) error {
+	return a.p.WaitEvaluated(ctx, pos)
+}
 
 // UnreadCounts implements syncapi.UnreadCounter. With threads, the room counts cover
 // the main timeline only and each thread has its own.

@@ -104,7 +104,10 @@ func (s *Server) postRoomUpgrade(r *http.Request) (any, error) {
 		return nil, err
 	}
 	creation := map[string]any{"predecessor": map[string]any{"room_id": oldID}}
-	if len(info.Extremities) > 0 {
+	// predecessor.event_id is deprecated (spec v1.16): rooms whose ID is the hash of
+	// their create event (room version 12, MSC4291) no longer carry it; clients find the
+	// old room's tombstone instead.
+	if len(info.Extremities) > 0 && !newImpl.DomainlessRoomIDs() {
 		creation["predecessor"].(map[string]any)["event_id"] = info.Extremities[0]
 	}
 	for _, k := range []string{"type", "m.federate"} {

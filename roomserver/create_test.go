@@ -174,3 +174,31 @@ func TestCreateIdenticalV12Rooms(t *testing.T) {
 		}
 	})
 }
+
+// In room version 12 creators have unlimited power from the create event; a power
+// levels event listing one is a bad request (400), not a lack of power, both in
+// createRoom and later.
+func TestV12PowerLevelsCannotListCreators(t *testing.T) {
+	storagetest.ForEachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		rs := newRS(t, db)
+		alice, bob := user("alice"), user("bob")
+		_, err := rs.CreateRoom(ctx, CreateRoomRequest{Creator: alice, RoomVersion: "12",
+			PowerLevelContentOverride: map[string]any{"users": map[string]any{alice: 100}}})
+		wantErrCode(t, err, spec.ErrorBadJSON)
+
+		roomID := mustCreate(t, rs, CreateRoomRequest{Creator: alice, RoomVersion: "12", Preset: spec.PresetPublicChat,
+			CreationContent: map[string]any{"additional_creators": []any{bob}}})
+		mustSend(t, rs, roomID, bob, spec.MRoomMember, strp(bob), map[string]any{"membership": "join"})
+		for _, u := range []string{alice, bob} {
+			_, err = rs.SendEvent(ctx, SendRequest{RoomID: roomID, Sender: alice, Type: spec.MRoomPowerLevels, StateKey: strp(""),
+				Content: map[string]any{"users": map[string]any{u: 100}}})
+			wantErrCode(t, err, spec.ErrorBadJSON)
+		}
+		// The additional creator has a creator's power.
+		mustSend(t, rs, roomID, bob, spec.MRoomName, strp(""), map[string]any{"name": "Bob's room"})
+		_, err = rs.SendEvent(ctx, SendRequest{RoomID: roomID, Sender: alice, Type: spec.MRoomCreate, StateKey: strp(""),
+			Content: map[string]any{"room_version": "12"}})
+		wantErrCode(t, err, spec.ErrorBadJSON)
+	})
+}

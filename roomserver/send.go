@@ -72,7 +72,9 @@ func (rs *Roomserver) SendEvent(ctx context.Context, req SendRequest) (*Event, e
 		return nil, spec.BadJSON("Event type is required")
 	}
 	if req.Type == spec.MRoomCreate {
-		return nil, spec.Forbidden("m.room.create can only be sent by creating a room")
+		// The create event starts a room and cannot be replaced (a bad request, not a
+		// question of power).
+		return nil, spec.BadJSON("m.room.create can only be sent by creating a room")
 	}
 	r, err := rs.room(ctx, req.RoomID)
 	if err != nil {
@@ -672,6 +674,16 @@ func forbidden(err error) error {
 	var me spec.MatrixError
 	if errors.As(err, &me) {
 		return me
+	}
+	// Some rules reject the event's content whoever sends it (e.g. a room version 12
+	// power levels event listing a creator): a bad request, not a lack of power.
+	var ve *gomatrixserverlib.EventValidationError
+	if errors.As(err, &ve) && ve.Code == 400 {
+		return spec.BadJSON(err.Error())
+	}
+	var vev gomatrixserverlib.EventValidationError
+	if errors.As(err, &vev) && vev.Code == 400 {
+		return spec.BadJSON(err.Error())
 	}
 	return spec.Forbidden(err.Error())
 }

@@ -119,11 +119,18 @@ type LeftRoom struct {
 }
 
 // strippedEvent is a stripped state event (invite_state, knock_state).
+//
+// The m.room.create event is given in full (MSC4311, spec v1.16): clients use its
+// event ID, room ID and timestamp to tell rooms apart (room version 12 room IDs are
+// the create event's hash), so those fields are kept when known.
 type strippedEvent struct {
-	Content  json.RawMessage `json:"content"`
-	Sender   string          `json:"sender"`
-	StateKey string          `json:"state_key"`
-	Type     string          `json:"type"`
+	Content        json.RawMessage `json:"content"`
+	Sender         string          `json:"sender"`
+	StateKey       string          `json:"state_key"`
+	Type           string          `json:"type"`
+	EventID        string          `json:"event_id,omitempty"`
+	RoomID         string          `json:"room_id,omitempty"`
+	OriginServerTS int64           `json:"origin_server_ts,omitempty"`
 }
 
 // basicEvent is an event with only a type and content (account data, typing, receipts).
@@ -996,6 +1003,11 @@ func strippedFromUnsigned(ev *roomserver.Event) []any {
 			if len(e.Content) == 0 {
 				e.Content = json.RawMessage("{}")
 			}
+			if e.Type != spec.MRoomCreate {
+				// Only the create event is given in full; the PDU fields other
+				// servers send for the rest are not part of stripped state.
+				e.EventID, e.RoomID, e.OriginServerTS = "", "", 0
+			}
 			out = append(out, e)
 		}
 	}
@@ -1007,7 +1019,11 @@ func stripped(ev *roomserver.Event) strippedEvent {
 	if len(c) == 0 {
 		c = json.RawMessage("{}")
 	}
-	return strippedEvent{Content: c, Sender: string(ev.SenderID()), StateKey: *ev.StateKey(), Type: ev.Type()}
+	out := strippedEvent{Content: c, Sender: string(ev.SenderID()), StateKey: *ev.StateKey(), Type: ev.Type()}
+	if ev.Type() == spec.MRoomCreate {
+		out.EventID, out.RoomID, out.OriginServerTS = ev.EventID(), ev.RoomID().String(), int64(ev.OriginServerTS())
+	}
+	return out
 }
 
 func (s *Service) leftRoom(ctx context.Context, st *syncState, m roomserver.RoomMembership, ad []any) (*LeftRoom, error) {

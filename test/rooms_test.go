@@ -229,7 +229,10 @@ func TestRoomsSendAndState(t *testing.T) {
 		status, body = s.Do(t, "PUT", roomPath(roomID, "/send/m.room.message/t3"), alice.AccessToken, `{"body":`)
 		udExpect(t, "broken JSON", status, body, 400, "M_NOT_JSON")
 		status, body = s.Do(t, "PUT", roomPath(roomID, "/send/m.room.create/t4"), alice.AccessToken, map[string]any{})
-		udExpect(t, "m.room.create", status, body, 403, "M_FORBIDDEN")
+		udExpect(t, "m.room.create", status, body, 400, "M_BAD_JSON")
+		// Also as state: the create event cannot be replaced (MSC4291).
+		status, body = s.Do(t, "PUT", roomPath(roomID, "/state/m.room.create/"), alice.AccessToken, map[string]any{"room_version": "11", "x": 1})
+		udExpect(t, "m.room.create state", status, body, 400, "M_BAD_JSON")
 
 		// State with an empty state key, by the three paths.
 		for i, p := range []string{"/state/org.example.cfg", "/state/org.example.cfg/", "/state/org.example.cfg/"} {

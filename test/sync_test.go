@@ -424,6 +424,12 @@ func TestSyncMembershipSections(t *testing.T) {
 		if hasState(st, "m.room.power_levels", "") {
 			t.Error("invite_state leaks power levels")
 		}
+		// The create event is given in full (MSC4311): its ID and timestamp identify the room.
+		for _, ev := range st {
+			if ev.Type.Type == "m.room.create" && (ev.ID == "" || ev.Timestamp == 0) {
+				t.Errorf("invite_state's create event is stripped: %+v", ev)
+			}
+		}
 		// Joining: full state and timeline in the next incremental sync.
 		e.membership("join", bob, nil, roomID)
 		r2 := doSync(t, bob, mautrix.ReqSync{Since: r1.NextBatch, Timeout: 2000})

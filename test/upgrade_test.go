@@ -71,7 +71,7 @@ func TestUpgradeRoom(t *testing.T) {
 		// The new room: predecessor, version, state carried over.
 		create := dirStateContent(t, s, at, newID, "m.room.create", "")
 		pred, _ := create["predecessor"].(map[string]any)
-		if create["room_version"] != "11" || pred == nil || pred["room_id"] != old {
+		if create["room_version"] != "11" || pred == nil || pred["room_id"] != old || pred["event_id"] == nil {
 			t.Fatalf("new create: %v", create)
 		}
 		for typ, want := range map[string][2]string{
@@ -144,6 +144,10 @@ func TestUpgradeRoom(t *testing.T) {
 		create = dirStateContent(t, s, at, v12, "m.room.create", "")
 		if create["room_version"] != "12" || len(dirStrings(create["additional_creators"])) != 1 {
 			t.Fatalf("v12 create: %v", create)
+		}
+		// A v12 room's predecessor names the old room only (event_id is deprecated).
+		if pred, _ := create["predecessor"].(map[string]any); pred == nil || pred["room_id"] != newID || pred["event_id"] != nil {
+			t.Fatalf("v12 predecessor: %v", create["predecessor"])
 		}
 		pl = dirStateContent(t, s, at, v12, "m.room.power_levels", "")
 		users, _ = pl["users"].(map[string]any)

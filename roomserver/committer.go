@@ -232,6 +232,9 @@ func (s *stmtQuerier) QueryRowContext(ctx context.Context, query string, args ..
 	return st.QueryRowContext(ctx, args...)
 }
 
+// Dialect tells the query helpers which engine runs the transaction.
+func (s *stmtQuerier) Dialect() storage.Dialect { return s.tx.Dialect() }
+
 func (s *stmtQuerier) close() {
 	for _, st := range s.stmts {
 		st.Close()

@@ -82,6 +82,19 @@ func InsertEvent(ctx context.Context, q storage.Querier, e *Event) error {
 // InsertEvents stores event rows with multi-row INSERTs (one round trip per 100
 // events); storage.ErrExists if an event ID is already stored.
 func InsertEvents(ctx context.Context, q storage.Querier, events []*Event) error {
+	if d, ok := storage.DialectOf(q); ok && d == storage.SQLite {
+		// SQLite runs in-process: one cached single-row statement per event is cheaper
+		// than preparing a multi-row statement of a new size for every batch.
+		for _, e := range events {
+			if _, err := q.ExecContext(ctx, insertEventSQL, eventArgs(e)...); err != nil {
+				if storage.IsUniqueViolation(err) {
+					return storage.ErrExists
+				}
+				return fmt.Errorf("insert event %s: %w", e.EventID, err)
+			}
+		}
+		return nil
+	}
 	return chunk(events, 100, func(part []*Event) error {
 		var b strings.Builder
 		b.WriteString(`INSERT INTO room_events (` + eventColumns + `) VALUES `)
@@ -91,14 +104,7 @@ func InsertEvents(ctx context.Context, q storage.Querier, events []*Event) error
 				b.WriteString(", ")
 			}
 			b.WriteString("(" + placeholders(len(args)+1, 24) + ")")
-			var sk any
-			if e.StateKey != nil {
-				sk = *e.StateKey
-			}
-			args = append(args, e.NID, e.EventID, e.RoomNID, nullInt(e.StreamPos), e.Depth, e.Type, sk,
-				e.TypeNID, e.StateKeyNID, e.Sender, e.OriginServerTS, nullStr(e.Membership), e.StateBefore, e.StateAfter,
-				nullStr(e.ReplacesID), e.Outlier, e.Rejected, e.SoftFailed, nullStr(e.RedactedBy), nullStr(e.RelType),
-				nullStr(e.RelatesTo), nullStr(e.TxnID), nullStr(e.DeviceID), string(e.JSON))
+			args = append(args, eventArgs(e)...)
 		}
 		_, err := q.ExecContext(ctx, b.String(), args...)
 		if storage.IsUniqueViolation(err) {
@@ -109,6 +115,18 @@ func InsertEvents(ctx context.Context, q storage.Querier, events []*Event) error
 		}
 		return nil
 	})
+}
+
+// eventArgs returns the values of eventColumns for e.
+func eventArgs(e *Event) []any {
+	var sk any
+	if e.StateKey != nil {
+		sk = *e.StateKey
+	}
+	return []any{e.NID, e.EventID, e.RoomNID, nullInt(e.StreamPos), e.Depth, e.Type, sk,
+		e.TypeNID, e.StateKeyNID, e.Sender, e.OriginServerTS, nullStr(e.Membership), e.StateBefore, e.StateAfter,
+		nullStr(e.ReplacesID), e.Outlier, e.Rejected, e.SoftFailed, nullStr(e.RedactedBy), nullStr(e.RelType),
+		nullStr(e.RelatesTo), nullStr(e.TxnID), nullStr(e.DeviceID), string(e.JSON)}
 }
 
 func scanEvent(rows interface{ Scan(...any) error }) (*Event, error) {

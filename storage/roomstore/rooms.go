@@ -108,6 +108,17 @@ type RoomHead struct {
 
 // UpdateRoomHeads stores the heads of several rooms in one statement per 100 rooms.
 func UpdateRoomHeads(ctx context.Context, q storage.Querier, heads []RoomHead) error {
+	if d, ok := storage.DialectOf(q); ok && d == storage.SQLite {
+		// In-process engine: a cached single-row statement per room (see InsertEvents).
+		for _, h := range heads {
+			// SQLite numbers $N parameters in order of appearance: keep them in order.
+			if _, err := q.ExecContext(ctx, `UPDATE rooms SET state_snapshot_nid = $1, extremities = $2, last_event_nid = $3
+				WHERE room_nid = $4`, h.SnapshotNID, encodeNIDs(h.Extremities), h.LastEventNID, h.RoomNID); err != nil {
+				return fmt.Errorf("update head of room %d: %w", h.RoomNID, err)
+			}
+		}
+		return nil
+	}
 	return chunk(heads, 100, func(part []RoomHead) error {
 		var b strings.Builder
 		b.WriteString(`UPDATE rooms SET state_snapshot_nid = v.column2, extremities = v.column3, last_event_nid = v.column4 FROM (VALUES `)

@@ -74,7 +74,7 @@ type Server struct {
 	appsvcs    *appservice.Registry
 	metrics    *metrics
 	version    string
-	router     *mux.Router
+	router     *pathRouter
 	seen       deviceSeen // throttled device last-seen writes (devices.go)
 	media      *media.Service
 	members    Memberships
@@ -169,12 +169,12 @@ var (
 	unstable = []string{"/_matrix/client/unstable"}
 )
 
-func (s *Server) buildRouter() *mux.Router {
-	r := mux.NewRouter().SkipClean(true).UseEncodedPath()
+func (s *Server) buildRouter() *pathRouter {
+	r := newPathRouter()
 	for _, rt := range s.routes() {
 		for _, p := range rt.prefixes {
 			name := rt.method + " " + p + rt.path
-			r.Handle(p+rt.path, s.wrap(name, rt)).Methods(rt.method)
+			r.handle(rt.method, p+rt.path, s.wrap(name, rt))
 		}
 	}
 	// The unauthenticated server-server endpoints live on the federation listener, but a
@@ -185,14 +185,14 @@ func (s *Server) buildRouter() *mux.Router {
 		"/_matrix/key/v2/server":         http.MethodGet,
 		"/_matrix/key/v2/query":          http.MethodPost,
 	} {
-		r.Handle(path, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.handle(method, path, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 			httputil.WriteError(w, req, httputil.Unrecognized("Served on the federation listener"))
-		})).Methods(method)
+		}))
 	}
-	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	r.notFound = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		httputil.WriteError(w, req, httputil.Unrecognized("Unrecognized request"))
 	})
-	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	r.methodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		httputil.WriteError(w, req, httputil.NewError(http.StatusMethodNotAllowed, "M_UNRECOGNIZED", "Method not allowed for this endpoint"))
 	})
 	return r

@@ -73,12 +73,8 @@ func (s *Server) putAccountData(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Types the server manages through their own APIs (405 M_BAD_JSON, as the spec says).
-	if roomID != "" && dataType == "m.fully_read" {
-		return nil, httputil.NewError(http.StatusMethodNotAllowed, "M_BAD_JSON", "Cannot set m.fully_read through this API, use /read_markers")
-	}
-	if roomID == "" && dataType == "m.push_rules" {
-		return nil, httputil.NewError(http.StatusMethodNotAllowed, "M_BAD_JSON", "Cannot set m.push_rules through this API, use /pushrules")
+	if err := serverManagedAccountData(roomID, dataType); err != nil {
+		return nil, err
 	}
 	content, err := readJSONObject(r)
 	if err != nil {
@@ -89,6 +85,42 @@ func (s *Server) putAccountData(r *http.Request) (any, error) {
 	}
 	s.sync.OnAccountData(userID) // wakes the user's /sync long-polls
 	return struct{}{}, nil
+}
+
+// deleteAccountData serves DELETE /user/{userId}/account_data/{type} and its per-room
+// form (MSC3391, unstable prefix). Deleting what is not there succeeds.
+func (s *Server) deleteAccountData(r *http.Request) (any, error) {
+	userID, roomID, dataType, err := accountDataTarget(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := serverManagedAccountData(roomID, dataType); err != nil {
+		return nil, err
+	}
+	var pos int64
+	err = s.db.WithTx(r.Context(), func(tx *storage.Tx) error {
+		pos, err = storage.DeleteAccountData(r.Context(), tx, userID, roomID, dataType)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if pos > 0 {
+		s.sync.OnAccountData(userID)
+	}
+	return struct{}{}, nil
+}
+
+// serverManagedAccountData refuses writes to the types the server manages through their
+// own APIs (405 M_BAD_JSON, as the spec says).
+func serverManagedAccountData(roomID, dataType string) error {
+	if roomID != "" && dataType == "m.fully_read" {
+		return httputil.NewError(http.StatusMethodNotAllowed, "M_BAD_JSON", "Cannot set m.fully_read through this API, use /read_markers")
+	}
+	if roomID == "" && dataType == "m.push_rules" {
+		return httputil.NewError(http.StatusMethodNotAllowed, "M_BAD_JSON", "Cannot set m.push_rules through this API, use /pushrules")
+	}
+	return nil
 }
 
 // readJSONObject reads a body that must be a JSON object and returns it compacted:

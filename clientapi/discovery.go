@@ -20,6 +20,8 @@ var supportedVersions = []string{
 var unstableFeatures = map[string]bool{
 	// Dehydrated devices (clientapi/dehydrated.go).
 	"org.matrix.msc3814": true,
+	// Deleting account data (clientapi/accountdata.go).
+	"org.matrix.msc3391": true,
 }
 
 func (s *Server) getVersions(r *http.Request) (any, error) {

@@ -53,6 +53,8 @@ func (s *Server) routes() []route {
 		{method: put, prefixes: clientV3, path: "/user/{userId}/account_data/{type}", auth: authRequired, limited: true, h: s.putAccountData},
 		{method: get, prefixes: clientV3, path: "/user/{userId}/rooms/{roomId}/account_data/{type}", auth: authRequired, limited: true, h: s.getAccountData},
 		{method: put, prefixes: clientV3, path: "/user/{userId}/rooms/{roomId}/account_data/{type}", auth: authRequired, limited: true, h: s.putAccountData},
+		{method: del, prefixes: unstable, path: "/org.matrix.msc3391/user/{userId}/account_data/{type}", auth: authRequired, limited: true, h: s.deleteAccountData},
+		{method: del, prefixes: unstable, path: "/org.matrix.msc3391/user/{userId}/rooms/{roomId}/account_data/{type}", auth: authRequired, limited: true, h: s.deleteAccountData},
 
 		// Filters.
 		{method: post, prefixes: clientV3, path: "/user/{userId}/filter", auth: authRequired, limited: true, h: s.postFilter},

@@ -42,12 +42,31 @@ func SetAccountData(ctx context.Context, db *DB, userID, roomID, dataType string
 	return pos, err
 }
 
-// GetAccountData returns the content of a user's account data; ErrNotFound if there is none.
+// deletedContent is what a deleted piece of account data holds (MSC3391): the row stays
+// with a new stream position so that incremental syncs tell clients it is gone.
+const deletedContent = "{}"
+
+// DeleteAccountData deletes a user's account data of a type (MSC3391: it is replaced by
+// empty content, which reads as absent) and returns its new stream position, or 0 when
+// there was nothing to delete.
+func DeleteAccountData(ctx context.Context, tx *Tx, userID, roomID, dataType string) (int64, error) {
+	content, err := GetAccountData(ctx, tx, userID, roomID, dataType)
+	if errors.Is(err, ErrNotFound) || string(content) == deletedContent {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return PutAccountData(ctx, tx, userID, roomID, dataType, json.RawMessage(deletedContent))
+}
+
+// GetAccountData returns the content of a user's account data; ErrNotFound if there is
+// none or it was deleted (empty content, MSC3391).
 func GetAccountData(ctx context.Context, q Querier, userID, roomID, dataType string) (json.RawMessage, error) {
 	var content string
 	err := q.QueryRowContext(ctx, `SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND data_type = $3`,
 		userID, roomID, dataType).Scan(&content)
-	if errors.Is(err, sql.ErrNoRows) {
+	if errors.Is(err, sql.ErrNoRows) || content == deletedContent {
 		return nil, ErrNotFound
 	}
 	if err != nil {
@@ -58,10 +77,14 @@ func GetAccountData(ctx context.Context, q Querier, userID, roomID, dataType str
 
 // AccountDataSince returns a user's account data (global and per room) written after
 // position from and up to position to (inclusive), oldest first; to <= 0 means no upper bound.
-// Each type appears once, with its latest content.
+// Each type appears once, with its latest content. From the stream's start (from <= 0,
+// an initial sync) deleted data is left out; after it, a deletion shows as empty content.
 func AccountDataSince(ctx context.Context, q Querier, userID string, from, to int64) ([]AccountData, error) {
 	query := `SELECT room_id, data_type, content, stream_pos FROM account_data WHERE user_id = $1 AND stream_pos > $2`
 	args := []any{userID, from}
+	if from <= 0 {
+		query += ` AND content <> '` + deletedContent + `'`
+	}
 	if to > 0 {
 		query += ` AND stream_pos <= $3`
 		args = append(args, to)

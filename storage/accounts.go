@@ -189,6 +189,10 @@ func UpdateDeviceLastSeen(ctx context.Context, q Querier, userID, deviceID strin
 	return nil
 }
 
+// LocalNotificationSettingsPrefix starts the type of the global account data in which a
+// client keeps one device's notification settings (MSC3890); the device ID follows it.
+const LocalNotificationSettingsPrefix = "org.matrix.msc3890.local_notification_settings."
+
 // DeleteDevice removes a device with all its access and refresh tokens and its
 // end-to-end encryption data (keys, to-device inbox; other users' clients are told via
 // the device-list stream), and returns the hashes of the access tokens removed, so that
@@ -199,6 +203,10 @@ func DeleteDevice(ctx context.Context, tx *Tx, userID, deviceID string) ([]strin
 		return nil, err
 	}
 	if err := DeleteDeviceE2EE(ctx, tx, userID, deviceID); err != nil {
+		return nil, err
+	}
+	// A client's per-device notification settings go with the device (MSC3890).
+	if _, err := DeleteAccountData(ctx, tx, userID, "", LocalNotificationSettingsPrefix+deviceID); err != nil {
 		return nil, err
 	}
 	for _, stmt := range []string{

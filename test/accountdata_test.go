@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/test/harness"
@@ -131,4 +132,114 @@ func TestAccountData(t *testing.T) {
 			t.Fatalf("room data after restart: %v %v", got, err)
 		}
 	})
+}
+
+// TestAccountDataDeletion covers MSC3391 (deleting account data with DELETE or by writing
+// empty content) and MSC3890 (a device's local notification settings go with the device).
+func TestAccountDataDeletion(t *testing.T) {
+	harness.ForEachEngine(t, func(t *testing.T, engine string) {
+		ctx := context.Background()
+		s := harness.Start(t, harness.Options{Engine: engine})
+		alice := udRegister(t, s, "alice")
+		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rid := esc(room.RoomID.String())
+		base := "/_matrix/client/v3/user/" + esc(alice.UserID.String())
+		unstable := "/_matrix/client/unstable/org.matrix.msc3391/user/" + esc(alice.UserID.String())
+		for _, p := range []string{"/account_data/org.example.a", "/account_data/org.example.b",
+			"/rooms/" + rid + "/account_data/org.example.a", "/rooms/" + rid + "/account_data/org.example.b"} {
+			if st, body := s.Do(t, "PUT", base+p, alice.AccessToken, map[string]any{"v": 1}); st != 200 {
+				t.Fatalf("PUT %s: %d %v", p, st, body)
+			}
+		}
+		_, first := s.Do(t, "GET", "/_matrix/client/v3/sync", alice.AccessToken, nil)
+		since, _ := first["next_batch"].(string)
+
+		// Deleted with DELETE (global a, room a) and with empty content (global b, room b).
+		for _, p := range []string{"/account_data/org.example.a", "/rooms/" + rid + "/account_data/org.example.a"} {
+			if st, body := s.Do(t, "DELETE", unstable+p, alice.AccessToken, nil); st != 200 {
+				t.Fatalf("DELETE %s: %d %v", p, st, body)
+			}
+		}
+		for _, p := range []string{"/account_data/org.example.b", "/rooms/" + rid + "/account_data/org.example.b"} {
+			if st, body := s.Do(t, "PUT", base+p, alice.AccessToken, map[string]any{}); st != 200 {
+				t.Fatalf("PUT {} %s: %d %v", p, st, body)
+			}
+		}
+		for _, p := range []string{"/account_data/org.example.a", "/account_data/org.example.b",
+			"/rooms/" + rid + "/account_data/org.example.a", "/rooms/" + rid + "/account_data/org.example.b"} {
+			st, body := s.Do(t, "GET", base+p, alice.AccessToken, nil)
+			udExpect(t, "GET deleted "+p, st, body, 404, "M_NOT_FOUND")
+		}
+		// Deleting what is not there succeeds; another user's data is refused.
+		if st, body := s.Do(t, "DELETE", unstable+"/account_data/org.example.never", alice.AccessToken, nil); st != 200 {
+			t.Fatalf("DELETE of absent data: %d %v", st, body)
+		}
+		bob := udRegister(t, s, "bob")
+		st, body := s.Do(t, "DELETE", unstable+"/account_data/org.example.a", bob.AccessToken, nil)
+		udExpect(t, "bob deleting alice's data", st, body, 403, "M_FORBIDDEN")
+
+		// An incremental sync tells the client the data is gone (empty content) ...
+		_, inc := s.Do(t, "GET", "/_matrix/client/v3/sync?since="+since, alice.AccessToken, nil)
+		global := adTypes(inc, "account_data")
+		inRoom := adTypes(inc, "rooms", "join", room.RoomID.String(), "account_data")
+		for _, typ := range []string{"org.example.a", "org.example.b"} {
+			if c, ok := global[typ]; !ok || len(c) != 0 {
+				t.Fatalf("incremental sync: global %s = %v (present %v), want empty content", typ, c, ok)
+			}
+			if c, ok := inRoom[typ]; !ok || len(c) != 0 {
+				t.Fatalf("incremental sync: room %s = %v (present %v), want empty content", typ, c, ok)
+			}
+		}
+		// ... and an initial sync leaves it out.
+		_, init := s.Do(t, "GET", "/_matrix/client/v3/sync", alice.AccessToken, nil)
+		for _, typ := range []string{"org.example.a", "org.example.b"} {
+			if _, ok := adTypes(init, "account_data")[typ]; ok {
+				t.Fatalf("initial sync still has global %s", typ)
+			}
+			if _, ok := adTypes(init, "rooms", "join", room.RoomID.String(), "account_data")[typ]; ok {
+				t.Fatalf("initial sync still has room %s", typ)
+			}
+		}
+
+		// MSC3890: logging a device out deletes its local notification settings, and only its.
+		second := udLogin(t, s, "alice", "phone")
+		settings := func(dev id.DeviceID) string {
+			return base + "/account_data/org.matrix.msc3890.local_notification_settings." + esc(string(dev))
+		}
+		for _, dev := range []id.DeviceID{alice.DeviceID, second.DeviceID} {
+			if st, body := s.Do(t, "PUT", settings(dev), alice.AccessToken, map[string]any{"is_silenced": true}); st != 200 {
+				t.Fatalf("PUT settings: %d %v", st, body)
+			}
+		}
+		if _, err := second.Logout(ctx); err != nil {
+			t.Fatal(err)
+		}
+		st, body = s.Do(t, "GET", settings(second.DeviceID), alice.AccessToken, nil)
+		udExpect(t, "settings of the logged-out device", st, body, 404, "M_NOT_FOUND")
+		if st, body := s.Do(t, "GET", settings(alice.DeviceID), alice.AccessToken, nil); st != 200 || body["is_silenced"] != true {
+			t.Fatalf("settings of the remaining device: %d %v", st, body)
+		}
+	})
+}
+
+// adTypes returns the account data events found at a path of a /sync response, by type.
+func adTypes(resp map[string]any, path ...string) map[string]map[string]any {
+	var cur any = resp
+	for _, p := range path {
+		m, _ := cur.(map[string]any)
+		cur = m[p]
+	}
+	m, _ := cur.(map[string]any)
+	evs, _ := m["events"].([]any)
+	out := map[string]map[string]any{}
+	for _, e := range evs {
+		ev, _ := e.(map[string]any)
+		typ, _ := ev["type"].(string)
+		c, _ := ev["content"].(map[string]any)
+		out[typ] = c
+	}
+	return out
 }

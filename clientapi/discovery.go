@@ -22,6 +22,8 @@ var unstableFeatures = map[string]bool{
 	"org.matrix.msc3814": true,
 	// Deleting account data (clientapi/accountdata.go).
 	"org.matrix.msc3391": true,
+	// Invite filtering rules in account data (roomserver/invitefilter).
+	"org.matrix.msc4155": true,
 }
 
 func (s *Server) getVersions(r *http.Request) (any, error) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/myelin-chat/myelin/clientapi/httputil"
 	"github.com/myelin-chat/myelin/roomserver"
+	"github.com/myelin-chat/myelin/roomserver/invitefilter"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -333,6 +334,9 @@ func (s *Server) acceptInvite(ctx context.Context, r *http.Request) (gomatrixser
 		return nil, err
 	} else if !exists {
 		return nil, httputil.NotFound("Unknown user %s", target.String())
+	}
+	if err := invitefilter.Check(ctx, s.db, target.String(), string(ev.SenderID())); err != nil {
+		return nil, err
 	}
 	ev = ev.Sign(s.cfg.ServerName, s.key.ID, s.key.Private)
 	if err := gomatrixserverlib.VerifyEventSignatures(ctx, ev, s.keys, userIDForSender); err != nil {

@@ -12,6 +12,8 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/myelin-chat/myelin/roomserver/invitefilter"
 )
 
 // StateEvent is a state event given in a request (initial_state of createRoom).
@@ -86,6 +88,9 @@ func (rs *Roomserver) CreateRoom(ctx context.Context, req CreateRoomRequest) (st
 			return "", err
 		}
 		if u != req.Creator && !slices.Contains(invites, u) {
+			if err := invitefilter.Check(ctx, rs.db, u, req.Creator); err != nil {
+				return "", err // before anything is created
+			}
 			invites = append(invites, u)
 		}
 	}

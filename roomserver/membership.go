@@ -9,6 +9,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/myelin-chat/myelin/roomserver/invitefilter"
 	"github.com/myelin-chat/myelin/storage"
 	"github.com/myelin-chat/myelin/storage/roomstore"
 )
@@ -37,6 +38,9 @@ func (rs *Roomserver) Invite(ctx context.Context, req MembershipRequest) (*Event
 		if me, ok := err.(spec.MatrixError); ok && me.ErrCode == spec.ErrorForbidden {
 			return nil, spec.Forbidden("Users on other servers cannot be invited yet")
 		}
+		return nil, err
+	}
+	if err := invitefilter.Check(ctx, rs.db, req.Target, req.Sender); err != nil {
 		return nil, err
 	}
 	extra := map[string]any{}

@@ -15,6 +15,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/myelin-chat/myelin/roomserver/internal/state"
+	"github.com/myelin-chat/myelin/roomserver/invitefilter"
 	"github.com/myelin-chat/myelin/storage"
 )
 
@@ -75,6 +76,11 @@ func (rs *Roomserver) SendEvent(ctx context.Context, req SendRequest) (*Event, e
 		// The create event starts a room and cannot be replaced (a bad request, not a
 		// question of power).
 		return nil, spec.BadJSON("m.room.create can only be sent by creating a room")
+	}
+	if req.Type == spec.MRoomMember && req.StateKey != nil {
+		if err := rs.checkInviteByState(ctx, req.Sender, *req.StateKey, content); err != nil {
+			return nil, err
+		}
 	}
 	r, err := rs.room(ctx, req.RoomID)
 	if err != nil {
@@ -700,4 +706,19 @@ func forbidden(err error) error {
 		return spec.BadJSON(err.Error())
 	}
 	return spec.Forbidden(err.Error())
+}
+
+// checkInviteByState refuses an invite of a local user sent as a plain m.room.member
+// state event when the invitee blocks invites from the sender (invitefilter).
+func (rs *Roomserver) checkInviteByState(ctx context.Context, sender, target string, content []byte) error {
+	if target == sender || rs.checkLocalUser(target) != nil {
+		return nil
+	}
+	var c struct {
+		Membership string `json:"membership"`
+	}
+	if json.Unmarshal(content, &c) != nil || c.Membership != spec.Invite {
+		return nil // not an invite; auth and validation deal with the rest
+	}
+	return invitefilter.Check(ctx, rs.db, target, sender)
 }

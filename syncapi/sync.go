@@ -10,6 +10,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/myelin-chat/myelin/roomserver"
+	"github.com/myelin-chat/myelin/roomserver/invitefilter"
 	"github.com/myelin-chat/myelin/storage"
 	"github.com/myelin-chat/myelin/syncapi/filter"
 )
@@ -318,7 +319,8 @@ type syncState struct {
 	joined  []string
 	changed map[string]bool // device_lists.changed candidates
 	left    map[string]bool
-	ignored map[string]bool // m.ignored_user_list
+	ignored map[string]bool      // m.ignored_user_list
+	invites *invitefilter.Config // invites not allowed are not shown; loaded when needed
 }
 
 func (s *Service) build(ctx context.Context, req Request, ms []roomserver.RoomMembership) (*Response, error) {
@@ -416,7 +418,14 @@ func (s *Service) build(ctx context.Context, req Request, ms []roomserver.RoomMe
 				if err != nil {
 					return nil, err
 				}
-				if !st.ignored[invitedBy(ir)] {
+				if st.invites == nil {
+					c, err := invitefilter.Load(ctx, s.db, st.req.UserID)
+					if err != nil {
+						return nil, err
+					}
+					st.invites = &c
+				}
+				if inviter := invitedBy(ir); !st.ignored[inviter] && st.invites.Decide(inviter) == invitefilter.Allow {
 					st.resp.Rooms.Invite[m.RoomID] = &InvitedRoom{InviteState: EventList{Events: ir}}
 				}
 			}

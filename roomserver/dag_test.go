@@ -197,9 +197,12 @@ func testForkResolution(t *testing.T, db *storage.DB, ver gomatrixserverlib.Room
 	}
 	var want []gomatrixserverlib.PDU
 	if ver == "12" {
-		// See ResolveStateSets: v12 uses the v2 algorithm until gomatrixserverlib's v2.1 works.
-		conflicted, unconflicted := splitConflicted([][]gomatrixserverlib.PDU{a.pdus(), b.pdus()})
-		want = gomatrixserverlib.ResolveStateConflictsV2(conflicted, unconflicted, authEvents, userIDForSender, func(string) bool { return false })
+		// See ResolveStateSets: v2.1 goes through resolveV21 (the sanity checks below
+		// hold it to the expected outcome).
+		want, err = ResolveStateSets(ver, [][]gomatrixserverlib.PDU{a.pdus(), b.pdus()}, authEvents, func(string) bool { return false })
+		if err != nil {
+			t.Fatal(err)
+		}
 	} else {
 		want, err = gomatrixserverlib.ResolveConflictsNew(ver, [][]gomatrixserverlib.PDU{a.pdus(), b.pdus()}, authEvents,
 			userIDForSender, func(string) bool { return false })

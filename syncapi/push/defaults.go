@@ -79,6 +79,9 @@ func DefaultRules(userID string) *Ruleset {
 				match("state_key", "")),
 			rule(KindOverride, ".m.rule.suppress_edits", true, acts(),
 				propIs(`content.m\.relates_to.rel_type`, `"m.replace"`)),
+			// Poll votes never notify (MSC3930, as Element expects).
+			rule(KindOverride, ".org.matrix.msc3930.rule.poll_response", true, acts(),
+				match("type", "org.matrix.msc3381.poll.response")),
 		},
 		Content: []*Rule{
 			func() *Rule {
@@ -96,10 +99,21 @@ func DefaultRules(userID string) *Ruleset {
 			rule(KindUnderride, ".m.rule.encrypted_room_one_to_one", true, acts(actNotify, actSoundDef),
 				Condition{Kind: CondRoomMemberCount, Is: "2"},
 				match("type", "m.room.encrypted")),
+			// Polls started and ended notify like messages (MSC3930).
+			rule(KindUnderride, ".org.matrix.msc3930.rule.poll_start_one_to_one", true, acts(actNotify, actSoundDef),
+				Condition{Kind: CondRoomMemberCount, Is: "2"},
+				match("type", "org.matrix.msc3381.poll.start")),
+			rule(KindUnderride, ".org.matrix.msc3930.rule.poll_end_one_to_one", true, acts(actNotify, actSoundDef),
+				Condition{Kind: CondRoomMemberCount, Is: "2"},
+				match("type", "org.matrix.msc3381.poll.end")),
 			rule(KindUnderride, ".m.rule.message", true, acts(actNotify),
 				match("type", "m.room.message")),
 			rule(KindUnderride, ".m.rule.encrypted", true, acts(actNotify),
 				match("type", "m.room.encrypted")),
+			rule(KindUnderride, ".org.matrix.msc3930.rule.poll_start", true, acts(actNotify),
+				match("type", "org.matrix.msc3381.poll.start")),
+			rule(KindUnderride, ".org.matrix.msc3930.rule.poll_end", true, acts(actNotify),
+				match("type", "org.matrix.msc3381.poll.end")),
 		},
 	}
 	return rs

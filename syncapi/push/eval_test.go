@@ -133,6 +133,11 @@ func TestDefaultRules(t *testing.T) {
 		{"one to one", evalCase{typ: "m.room.message", content: msg("psst"), members: 2}, ".m.rule.room_one_to_one", true, false, "default"},
 		{"encrypted one to one", evalCase{typ: "m.room.encrypted", content: map[string]any{"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "x"}, members: 2}, ".m.rule.encrypted_room_one_to_one", true, false, "default"},
 		{"encrypted group", evalCase{typ: "m.room.encrypted", content: map[string]any{"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "x"}}, ".m.rule.encrypted", true, false, ""},
+		{"poll vote", evalCase{typ: "org.matrix.msc3381.poll.response", content: map[string]any{"org.matrix.msc3381.poll.response": map[string]any{"answers": []string{"a"}}}}, ".org.matrix.msc3930.rule.poll_response", false, false, ""},
+		{"poll start one to one", evalCase{typ: "org.matrix.msc3381.poll.start", content: map[string]any{}, members: 2}, ".org.matrix.msc3930.rule.poll_start_one_to_one", true, false, "default"},
+		{"poll start in a group", evalCase{typ: "org.matrix.msc3381.poll.start", content: map[string]any{}}, ".org.matrix.msc3930.rule.poll_start", true, false, ""},
+		{"poll end one to one", evalCase{typ: "org.matrix.msc3381.poll.end", content: map[string]any{}, members: 2}, ".org.matrix.msc3930.rule.poll_end_one_to_one", true, false, "default"},
+		{"poll end in a group", evalCase{typ: "org.matrix.msc3381.poll.end", content: map[string]any{}}, ".org.matrix.msc3930.rule.poll_end", true, false, ""},
 		{"other state event", evalCase{typ: "m.room.topic", stateKey: sk(""), content: map[string]any{"topic": "t"}}, "", false, false, ""},
 	}
 	for _, tc := range cases {
@@ -158,9 +163,12 @@ func TestDefaultRuleListMatchesSpec(t *testing.T) {
 	want := map[Kind][]string{
 		KindOverride: {".m.rule.master", ".m.rule.suppress_notices", ".m.rule.invite_for_me", ".m.rule.member_event",
 			".m.rule.is_user_mention", ".m.rule.contains_display_name", ".m.rule.is_room_mention", ".m.rule.roomnotif",
-			".m.rule.tombstone", ".m.rule.reaction", ".m.rule.room.server_acl", ".m.rule.suppress_edits"},
-		KindContent:   {".m.rule.contains_user_name"},
-		KindUnderride: {".m.rule.call", ".m.rule.room_one_to_one", ".m.rule.encrypted_room_one_to_one", ".m.rule.message", ".m.rule.encrypted"},
+			".m.rule.tombstone", ".m.rule.reaction", ".m.rule.room.server_acl", ".m.rule.suppress_edits",
+			".org.matrix.msc3930.rule.poll_response"},
+		KindContent: {".m.rule.contains_user_name"},
+		KindUnderride: {".m.rule.call", ".m.rule.room_one_to_one", ".m.rule.encrypted_room_one_to_one",
+			".org.matrix.msc3930.rule.poll_start_one_to_one", ".org.matrix.msc3930.rule.poll_end_one_to_one",
+			".m.rule.message", ".m.rule.encrypted", ".org.matrix.msc3930.rule.poll_start", ".org.matrix.msc3930.rule.poll_end"},
 	}
 	for _, k := range Kinds {
 		var got []string

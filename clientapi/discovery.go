@@ -24,6 +24,8 @@ var unstableFeatures = map[string]bool{
 	"org.matrix.msc3391": true,
 	// Invite filtering rules in account data (roomserver/invitefilter).
 	"org.matrix.msc4155": true,
+	// /messages filtered by relation type (syncapi/filter).
+	"org.matrix.msc3874": true,
 }
 
 func (s *Server) getVersions(r *http.Request) (any, error) {

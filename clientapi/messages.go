@@ -74,11 +74,26 @@ func applyFilter(rf *filter.RoomEventFilter, evs []*roomserver.Event) []*roomser
 	}
 	out := evs[:0:0]
 	for _, ev := range evs {
-		if rf.Matches(ev.RoomID().String(), ev.Type(), string(ev.SenderID()), hasURL(ev.Content())) {
-			out = append(out, ev)
+		if !rf.Matches(ev.RoomID().String(), ev.Type(), string(ev.SenderID()), hasURL(ev.Content())) {
+			continue
 		}
+		if rf.FiltersRelations() && !rf.MatchesRelation(relType(ev.Content())) {
+			continue
+		}
+		out = append(out, ev)
 	}
 	return out
+}
+
+// relType returns the rel_type of an event's m.relates_to ("" when it has none).
+func relType(content []byte) string {
+	var c struct {
+		RelatesTo struct {
+			RelType string `json:"rel_type"`
+		} `json:"m.relates_to"`
+	}
+	_ = json.Unmarshal(content, &c)
+	return c.RelatesTo.RelType
 }
 
 func hasURL(content []byte) bool {

@@ -260,3 +260,59 @@ func TestMessagesRedaction(t *testing.T) {
 		}
 	})
 }
+
+// TestMessagesRelationFilter covers MSC3874: /messages filtered by relation type.
+func TestMessagesRelationFilter(t *testing.T) {
+	harness.ForEachEngine(t, func(t *testing.T, engine string) {
+		ctx := context.Background()
+		s := harness.Start(t, harness.Options{Engine: engine})
+		alice := udRegister(t, s, "alice")
+		roomID := rmCreate(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		root := rmSend(t, alice, roomID, "root")
+		send := func(body, rel string) id.EventID {
+			t.Helper()
+			resp, err := alice.SendMessageEvent(ctx, roomID, event.EventMessage, map[string]any{
+				"msgtype": "m.text", "body": body, "m.relates_to": map[string]any{"rel_type": rel, "event_id": root},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return resp.EventID
+		}
+		thread := send("in thread", "m.thread")
+		ref := send("reference", "m.reference")
+		page := func(filterJSON string) []id.EventID {
+			t.Helper()
+			st, body := s.Do(t, "GET", "/_matrix/client/v3/rooms/"+esc(roomID.String())+"/messages?dir=b&limit=50&filter="+url.QueryEscape(filterJSON), alice.AccessToken, nil)
+			if st != 200 {
+				t.Fatalf("filter %s: %d %v", filterJSON, st, body)
+			}
+			var out []id.EventID
+			chunk, _ := body["chunk"].([]any)
+			for _, e := range chunk {
+				ev, _ := e.(map[string]any)
+				if ev["type"] == "m.room.message" {
+					out = append(out, id.EventID(ev["event_id"].(string)))
+				}
+			}
+			return out
+		}
+		cases := []struct {
+			filter string
+			want   []id.EventID
+		}{
+			{`{"org.matrix.msc3874.rel_types":["m.thread"]}`, []id.EventID{thread}},
+			{`{"org.matrix.msc3874.rel_types":["m.reference"]}`, []id.EventID{ref}},
+			{`{"org.matrix.msc3874.rel_types":["m.thread","m.reference"]}`, []id.EventID{ref, thread}},
+			{`{"org.matrix.msc3874.not_rel_types":["m.thread"]}`, []id.EventID{ref, root}},
+			{`{}`, []id.EventID{ref, thread, root}},
+		}
+		for _, c := range cases {
+			if got := page(c.filter); fmt.Sprint(got) != fmt.Sprint(c.want) {
+				t.Errorf("filter %s: got %v, want %v", c.filter, got, c.want)
+			}
+		}
+		st, body := s.Do(t, "GET", "/_matrix/client/v3/rooms/"+esc(roomID.String())+"/messages?dir=b&filter="+url.QueryEscape(`{"org.matrix.msc3874.rel_types":"m.thread"}`), alice.AccessToken, nil)
+		udExpect(t, "rel_types not a list", st, body, 400, "M_BAD_JSON")
+	})
+}

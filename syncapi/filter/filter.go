@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -62,6 +63,9 @@ type RoomEventFilter struct {
 	Rooms                     []string `json:"rooms,omitzero"`
 	// ContainsURL: nil ignores url, true keeps only events whose content has a url, false drops them.
 	ContainsURL *bool `json:"contains_url,omitempty"`
+	// RelTypes and NotRelTypes filter by m.relates_to.rel_type (MSC3874; /messages only).
+	RelTypes    []string `json:"org.matrix.msc3874.rel_types,omitzero"`
+	NotRelTypes []string `json:"org.matrix.msc3874.not_rel_types,omitzero"`
 }
 
 // RoomFilter is the spec's RoomFilter.
@@ -368,6 +372,24 @@ func (rf *RoomEventFilter) Matches(roomID, eventType, sender string, hasURL bool
 		return false
 	}
 	return matchList(rf.Rooms, rf.NotRooms, roomID, exact) && rf.EventFilter.Matches(eventType, sender)
+}
+
+// FiltersRelations reports whether the filter looks at events' relation types (MSC3874).
+func (rf *RoomEventFilter) FiltersRelations() bool {
+	return rf != nil && (rf.RelTypes != nil || rf.NotRelTypes != nil)
+}
+
+// MatchesRelation reports whether an event with relation type relType ("" for an event
+// without a relation) passes rel_types and not_rel_types: an event without a relation
+// never matches a rel_types list.
+func (rf *RoomEventFilter) MatchesRelation(relType string) bool {
+	if rf == nil {
+		return true
+	}
+	if rf.RelTypes != nil && !slices.Contains(rf.RelTypes, relType) {
+		return false
+	}
+	return relType == "" || !slices.Contains(rf.NotRelTypes, relType)
 }
 
 // LazyLoad reports whether membership events are lazy-loaded.

@@ -116,6 +116,7 @@ func (s *Server) routes() []route {
 		{method: get, prefixes: clientV3, path: "/rooms/{roomId}/event/{eventId}", auth: authRequired, h: s.getRoomEvent},
 		{method: get, prefixes: clientV3, path: "/rooms/{roomId}/context/{eventId}", auth: authRequired, h: s.getContext},
 		{method: get, prefixes: clientV3, path: "/rooms/{roomId}/messages", auth: authRequired, h: s.getMessages},
+		{method: post, prefixes: clientV3, path: "/search", auth: authRequired, limited: true, h: s.postSearch},
 		{method: put, prefixes: clientV3, path: "/rooms/{roomId}/redact/{eventId}/{txnId}", auth: authRequired, limited: true, h: s.putRedact},
 		{method: post, prefixes: clientV3, path: "/rooms/{roomId}/report/{eventId}", auth: authRequired, limited: true, h: s.postReportEvent},
 		{method: post, prefixes: clientV3, path: "/rooms/{roomId}/report", auth: authRequired, limited: true, h: s.postReportRoom},

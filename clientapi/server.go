@@ -25,6 +25,7 @@ import (
 	"github.com/myelin-chat/myelin/config"
 	"github.com/myelin-chat/myelin/roomserver"
 	"github.com/myelin-chat/myelin/roomserver/directory"
+	"github.com/myelin-chat/myelin/searchapi"
 	"github.com/myelin-chat/myelin/storage"
 	"github.com/myelin-chat/myelin/syncapi"
 	"github.com/myelin-chat/myelin/syncapi/push"
@@ -42,6 +43,8 @@ type Deps struct {
 	Sync *syncapi.Service
 	// Push serves push rules, pushers, notifications and unread counts; nil disables them.
 	Push *push.Service
+	// Search answers POST /search; nil answers 404 M_UNRECOGNIZED.
+	Search *searchapi.Service
 	// RemoteMedia fetches media of other servers; nil answers 404 for remote media.
 	RemoteMedia media.RemoteFetcher
 	// Memberships changes memberships also in rooms of other servers (federation);
@@ -70,6 +73,7 @@ type Server struct {
 	rooms      *roomserver.Roomserver
 	sync       *syncapi.Service
 	push       *push.Service
+	search     *searchapi.Service
 	limiter    *ratelimit.Limiter
 	appsvcs    *appservice.Registry
 	metrics    *metrics
@@ -94,6 +98,7 @@ func NewServer(d Deps) *Server {
 		rooms:      d.Rooms,
 		sync:       d.Sync,
 		push:       d.Push,
+		search:     d.Search,
 		metrics:    newMetrics(d.Registry),
 		version:    d.Version,
 		dir:        directory.New(d.DB, d.Rooms, d.Config.ServerName),

@@ -15,14 +15,17 @@ var migrationFiles embed.FS
 
 // migration is one numbered schema change. Files are named NNNN_name.sql and
 // written once for both engines; the few type differences are spelled as
-// placeholders that the dialect fills in.
+// placeholders that the dialect fills in. A change that cannot be written once
+// (full-text search: an FTS4 virtual table on SQLite, tsvector on PostgreSQL) comes
+// as two files sharing the number, NNNN_name.sqlite.sql and NNNN_name.postgres.sql,
+// each applied only on its engine.
 type migration struct {
 	version int
 	name    string
 	sql     string
 }
 
-func loadMigrations() ([]migration, error) {
+func loadMigrations(d Dialect) ([]migration, error) {
 	entries, err := fs.ReadDir(migrationFiles, "migrations")
 	if err != nil {
 		return nil, err
@@ -31,7 +34,19 @@ func loadMigrations() ([]migration, error) {
 	seen := map[int]string{}
 	for _, e := range entries {
 		name := e.Name()
-		num, rest, ok := strings.Cut(strings.TrimSuffix(name, ".sql"), "_")
+		base := strings.TrimSuffix(name, ".sql")
+		if eng, ok := strings.CutSuffix(base, ".sqlite"); ok {
+			if d != SQLite {
+				continue
+			}
+			base = eng
+		} else if eng, ok := strings.CutSuffix(base, ".postgres"); ok {
+			if d != Postgres {
+				continue
+			}
+			base = eng
+		}
+		num, rest, ok := strings.Cut(base, "_")
 		if !ok {
 			return nil, fmt.Errorf("migration %s: name must be NNNN_name.sql", name)
 		}
@@ -77,7 +92,7 @@ func (d Dialect) expand(sql string) string {
 const migrationLockID = 0x6d79656c696e // "myelin"
 
 func (db *DB) migrate(ctx context.Context) error {
-	migs, err := loadMigrations()
+	migs, err := loadMigrations(db.dialect)
 	if err != nil {
 		return err
 	}

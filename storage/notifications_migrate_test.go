@@ -44,7 +44,8 @@ func TestNotificationsKeyMigration(t *testing.T) {
 					('@a:t', '!r:t', '$2', 11, '$1', '["notify"]', TRUE, FALSE, 2),
 					('@a:t', '!s:t', '$3', 12, '', '["notify"]', FALSE, FALSE, 3),
 					('@b:t', '!r:t', '$2', 11, '', '["notify"]', FALSE, FALSE, 2)`,
-				`DELETE FROM schema_migrations WHERE version >= 110`,
+				// Only 0110 is replayed: later migrations are not written to run twice.
+				`DELETE FROM schema_migrations WHERE version = 110`,
 			} {
 				if _, err := db.ExecContext(ctx, q); err != nil {
 					t.Fatalf("%s: %v", q, err)

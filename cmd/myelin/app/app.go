@@ -27,6 +27,7 @@ import (
 	"github.com/myelin-chat/myelin/federation"
 	"github.com/myelin-chat/myelin/federation/sender"
 	"github.com/myelin-chat/myelin/roomserver"
+	"github.com/myelin-chat/myelin/searchapi"
 	"github.com/myelin-chat/myelin/storage"
 	"github.com/myelin-chat/myelin/syncapi"
 	"github.com/myelin-chat/myelin/syncapi/push"
@@ -41,6 +42,7 @@ type Server struct {
 	Rooms      *roomserver.Roomserver
 	Sync       *syncapi.Service
 	Push       *push.Service
+	Search     *searchapi.Service
 	Client     *clientapi.Server
 	Federation *federation.Server
 	// Sender is the outgoing federation queue; nil when federation is off.
@@ -84,7 +86,8 @@ func New(ctx context.Context, cfg *config.Config, version string) (*Server, erro
 	syncOut := &lateOutput{}
 	pushOut := &lateOutput{}
 	senderOut := &lateOutput{}
-	rsCfg.Output = roomserver.Outputs{syncOut, pushOut, senderOut}
+	searchOut := &lateOutput{}
+	rsCfg.Output = roomserver.Outputs{syncOut, pushOut, senderOut, searchOut}
 	rooms, err := roomserver.New(ctx, db, rsCfg)
 	if err != nil {
 		db.Close()
@@ -95,6 +98,10 @@ func New(ctx context.Context, cfg *config.Config, version string) (*Server, erro
 	pushSvc := push.New(db, rooms, cfg)
 	pushSvc.Start(context.Background())
 	pushOut.set(pushSvc)
+	// Full-text search follows the event stream in batches (woken, never blocking).
+	searchSvc := searchapi.New(db, rooms)
+	searchSvc.Start()
+	searchOut.set(searchSvc)
 	late := &lateSender{}
 	syncSvc := syncapi.New(syncapi.Config{DB: db, Rooms: rooms, ServerName: spec.ServerName(cfg.ServerName),
 		Unread: pushCounts{pushSvc}, Reads: pushCounts{pushSvc}, EDUs: late})
@@ -108,6 +115,7 @@ func New(ctx context.Context, cfg *config.Config, version string) (*Server, erro
 	if err != nil {
 		rooms.Close()
 		pushSvc.Close()
+		searchSvc.Close()
 		syncSvc.Close()
 		db.Close()
 		return nil, err
@@ -140,6 +148,7 @@ func New(ctx context.Context, cfg *config.Config, version string) (*Server, erro
 		Rooms:         rooms,
 		Sync:          syncSvc,
 		Push:          pushSvc,
+		Search:        searchSvc,
 		// Remote media is fetched over federation, signed as this server.
 		RemoteMedia: media.NewFederationFetcher(fed.Client(), cfg.ServerName, cfg.Federation.AllowPrivateAddresses),
 		// Joins, leaves, invites and knocks reach rooms of other servers through federation.
@@ -154,7 +163,7 @@ func New(ctx context.Context, cfg *config.Config, version string) (*Server, erro
 	})
 	// Federation media endpoints (X-Matrix authenticated) served from the media repository.
 	client.Media().RegisterFederationRoutes(fed.AuthedRouter())
-	return &Server{Config: cfg, DB: db, SigningKey: key, Accounts: accounts, Rooms: rooms, Sync: syncSvc, Push: pushSvc, Client: client, Federation: fed, Sender: snd, registry: reg}, nil
+	return &Server{Config: cfg, DB: db, SigningKey: key, Accounts: accounts, Rooms: rooms, Sync: syncSvc, Push: pushSvc, Search: searchSvc, Client: client, Federation: fed, Sender: snd, registry: reg}, nil
 }
 
 // profileSource gives the roomserver the profile to put in local users' member events.
@@ -175,6 +184,7 @@ func (s *Server) Close() error {
 		s.Sender.Close()
 	}
 	s.Push.Close()
+	s.Search.Close()
 	s.Sync.Close()
 	if err := s.DB.Close(); err != nil {
 		return err

@@ -50,7 +50,7 @@ type Result struct {
 	Count int64
 	// Highlights are the words to highlight in the results.
 	Highlights []string
-	// NextBatch fetches the next page; "" on the last one.
+	// NextBatch fetches the next page; set on every full page, "" on a short one.
 	NextBatch string
 }
 
@@ -190,10 +190,14 @@ func (s *Service) searchRecent(ctx context.Context, req Request, sq storage.Sear
 			sq.Before = hits[len(hits)-1].StreamPos
 		}
 		if !more {
-			return res, nil
+			break
 		}
 	}
-	res.NextBatch = "s" + strconv.FormatInt(sq.Before, 10)
+	// A full page gets a next_batch even when nothing follows (as other servers do:
+	// the next page is then empty); a short page is the last.
+	if len(res.Events) >= limit {
+		res.NextBatch = "s" + strconv.FormatInt(sq.Before, 10)
+	}
 	return res, nil
 }
 
@@ -245,7 +249,7 @@ func (s *Service) searchRank(ctx context.Context, req Request, sq storage.Search
 		}
 		offset = end
 	}
-	if offset < len(order) {
+	if offset < len(order) || len(res.Events) >= limit {
 		res.NextBatch = "r" + strconv.Itoa(offset)
 	}
 	return res, nil

@@ -207,6 +207,13 @@ func (s *Server) postLeave(r *http.Request) (any, error) {
 		return nil, err
 	}
 	d := requestDevice(r)
+	// The invite to one's server notice room cannot be rejected (joining, then
+	// leaving, is allowed).
+	if blocked, err := s.isServerNoticeInvite(r.Context(), d.UserID, pathVar(r, "roomId")); err != nil {
+		return nil, err
+	} else if blocked {
+		return nil, httputil.NewError(http.StatusForbidden, "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM", "You cannot reject this invite")
+	}
 	if _, err := s.members.Leave(r.Context(), roomserver.MembershipRequest{
 		RoomID: pathVar(r, "roomId"), Sender: d.UserID, Reason: b.Reason, DeviceID: d.DeviceID,
 	}); err != nil {

@@ -189,6 +189,9 @@ func (s *Server) routes() []route {
 		{method: get, prefixes: mediaV3, path: "/thumbnail/{serverName}/{mediaId}", raw: s.getMediaThumbnail},
 		{method: get, prefixes: mediaV3, path: "/preview_url", auth: authRequired, limited: true, h: s.getPreviewURL},
 
+		// Synapse-compatible admin API: server notices (admins only; servernotices.go).
+		{method: post, prefixes: synapseAdmin, path: "/send_server_notice", auth: authRequired, limited: true, h: s.postServerNotice},
+		{method: put, prefixes: synapseAdmin, path: "/send_server_notice/{txnId}", auth: authRequired, limited: true, h: s.putServerNotice},
 		// Synapse-compatible admin API: registration tokens (admins only).
 		{method: get, prefixes: synapseAdmin, path: "/registration_tokens", auth: authRequired, limited: true, h: s.getRegistrationTokens},
 		{method: post, prefixes: synapseAdmin, path: "/registration_tokens/new", auth: authRequired, limited: true, h: s.postRegistrationToken},

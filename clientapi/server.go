@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -74,6 +75,7 @@ type Server struct {
 	sync       *syncapi.Service
 	push       *push.Service
 	search     *searchapi.Service
+	noticeMu   sync.Mutex // serialises creating server notice rooms (servernotices.go)
 	limiter    *ratelimit.Limiter
 	appsvcs    *appservice.Registry
 	metrics    *metrics

@@ -47,6 +47,22 @@ type Config struct {
 	Push         Push         `yaml:"push"`
 	Media        Media        `yaml:"media"`
 	AppServices  AppServices  `yaml:"app_services"`
+	// ServerNotices is the system user that sends server notices (Synapse's admin API).
+	ServerNotices ServerNotices `yaml:"server_notices"`
+}
+
+// ServerNotices configures server notices: messages from the server's administrators,
+// sent with POST /_synapse/admin/v1/send_server_notice into a per-user room that the
+// user cannot reject (spec: Server Notices).
+type ServerNotices struct {
+	// Enabled turns the admin API on; off, it answers 404 M_UNRECOGNIZED.
+	Enabled bool `yaml:"enabled"`
+	// SystemUserLocalpart is the localpart of the user that sends the notices.
+	SystemUserLocalpart string `yaml:"system_user_localpart"`
+	// SystemUserDisplayName is that user's display name.
+	SystemUserDisplayName string `yaml:"system_user_display_name"`
+	// RoomName is the name of each user's notice room.
+	RoomName string `yaml:"room_name"`
 }
 
 // AppServices lists the application service registrations (bridges, bots) to load.
@@ -255,6 +271,7 @@ func Default() *Config {
 			RemoteMaxBytes: 50 << 20,
 			URLPreview:     URLPreview{Enabled: true},
 		},
+		ServerNotices: ServerNotices{SystemUserLocalpart: "_server", SystemUserDisplayName: "Server Notices", RoomName: "Server Notices"},
 	}
 }
 

@@ -116,6 +116,11 @@ func (c *Config) Verify() error {
 	if c.Push.GiveUpAfter < c.Push.MaxBackoff {
 		add("push.give_up_after", "must be at least push.max_backoff")
 	}
+	if c.ServerNotices.Enabled && (c.ServerNotices.SystemUserLocalpart == "" ||
+		c.ServerNotices.SystemUserLocalpart != strings.ToLower(c.ServerNotices.SystemUserLocalpart) ||
+		strings.ContainsAny(c.ServerNotices.SystemUserLocalpart, ":@ ")) {
+		add("server_notices.system_user_localpart", "must be a non-empty lower-case localpart, got %q", c.ServerNotices.SystemUserLocalpart)
+	}
 	for i, pat := range c.AppServices.ConfigFiles {
 		if _, err := filepath.Glob(pat); err != nil {
 			add(fmt.Sprintf("app_services.config_files[%d]", i), "invalid pattern %q: %v", pat, err)

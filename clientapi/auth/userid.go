@@ -34,6 +34,11 @@ func (a *Accounts) newLocalpart(username string) (string, error) {
 			return "", invalidUsername("Usernames may only contain the characters a-z, 0-9, '.', '_', '=', '-', '/' and '+'")
 		}
 	}
+	// The server notice sender is the server's: nobody may register it first and
+	// read every user's notices.
+	if lp == a.cfg.ServerNotices.SystemUserLocalpart {
+		return "", invalidUsername("This username is reserved")
+	}
 	if n := len(a.userID(lp)); n > maxUserIDBytes {
 		return "", invalidUsername("User ID would be %d bytes long; the limit is %d", n, maxUserIDBytes)
 	}

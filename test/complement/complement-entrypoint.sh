@@ -40,6 +40,11 @@ media:
     allow_private_addresses: true
 app_services:
   config_files: ["$APPSERVICE_DIR/*.yaml"]
+server_notices:
+  enabled: true
+  system_user_localpart: _server
+  system_user_display_name: Server Alert
+  room_name: Server Notices
 YAML
 fi
 

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -38,6 +39,9 @@ type Service struct {
 	log        *logrus.Entry
 
 	rules rulesCache
+	// accountData is told when a user's push rules change without a client request
+	// (copied for an upgraded room; upgrade.go).
+	accountData atomic.Pointer[func(userID string)]
 	// roomCtx is the evaluation worker's cache of room contexts (used by run only).
 	roomCtx *contextCache
 
@@ -148,6 +152,7 @@ func (s *Service) OnNewEvent(ev roomserver.OutputEvent) {
 	if ev.Event == nil {
 		return
 	}
+	s.noteLocalJoin(ev)
 	s.mu.Lock()
 	if !s.closed {
 		s.queue = append(s.queue, ev)

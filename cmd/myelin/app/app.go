@@ -106,6 +106,8 @@ func New(ctx context.Context, cfg *config.Config, version string) (*Server, erro
 	syncSvc := syncapi.New(syncapi.Config{DB: db, Rooms: rooms, ServerName: spec.ServerName(cfg.ServerName),
 		Unread: pushCounts{pushSvc}, Reads: pushCounts{pushSvc}, EDUs: late})
 	syncOut.set(syncSvc)
+	// Push rules copied for an upgraded room reach the user's /sync.
+	pushSvc.SetAccountDataNotifier(syncSvc.OnAccountData)
 	e2ee := keys.New(db, cfg.ServerName)
 	fed, err := federation.NewServer(federation.Deps{Config: cfg, Key: key, Version: version, DB: db, Rooms: rooms,
 		OpenIDUser: func(ctx context.Context, token string) (string, error) {

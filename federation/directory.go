@@ -89,28 +89,31 @@ func (s *Server) postPublicRooms(w http.ResponseWriter, r *http.Request) {
 }
 
 // serverCanSee applies the hierarchy's rule for a server: rooms anyone may see or
-// join (public, knockable, world readable), restricted rooms (with allowed_room_ids
-// for the asking server to check its users), and rooms it has a joined member in.
+// join (public, knockable, world readable), rooms it has a joined member in, and
+// restricted rooms when, as far as this server knows, it has a joined member in one of
+// the allowed rooms (the summary carries allowed_room_ids for the asking server to
+// check which of its users may see the room).
 func (s *Server) serverCanSee(ctx context.Context, sum *directory.Summary) (bool, error) {
 	if sum.Open() {
 		return true, nil
 	}
+	rooms := []string{sum.RoomID}
 	if sum.JoinRule == spec.Restricted || sum.JoinRule == "knock_restricted" {
-		allowed, err := s.dir.AllowedRooms(ctx, sum.RoomID)
+		rooms = append(rooms, sum.AllowedRoomIDs...)
+	}
+	suffix := ":" + string(Origin(ctx))
+	for _, roomID := range rooms {
+		members, err := s.rooms.JoinedMembers(ctx, roomID)
+		if directory.IsNotFound(err) {
+			continue // an allowed room this server is not in
+		}
 		if err != nil {
 			return false, err
 		}
-		sum.AllowedRoomIDs = allowed
-		return true, nil
-	}
-	members, err := s.rooms.JoinedMembers(ctx, sum.RoomID)
-	if err != nil {
-		return false, err
-	}
-	suffix := ":" + string(Origin(ctx))
-	for _, m := range members {
-		if strings.HasSuffix(m, suffix) {
-			return true, nil
+		for _, m := range members {
+			if strings.HasSuffix(m, suffix) {
+				return true, nil
+			}
 		}
 	}
 	return false, nil
@@ -152,6 +155,9 @@ func (s *Server) getHierarchy(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		httputil.WriteError(w, r, err)
 		return
+	}
+	if sum.RoomType != "m.space" {
+		children = []directory.Child{} // only spaces have children
 	}
 	resp := directory.RemoteHierarchy{Room: directory.HierarchyRoom{Summary: sum, ChildrenState: children},
 		Children: []*directory.Summary{}, InaccessibleChildren: []string{}}

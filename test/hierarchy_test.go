@@ -47,6 +47,9 @@ func TestHierarchy(t *testing.T) {
 		child(sub, d, "", false)
 		// A child event without via does not count.
 		dirMustState(t, s, at, root, "m.space.child", d, map[string]any{})
+		// Only spaces have children: a's child link is ignored.
+		e := dirCreate(t, s, at, map[string]any{"preset": "public_chat", "name": "E"})
+		child(a, e, "", true)
 
 		get := func(token, roomID, query string) (int, map[string]any) {
 			return s.Do(t, "GET", dirV1+"/rooms/"+esc(roomID)+"/hierarchy"+query, token, nil)
@@ -102,6 +105,10 @@ func TestHierarchy(t *testing.T) {
 		status, body = get(at, root, "?suggested_only=true")
 		if status != 200 || ids(body) != join(root, a) {
 			t.Fatalf("suggested_only: %d %v", status, body)
+		}
+		// ... and children_state lists the suggested children only.
+		if n := len(dirChunk(t, dirChunk(t, body, "rooms")[0], "children_state")); n != 2 {
+			t.Fatalf("suggested_only: root has %d children_state entries, want 2", n)
 		}
 
 		// Pagination.
@@ -182,6 +189,17 @@ func TestRoomSummary(t *testing.T) {
 		status, body = summary(bt, private)
 		if status != 200 || body["membership"] != "invite" {
 			t.Fatalf("invitee's private summary: %d %v", status, body)
+		}
+		// A restricted room names the rooms whose members may join it.
+		restricted := dirCreate(t, s, at, map[string]any{"preset": "public_chat", "room_version": "8",
+			"initial_state": []any{map[string]any{"type": "m.room.join_rules", "content": map[string]any{
+				"join_rule": "restricted", "allow": []any{map[string]any{"type": "m.room_membership", "room_id": public}}}}}})
+		status, body = summary(at, restricted)
+		if ids, _ := body["allowed_room_ids"].([]any); status != 200 || len(ids) != 1 || ids[0] != public {
+			t.Fatalf("restricted summary: %d %v", status, body)
+		}
+		if status, body = summary(at, public); body["allowed_room_ids"] != nil {
+			t.Fatalf("public summary has allowed_room_ids: %v", body)
 		}
 		// Unknown rooms and aliases.
 		status, body = summary(at, "!unknown:hs1.test")

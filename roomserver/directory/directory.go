@@ -52,8 +52,8 @@ type Summary struct {
 	RoomType         string `json:"room_type,omitempty"`
 	RoomVersion      string `json:"room_version,omitempty"`
 	Encryption       string `json:"encryption,omitempty"`
-	// AllowedRoomIDs are the rooms whose members may join a restricted room; only the
-	// federation hierarchy sends them (the asking server checks its users itself).
+	// AllowedRoomIDs are the rooms whose members may join a restricted room (the
+	// m.room_membership entries of its join rules); omitted for other join rules.
 	AllowedRoomIDs []string `json:"allowed_room_ids,omitempty"`
 }
 
@@ -110,6 +110,11 @@ func (d *Directory) Summarize(ctx context.Context, roomID string) (*Summary, err
 		return nil, err
 	}
 	sum.NumJoinedMembers = len(members)
+	if sum.JoinRule == spec.Restricted || sum.JoinRule == "knock_restricted" {
+		if sum.AllowedRoomIDs, err = d.AllowedRooms(ctx, roomID); err != nil {
+			return nil, err
+		}
+	}
 	return sum, nil
 }
 

@@ -125,17 +125,29 @@ type WalkOptions struct {
 	MaxRooms int
 }
 
+// IsSpace reports whether the room is a space (room_type m.space): only spaces have
+// children in a hierarchy.
+func (r *HierarchyRoom) IsSpace() bool { return r.Summary != nil && r.RoomType == "m.space" }
+
 // Walk returns the rooms of the space tree under root, depth first in the children's
-// order, each room once. The root must be given by source (ok true).
+// order, each room once. The root must be given by source (ok true). The children of
+// rooms that are not spaces are ignored (their children_state is empty), and with
+// SuggestedOnly only the suggested children are listed and followed.
 func Walk(ctx context.Context, root *HierarchyRoom, opts WalkOptions, source RoomSource) ([]HierarchyRoom, error) {
 	var rooms []HierarchyRoom
 	seen := map[string]bool{}
 	var walk func(r *HierarchyRoom, depth int) error
 	walk = func(r *HierarchyRoom, depth int) error {
 		seen[r.RoomID] = true
-		if r.ChildrenState == nil {
-			r.ChildrenState = []Child{}
+		children := []Child{}
+		if r.IsSpace() {
+			for _, c := range r.ChildrenState {
+				if !opts.SuggestedOnly || c.Suggested() {
+					children = append(children, c)
+				}
+			}
 		}
+		r.ChildrenState = children
 		rooms = append(rooms, *r)
 		if depth >= opts.MaxDepth {
 			return nil
@@ -144,7 +156,7 @@ func Walk(ctx context.Context, root *HierarchyRoom, opts WalkOptions, source Roo
 			if opts.MaxRooms > 0 && len(rooms) >= opts.MaxRooms {
 				return nil
 			}
-			if seen[c.StateKey] || (opts.SuggestedOnly && !c.Suggested()) {
+			if seen[c.StateKey] {
 				continue
 			}
 			child, ok, err := source(ctx, c.StateKey, c.Via())

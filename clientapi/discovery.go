@@ -26,6 +26,8 @@ var unstableFeatures = map[string]bool{
 	"org.matrix.msc4155": true,
 	// /messages filtered by relation type (syncapi/filter).
 	"org.matrix.msc3874": true,
+	// Delayed events (clientapi/delayed).
+	"org.matrix.msc4140": true,
 }
 
 func (s *Server) getVersions(r *http.Request) (any, error) {

@@ -170,6 +170,11 @@ func (s *Server) putSend(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if d, ok, err := requestedDelay(r); err != nil {
+		return nil, err
+	} else if ok {
+		return s.scheduleDelayed(r.Context(), delayedRequest(r, roomID, evType, nil, content, d))
+	}
 	id := identOf(r)
 	// The roomserver records the transaction ID with the event (one commit) and
 	// answers a replay with the first event.

@@ -143,16 +143,27 @@ func (s *Server) putRoomStateEvent(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	sk := stateKey
+	if delay, ok, err := requestedDelay(r); err != nil {
+		return nil, err
+	} else if ok {
+		return s.scheduleDelayed(r.Context(), delayedRequest(r, roomID, evType, &sk, content, delay))
+	}
 	if id, ok := s.sameStateEvent(r.Context(), roomID, evType, stateKey, d.UserID, content); ok {
 		return map[string]string{"event_id": id}, nil
 	}
-	sk := stateKey
 	ev, err := s.rooms.SendEvent(r.Context(), roomserver.SendRequest{
 		RoomID: roomID, Sender: d.UserID, Type: evType, StateKey: &sk, Content: content, DeviceID: d.DeviceID,
 		Timestamp: ts,
 	})
 	if err != nil {
 		return nil, sendError(err)
+	}
+	if s.delayed != nil {
+		// A delayed event for this state would overwrite the newer value (MSC4140).
+		if err := s.delayed.StateSent(r.Context(), roomID, evType, stateKey); err != nil {
+			return nil, err
+		}
 	}
 	return map[string]string{"event_id": ev.EventID()}, nil
 }

@@ -53,6 +53,10 @@ func (s *Server) routes() []route {
 		{method: put, prefixes: clientV3, path: "/user/{userId}/account_data/{type}", auth: authRequired, limited: true, h: s.putAccountData},
 		{method: get, prefixes: clientV3, path: "/user/{userId}/rooms/{roomId}/account_data/{type}", auth: authRequired, limited: true, h: s.getAccountData},
 		{method: put, prefixes: clientV3, path: "/user/{userId}/rooms/{roomId}/account_data/{type}", auth: authRequired, limited: true, h: s.putAccountData},
+		// Delayed events (MSC4140): the delay ID is the credential for acting on one.
+		{method: get, prefixes: unstable, path: "/org.matrix.msc4140/delayed_events", auth: authRequired, h: s.getDelayedEvents},
+		{method: post, prefixes: unstable, path: "/org.matrix.msc4140/delayed_events/{delayId}", limited: true, h: s.postDelayedEvent},
+		{method: post, prefixes: unstable, path: "/org.matrix.msc4140/delayed_events/{delayId}/{action}", limited: true, h: s.postDelayedEventAction},
 		{method: del, prefixes: unstable, path: "/org.matrix.msc3391/user/{userId}/account_data/{type}", auth: authRequired, limited: true, h: s.deleteAccountData},
 		{method: del, prefixes: unstable, path: "/org.matrix.msc3391/user/{userId}/rooms/{roomId}/account_data/{type}", auth: authRequired, limited: true, h: s.deleteAccountData},
 

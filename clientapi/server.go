@@ -19,6 +19,7 @@ import (
 
 	"github.com/myelin-chat/myelin/clientapi/appservice"
 	"github.com/myelin-chat/myelin/clientapi/auth"
+	"github.com/myelin-chat/myelin/clientapi/delayed"
 	"github.com/myelin-chat/myelin/clientapi/httputil"
 	"github.com/myelin-chat/myelin/clientapi/keys"
 	"github.com/myelin-chat/myelin/clientapi/media"
@@ -63,6 +64,8 @@ type Deps struct {
 	Version string
 	// AppServices are the loaded application service registrations; nil means none.
 	AppServices *appservice.Registry
+	// Delayed schedules delayed events (MSC4140); nil refuses them.
+	Delayed *delayed.Service
 }
 
 // Server is the client-server API.
@@ -87,6 +90,7 @@ type Server struct {
 	dir        *directory.Directory
 	remote     Remote
 	remoteKeys keys.Remote
+	delayed    *delayed.Service
 }
 
 // NewServer builds the API and its route table.
@@ -106,6 +110,7 @@ func NewServer(d Deps) *Server {
 		dir:        directory.New(d.DB, d.Rooms, d.Config.ServerName),
 		remote:     d.Remote,
 		remoteKeys: d.RemoteKeys,
+		delayed:    d.Delayed,
 	}
 	s.media = media.NewService(d.Config, d.DB, d.RemoteMedia)
 	s.members = d.Memberships

@@ -21,6 +21,7 @@ import (
 	"github.com/myelin-chat/myelin/clientapi"
 	"github.com/myelin-chat/myelin/clientapi/appservice"
 	"github.com/myelin-chat/myelin/clientapi/auth"
+	"github.com/myelin-chat/myelin/clientapi/delayed"
 	"github.com/myelin-chat/myelin/clientapi/keys"
 	"github.com/myelin-chat/myelin/clientapi/media"
 	"github.com/myelin-chat/myelin/config"
@@ -46,7 +47,9 @@ type Server struct {
 	Client     *clientapi.Server
 	Federation *federation.Server
 	// Sender is the outgoing federation queue; nil when federation is off.
-	Sender   *sender.Sender
+	Sender *sender.Sender
+	// Delayed fires clients' delayed events (MSC4140).
+	Delayed  *delayed.Service
 	registry *prometheus.Registry
 }
 
@@ -142,7 +145,20 @@ func New(ctx context.Context, cfg *config.Config, version string) (*Server, erro
 	if cfg.Federation.Enabled {
 		remote = fed.Remote()
 	}
+	delayedSvc := delayed.New(db, rooms)
+	if err := delayedSvc.Start(ctx); err != nil {
+		if snd != nil {
+			snd.Close()
+		}
+		rooms.Close()
+		pushSvc.Close()
+		searchSvc.Close()
+		syncSvc.Close()
+		db.Close()
+		return nil, err
+	}
 	client := clientapi.NewServer(clientapi.Deps{
+		Delayed:       delayedSvc,
 		Config:        cfg,
 		DB:            db,
 		Authenticator: authn,
@@ -165,7 +181,7 @@ func New(ctx context.Context, cfg *config.Config, version string) (*Server, erro
 	})
 	// Federation media endpoints (X-Matrix authenticated) served from the media repository.
 	client.Media().RegisterFederationRoutes(fed.AuthedRouter())
-	return &Server{Config: cfg, DB: db, SigningKey: key, Accounts: accounts, Rooms: rooms, Sync: syncSvc, Push: pushSvc, Search: searchSvc, Client: client, Federation: fed, Sender: snd, registry: reg}, nil
+	return &Server{Config: cfg, DB: db, SigningKey: key, Accounts: accounts, Rooms: rooms, Sync: syncSvc, Push: pushSvc, Search: searchSvc, Client: client, Federation: fed, Sender: snd, Delayed: delayedSvc, registry: reg}, nil
 }
 
 // profileSource gives the roomserver the profile to put in local users' member events.
@@ -181,6 +197,7 @@ func (p profileSource) Profile(ctx context.Context, userID string) (string, stri
 
 // Close waits for queued room writes, then releases the database.
 func (s *Server) Close() error {
+	s.Delayed.Close() // its firings send through the roomserver
 	rerr := s.Rooms.Close()
 	if s.Sender != nil {
 		s.Sender.Close()

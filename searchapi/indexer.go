@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -36,6 +37,12 @@ var indexedKeys = map[string]string{
 
 // batchSize is how many stream events one indexing transaction reads.
 const batchSize = 500
+
+// indexLinger is the shortest time between two background catch-ups while events keep
+// coming: each catch-up is a commit on the database's single SQLite writer, which the
+// roomserver's commits wait for, so a busy server indexes a few times a second instead
+// of once per event. Searches do not wait for it: they catch up themselves.
+const indexLinger = 250 * time.Millisecond
 
 // Service indexes room events and answers searches.
 type Service struct {
@@ -76,6 +83,11 @@ func (s *Service) Start() {
 			case <-s.wake:
 				if err := s.CatchUp(context.Background()); err != nil {
 					logrus.WithError(err).Warn("search indexer")
+				}
+				select {
+				case <-s.stop:
+					return
+				case <-time.After(indexLinger):
 				}
 			}
 		}

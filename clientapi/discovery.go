@@ -28,6 +28,8 @@ var unstableFeatures = map[string]bool{
 	"org.matrix.msc3874": true,
 	// Delayed events (clientapi/delayed).
 	"org.matrix.msc4140": true,
+	// Thread subscriptions (clientapi/threadsubs.go).
+	"org.matrix.msc4306": true,
 }
 
 func (s *Server) getVersions(r *http.Request) (any, error) {

@@ -53,6 +53,10 @@ func (s *Server) routes() []route {
 		{method: put, prefixes: clientV3, path: "/user/{userId}/account_data/{type}", auth: authRequired, limited: true, h: s.putAccountData},
 		{method: get, prefixes: clientV3, path: "/user/{userId}/rooms/{roomId}/account_data/{type}", auth: authRequired, limited: true, h: s.getAccountData},
 		{method: put, prefixes: clientV3, path: "/user/{userId}/rooms/{roomId}/account_data/{type}", auth: authRequired, limited: true, h: s.putAccountData},
+		// Thread subscriptions (MSC4306).
+		{method: get, prefixes: unstable, path: "/io.element.msc4306/rooms/{roomId}/thread/{threadRootId}/subscription", auth: authRequired, h: s.getThreadSubscription},
+		{method: put, prefixes: unstable, path: "/io.element.msc4306/rooms/{roomId}/thread/{threadRootId}/subscription", auth: authRequired, limited: true, h: s.putThreadSubscription},
+		{method: del, prefixes: unstable, path: "/io.element.msc4306/rooms/{roomId}/thread/{threadRootId}/subscription", auth: authRequired, limited: true, h: s.deleteThreadSubscription},
 		// Delayed events (MSC4140): the delay ID is the credential for acting on one.
 		{method: get, prefixes: unstable, path: "/org.matrix.msc4140/delayed_events", auth: authRequired, h: s.getDelayedEvents},
 		{method: post, prefixes: unstable, path: "/org.matrix.msc4140/delayed_events/{delayId}", limited: true, h: s.postDelayedEvent},

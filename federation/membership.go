@@ -210,6 +210,10 @@ func (s *Server) acceptMembership(r *http.Request, membership string) (any, erro
 	if err := gomatrixserverlib.VerifyEventSignatures(ctx, ev, s.keys, userIDForSender); err != nil {
 		return nil, httputil.Forbidden("Signature check failed: %v", err)
 	}
+	// The origin gave the event to us only: our sender sends it to the rest of the room.
+	if err := storage.MarkSendOnBehalf(ctx, s.db, ev.EventID(), string(origin)); err != nil {
+		return nil, err
+	}
 	res, err := s.members.InputEvents(ctx, []roomserver.InputEvent{{Kind: roomserver.InputNew, Event: ev}})
 	if err != nil {
 		return nil, err

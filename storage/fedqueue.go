@@ -120,3 +120,45 @@ func PreviousDeviceChange(ctx context.Context, q Querier, userID string, pos int
 	}
 	return prev.Int64, nil
 }
+
+// MarkSendOnBehalf records that eventID, a membership event of a user of origin
+// accepted through send_join/send_leave/send_knock, is ours to send to the other
+// servers of the room. Call it before the event enters the room.
+func MarkSendOnBehalf(ctx context.Context, q Querier, eventID, origin string) error {
+	_, err := q.ExecContext(ctx, `INSERT INTO federation_on_behalf (event_id, origin, created_ts) VALUES ($1, $2, $3)
+		ON CONFLICT (event_id) DO NOTHING`, eventID, origin, NowMS())
+	if err != nil {
+		return fmt.Errorf("mark %s to be sent on behalf of %s: %w", eventID, origin, err)
+	}
+	return nil
+}
+
+// SendOnBehalfOrigin returns the origin recorded by MarkSendOnBehalf for eventID, or
+// "" when the event is not ours to send.
+func SendOnBehalfOrigin(ctx context.Context, q Querier, eventID string) (string, error) {
+	var origin string
+	err := q.QueryRowContext(ctx, `SELECT origin FROM federation_on_behalf WHERE event_id = $1`, eventID).Scan(&origin)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read send-on-behalf mark of %s: %w", eventID, err)
+	}
+	return origin, nil
+}
+
+// ForgetSendOnBehalf deletes the marks of events that were queued, and marks older
+// than olderThanMS (events that never entered the room).
+func ForgetSendOnBehalf(ctx context.Context, q Querier, eventIDs []string, olderThanMS int64) error {
+	for _, id := range eventIDs {
+		if _, err := q.ExecContext(ctx, `DELETE FROM federation_on_behalf WHERE event_id = $1`, id); err != nil {
+			return fmt.Errorf("forget send-on-behalf mark of %s: %w", id, err)
+		}
+	}
+	if olderThanMS > 0 {
+		if _, err := q.ExecContext(ctx, `DELETE FROM federation_on_behalf WHERE created_ts < $1`, olderThanMS); err != nil {
+			return fmt.Errorf("forget old send-on-behalf marks: %w", err)
+		}
+	}
+	return nil
+}

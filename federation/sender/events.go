@@ -28,7 +28,9 @@ func (s *Sender) runEvents(ctx context.Context) {
 	s.follow(ctx, posRoomEvents, "event", start, s.eventsSig, s.queueEvents)
 }
 
-// queueEvents queues the events after pos (one batch) and returns the new position.
+// queueEvents queues the events after pos (one batch) and returns the new position:
+// events of local users, and membership events of other servers' users that joined,
+// left or knocked through us (the resident server sends those on).
 func (s *Sender) queueEvents(ctx context.Context, pos int64) (int64, error) {
 	to := s.rooms.StreamPosition()
 	if to <= pos {
@@ -43,8 +45,30 @@ func (s *Sender) queueEvents(ctx context.Context, pos int64) (int64, error) {
 		next = evs[len(evs)-1].StreamPos
 	}
 	var items []storage.QueuedItem
+	var onBehalf []string
 	for _, ev := range evs {
-		if ev.Rejected || ev.SoftFailed || ev.Outlier || !s.isLocal(string(ev.SenderID())) {
+		if ev.Rejected || ev.SoftFailed || ev.Outlier {
+			continue
+		}
+		var origin spec.ServerName
+		if !s.isLocal(string(ev.SenderID())) {
+			// Another server's event: ours to send only when its user's membership
+			// reached the room through us (send_join, send_leave, send_knock).
+			if ev.Type() != spec.MRoomMember {
+				continue
+			}
+			o, err := storage.SendOnBehalfOrigin(ctx, s.db, ev.EventID())
+			if err != nil {
+				return pos, err
+			}
+			if o == "" {
+				continue
+			}
+			origin = spec.ServerName(o)
+			onBehalf = append(onBehalf, ev.EventID())
+		} else if elsewhere, err := s.joinedThroughOtherServer(ctx, ev); err != nil {
+			return pos, err
+		} else if elsewhere {
 			continue
 		}
 		dests, err := s.eventDestinations(ctx, ev)
@@ -52,10 +76,19 @@ func (s *Sender) queueEvents(ctx context.Context, pos int64) (int64, error) {
 			return pos, err
 		}
 		for _, d := range dests {
+			if d == origin {
+				continue // the origin has its own event
+			}
 			items = append(items, storage.QueuedItem{Destination: string(d), Kind: storage.QueuePDU, EventID: ev.EventID()})
 		}
 	}
 	err = s.enqueue(ctx, items, func(tx *storage.Tx) error {
+		if len(onBehalf) > 0 {
+			// Marks of events that never entered the room go after a day.
+			if err := storage.ForgetSendOnBehalf(ctx, tx, onBehalf, storage.NowMS()-24*3600*1000); err != nil {
+				return err
+			}
+		}
 		return storage.SetFederationSenderPosition(ctx, tx, posRoomEvents, next)
 	})
 	if err != nil {
@@ -97,7 +130,36 @@ func (s *Sender) eventDestinations(ctx context.Context, ev *roomserver.Event) ([
 			servers = append(slices.Clone(servers), d)
 		}
 	}
+	if ev.Type() == "m.room.server_acl" && ev.StateKeyEquals("") {
+		// A server the new ACL denies must still learn of it (the spec expects denied
+		// servers to uphold the ACL too), and one it readmits must learn that it may
+		// talk again: ACL changes go to every server in the room.
+		return servers, nil
+	}
 	return s.aclFilter(ctx, roomID, servers), nil
+}
+
+// joinedThroughOtherServer reports whether ev is a local user's join that another
+// server built and sent into the room for us (make_join/send_join): none of its prev
+// events are in our timeline, since we did not know the room's latest events when it
+// was made. The resident server that accepted the send_join sends it to the rest of
+// the room; sending it again would only repeat it, and the resident server may not
+// expect its own join answer back as a new PDU.
+func (s *Sender) joinedThroughOtherServer(ctx context.Context, ev *roomserver.Event) (bool, error) {
+	prev := ev.PrevEventIDs()
+	if ev.Type() != spec.MRoomMember || ev.Membership != spec.Join || len(prev) == 0 {
+		return false, nil
+	}
+	known, err := s.rooms.Events(ctx, prev)
+	if err != nil {
+		return false, err
+	}
+	for _, id := range prev {
+		if k := known[id]; k != nil && !k.Outlier && !k.Rejected {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // aclFilter drops the servers the room's server ACL denies.

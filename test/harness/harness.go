@@ -76,6 +76,11 @@ type Options struct {
 	// NameFromFederationAddr (with Federation) picks a free port for the federation
 	// listener and names the server "127.0.0.1:<port>", so other servers reach it by name.
 	NameFromFederationAddr bool
+	// LoopbackHost (with NameFromFederationAddr) is the loopback address the federation
+	// listener uses and the server is named after, "127.0.0.1" by default. Servers on
+	// different hosts (127.0.0.2, ...) differ by more than their port, which server ACLs
+	// ignore.
+	LoopbackHost string
 }
 
 // Server is a running myelin process.
@@ -110,7 +115,7 @@ func Start(t testing.TB, opts Options) *Server {
 	}
 	var fedAddr string
 	if opts.Federation && opts.NameFromFederationAddr {
-		fedAddr = freeAddr(t)
+		fedAddr = freeAddrOn(t, opts.LoopbackHost)
 		opts.ServerName = fedAddr
 	}
 	dataDir := t.TempDir()
@@ -127,7 +132,11 @@ func Start(t testing.TB, opts Options) *Server {
 	cfg.Logging.Level = "info"
 	if opts.Federation {
 		ca := TestCA(t)
-		cfg.Listen.TLSCert, cfg.Listen.TLSKey = ca.Issue(t, dataDir, "127.0.0.1")
+		host := "127.0.0.1"
+		if opts.NameFromFederationAddr && opts.LoopbackHost != "" {
+			host = opts.LoopbackHost
+		}
+		cfg.Listen.TLSCert, cfg.Listen.TLSKey = ca.Issue(t, dataDir, host)
 		cfg.Listen.Federation = "127.0.0.1:0"
 		cfg.Federation.Enabled = true
 		cfg.Federation.CAFile = ca.Path
@@ -399,7 +408,17 @@ func ForEachEngine(t *testing.T, fn func(t *testing.T, engine string)) {
 // freeAddr returns a loopback address with a port free at the time of the call.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	return freeAddrOn(t, "")
+}
+
+// freeAddrOn returns host (a loopback address, 127.0.0.1 when empty) with a port free
+// at the time of the call.
+func freeAddrOn(t testing.TB, host string) string {
+	t.Helper()
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}

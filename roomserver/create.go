@@ -196,9 +196,12 @@ func (rs *Roomserver) CreateRoom(ctx context.Context, req CreateRoomRequest) (st
 	}
 
 	// 5. The preset's events, unless initial_state overrides them.
+	// public_chat's guest_access is "forbidden", which is what a room without an
+	// m.room.guest_access event means: no event is sent for it (one event less in
+	// every public room, and the history other servers see is the usual one).
 	joinRule, guestAccess := spec.Invite, "can_join"
 	if preset == spec.PresetPublicChat {
-		joinRule, guestAccess = spec.Public, "forbidden"
+		joinRule, guestAccess = spec.Public, ""
 	}
 	for _, p := range []struct {
 		typ     string
@@ -209,6 +212,9 @@ func (rs *Roomserver) CreateRoom(ctx context.Context, req CreateRoomRequest) (st
 		{spec.MRoomGuestAccess, map[string]any{"guest_access": guestAccess}},
 	} {
 		if _, ok := initial[tuple{p.typ, ""}]; ok {
+			continue
+		}
+		if p.typ == spec.MRoomGuestAccess && guestAccess == "" {
 			continue
 		}
 		if err := add(p.typ, "", p.content); err != nil {

@@ -59,8 +59,9 @@ func HistoryVisible(visibility, membership string, joinedLater bool) bool {
 // visible.
 func (rs *Roomserver) VisibleEvents(ctx context.Context, userID string, events []*Event) ([]*Event, error) {
 	type roomInfo struct {
-		lastJoin int64
-		loaded   bool
+		lastJoin  int64
+		joinedNow bool
+		loaded    bool
 	}
 	rooms := map[int64]*roomInfo{}
 	type atState struct{ visibility, membership string }
@@ -147,15 +148,36 @@ func (rs *Roomserver) VisibleEvents(ctx context.Context, userID string, events [
 				if ri.lastJoin, err = roomstore.LastJoinPos(ctx, rs.db, ev.RoomNID, userID); err != nil {
 					return nil, err
 				}
+				if ri.joinedNow, err = rs.joinedNow(ctx, ev.RoomNID, userID); err != nil {
+					return nil, err
+				}
 				ri.loaded = true
 			}
-			joinedLater = ri.lastJoin > ev.StreamPos
+			// Joined after the event: a join that arrived after it, or being a member now
+			// (an event of another server concurrent with the join, received after it,
+			// has the user not joined at the event in the DAG, yet they are a member
+			// after it was sent).
+			joinedLater = ri.joinedNow || ri.lastJoin > ev.StreamPos
 		}
 		if HistoryVisible(at.visibility, at.membership, joinedLater) {
 			out = append(out, ev)
 		}
 	}
 	return out, nil
+}
+
+// joinedNow reports whether userID is currently joined to the room roomNID.
+func (rs *Roomserver) joinedNow(ctx context.Context, roomNID int64, userID string) (bool, error) {
+	rb, err := rs.roomByNID(ctx, roomNID)
+	if err != nil {
+		return false, err
+	}
+	r, err := rs.room(ctx, rb.id)
+	if err != nil {
+		return false, err
+	}
+	m, _, err := rs.membershipIn(ctx, r.head.Load(), userID)
+	return m == spec.Join, err
 }
 
 // CanSeeEvent reports whether userID may see ev (see HistoryVisible).

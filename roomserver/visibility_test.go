@@ -113,3 +113,39 @@ func TestHistoryVisibility(t *testing.T) {
 		}
 	})
 }
+
+// TestSharedHistoryConcurrentWithJoin: in a shared room, an event concurrent with
+// bob's join (its prev events are before the join, as after a network partition) and
+// received after it is visible to bob, who is a member after it was sent; once bob
+// has left, it is not (he was never joined at it, nor joined after it arrived).
+func TestSharedHistoryConcurrentWithJoin(t *testing.T) {
+	storagetest.ForEachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		rs := newRS(t, db)
+		alice, bob := user("alice"), user("bob")
+		roomID := mustCreate(t, rs, CreateRoomRequest{Creator: alice, Preset: spec.PresetPublicChat, RoomVersion: "11"})
+		before := mustSend(t, rs, roomID, alice, "m.room.message", nil, msg("before"))
+		cur, err := rs.CurrentState(ctx, roomID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		side := newBranch(cur, before.PDU)
+		if _, err := rs.Join(ctx, MembershipRequest{RoomID: roomID, Sender: bob}); err != nil {
+			t.Fatal(err)
+		}
+		concurrent := side.build(t, rs, roomID, "11", alice, "m.room.message", nil, msg("concurrent"))
+		res, err := rs.InputEvents(ctx, []InputEvent{{Event: concurrent}})
+		if err != nil || res[0].Err != nil || res[0].Rejected || res[0].SoftFailed {
+			t.Fatalf("input: %v %+v", err, res)
+		}
+		if ok, err := rs.CanSeeEvent(ctx, bob, res[0].Event); err != nil || !ok {
+			t.Fatalf("bob (joined) cannot see the concurrent event: %v", err)
+		}
+		if _, err := rs.Leave(ctx, MembershipRequest{RoomID: roomID, Sender: bob}); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := rs.CanSeeEvent(ctx, bob, res[0].Event); err != nil || ok {
+			t.Fatalf("bob (left) sees the concurrent event: %v", err)
+		}
+	})
+}

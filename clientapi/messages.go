@@ -293,10 +293,12 @@ func (s *Server) getMessages(r *http.Request) (any, error) {
 	if next != nil {
 		resp["end"] = next.String()
 	} else if req.Dir == roomserver.Backward && len(evs) > 0 {
-		// The page reached the start of the room. Clients (and Complement) expect an end
-		// token with every non-empty page, as Synapse gives; paginating from the start
-		// then returns an empty chunk without end.
-		resp["end"] = roomserver.Start.String()
+		// The page reached the start of our copy of the room. Clients expect an end token
+		// with every non-empty page; it is the gap before the page's oldest event, so the
+		// next page continues from there with whatever backfill stores before that event
+		// (a single backfill may not reach the room's creation). When nothing is left,
+		// that next page is an empty chunk without end.
+		resp["end"] = evs[len(evs)-1].Position().Before().String()
 	}
 	if rf.LazyLoad() && len(evs) > 0 {
 		members, err := s.lazyMembers(r.Context(), evs)

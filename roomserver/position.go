@@ -49,6 +49,10 @@ func ParsePosition(s string) (Position, error) {
 // before returns the gap just before the event at p.
 func (p Position) before() Position { return Position{Depth: p.Depth, Stream: p.Stream - 1} }
 
+// Before returns the gap just before the event at p: paginating backwards from it
+// continues with the events older than that event.
+func (p Position) Before() Position { return p.before() }
+
 // Direction is the direction of a page.
 type Direction int
 

@@ -3,8 +3,10 @@ package federation
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"sort"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -22,6 +24,9 @@ import (
 const (
 	// maxGapEvents bounds the events asked with /get_missing_events for one PDU.
 	maxGapEvents = 20
+	// maxFetchEvents bounds the events fetched one by one with /event for one state
+	// or one event's auth events; more than that, /state brings them at once.
+	maxFetchEvents = 50
 )
 
 // parseVerified parses events of a room version and checks their signatures; bad ones
@@ -33,7 +38,7 @@ func (s *Server) parseVerified(ctx context.Context, ver gomatrixserverlib.RoomVe
 	}
 	out := make([]gomatrixserverlib.PDU, 0, len(raws))
 	for _, raw := range raws {
-		ev, err := impl.NewEventFromUntrustedJSON(raw)
+		ev, err := parsePDU(impl, raw)
 		if err != nil || ev.RoomID().String() != roomID {
 			continue
 		}
@@ -44,6 +49,19 @@ func (s *Server) parseVerified(ctx context.Context, ver gomatrixserverlib.RoomVe
 		out = append(out, ev)
 	}
 	return out
+}
+
+// parsePDU parses an event received from another server for its room version. Events
+// over the byte limits of room versions that only counted code points before (a long
+// state key of multi-byte characters) are kept: rooms created before the stricter
+// rule must stay usable (gomatrixserverlib marks these errors Persistable).
+func parsePDU(impl gomatrixserverlib.IRoomVersion, raw []byte) (gomatrixserverlib.PDU, error) {
+	ev, err := impl.NewEventFromUntrustedJSON(raw)
+	var ve gomatrixserverlib.EventValidationError
+	if err != nil && errors.As(err, &ve) && ve.Persistable && ev != nil {
+		return ev, nil
+	}
+	return ev, err
 }
 
 // authOrder sorts events so that each comes after those of its auth events that are
@@ -95,10 +113,10 @@ func (s *Server) knownInTimeline(ctx context.Context, ids []string) (bool, error
 	return true, nil
 }
 
-// stateFrom fetches the state before eventID from server: /state_ids, then /state
-// when some of those events (or their auth chain) are unknown here, storing them as
-// outliers. It returns the state's event IDs.
-func (s *Server) stateFrom(ctx context.Context, server spec.ServerName, ver gomatrixserverlib.RoomVersion, roomID, eventID string) ([]string, error) {
+// stateFrom fetches the state before eventID from server: /state_ids, then the events
+// of it (or of their auth chain) unknown here, stored as outliers; fetchToo are more
+// events to fetch alongside. It returns the IDs of the state events stored.
+func (s *Server) stateFrom(ctx context.Context, server spec.ServerName, ver gomatrixserverlib.RoomVersion, roomID, eventID string, fetchToo ...string) ([]string, error) {
 	q := "?event_id=" + url.QueryEscape(eventID)
 	var ids struct {
 		PDUIDs  []string `json:"pdu_ids"`
@@ -112,8 +130,31 @@ func (s *Server) stateFrom(ctx context.Context, server spec.ServerName, ver goma
 	if err != nil {
 		return nil, err
 	}
-	if len(found) == len(uniq(all)) {
-		return ids.PDUIDs, nil
+	need := uniq(append(slices.Clone(all), fetchToo...))
+	var missing []string
+	for id := range need {
+		if found[id] == nil {
+			missing = append(missing, id)
+		}
+	}
+	sort.Strings(missing)
+	if len(missing) == 0 {
+		return s.storedState(ctx, ids.PDUIDs)
+	}
+	// Few missing events (a handful, or under a tenth of the state and its auth chain)
+	// come one by one with /event; more come at once with /state. Events that cannot be
+	// had are left out of the state, and so is anything whose auth chain needs them.
+	if (len(missing) <= 5 || len(missing)*10 < len(need)) && len(missing) <= maxFetchEvents {
+		if err := s.storeFetched(ctx, s.fetchEvents(ctx, server, ver, roomID, missing)); err != nil {
+			return nil, err
+		}
+		return s.storedState(ctx, ids.PDUIDs)
+	}
+	if len(fetchToo) > 0 {
+		// /state does not carry the event itself.
+		if err := s.storeFetched(ctx, s.fetchEvents(ctx, server, ver, roomID, fetchToo)); err != nil {
+			return nil, err
+		}
 	}
 	var st struct {
 		PDUs      []json.RawMessage `json:"pdus"`
@@ -133,7 +174,126 @@ func (s *Server) stateFrom(ctx context.Context, server spec.ServerName, ver goma
 			stateIDs = append(stateIDs, ev.EventID())
 		}
 	}
-	return stateIDs, nil
+	return s.storedState(ctx, stateIDs)
+}
+
+// storedState returns the IDs among ids of state events stored here (others, which
+// could not be fetched or stored, are left out).
+func (s *Server) storedState(ctx context.Context, ids []string) ([]string, error) {
+	found, err := s.rooms.Events(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if ev := found[id]; ev != nil && ev.StateKey() != nil {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
+
+// fetchEvents fetches events one by one from server (/event), checked; those it
+// cannot have are left out.
+func (s *Server) fetchEvents(ctx context.Context, server spec.ServerName, ver gomatrixserverlib.RoomVersion, roomID string, ids []string) []gomatrixserverlib.PDU {
+	var out []gomatrixserverlib.PDU
+	for _, id := range ids {
+		var txn struct {
+			PDUs []json.RawMessage `json:"pdus"`
+		}
+		if err := s.client.DoSigned(ctx, "GET", server, "/_matrix/federation/v1/event/"+url.PathEscape(id), nil, &txn); err != nil {
+			logrus.WithFields(logrus.Fields{"server": server, "event_id": id}).WithError(err).Info("event not fetched")
+			continue
+		}
+		for _, ev := range s.parseVerified(ctx, ver, roomID, txn.PDUs) {
+			if ev.EventID() == id {
+				out = append(out, ev)
+			}
+		}
+	}
+	return out
+}
+
+// storeFetched stores fetched events we do not have yet as outliers, auth events first.
+func (s *Server) storeFetched(ctx context.Context, evs []gomatrixserverlib.PDU) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	ids := make([]string, len(evs))
+	for i, ev := range evs {
+		ids[i] = ev.EventID()
+	}
+	known, err := s.rooms.Events(ctx, ids)
+	if err != nil {
+		return err
+	}
+	return s.storeOutliers(ctx, evs, known)
+}
+
+// fetchMissingAuth gets, from server, the auth events of ev that are not stored here:
+// its auth chain with /event_auth, else the missing ones (and theirs) one by one with
+// /event. They are stored as outliers, checked against their own auth events (one
+// that refers to a rejected or missing event is rejected or dropped in turn). What
+// cannot be had makes the roomserver reject ev.
+func (s *Server) fetchMissingAuth(ctx context.Context, server spec.ServerName, ver gomatrixserverlib.RoomVersion, ev gomatrixserverlib.PDU) error {
+	unknown := func(ids []string) ([]string, error) {
+		found, err := s.rooms.Events(ctx, ids)
+		if err != nil {
+			return nil, err
+		}
+		var out []string
+		for _, id := range ids {
+			if found[id] == nil {
+				out = append(out, id)
+			}
+		}
+		return out, nil
+	}
+	missing, err := unknown(ev.AuthEventIDs())
+	if err != nil || len(missing) == 0 {
+		return err
+	}
+	roomID := ev.RoomID().String()
+	var chain struct {
+		AuthChain []json.RawMessage `json:"auth_chain"`
+	}
+	uri := "/_matrix/federation/v1/event_auth/" + url.PathEscape(roomID) + "/" + url.PathEscape(ev.EventID())
+	if err := s.client.DoSigned(ctx, "GET", server, uri, nil, &chain); err == nil {
+		if err := s.storeFetched(ctx, s.parseVerified(ctx, ver, roomID, chain.AuthChain)); err != nil {
+			return err
+		}
+		if missing, err = unknown(ev.AuthEventIDs()); err != nil || len(missing) == 0 {
+			return err
+		}
+	}
+	// One by one, following the auth events of what comes back.
+	fetched := map[string]gomatrixserverlib.PDU{}
+	queue := missing
+	for len(queue) > 0 && len(fetched) < maxFetchEvents {
+		id := queue[0]
+		queue = queue[1:]
+		if _, done := fetched[id]; done {
+			continue
+		}
+		fetched[id] = nil
+		got := s.fetchEvents(ctx, server, ver, roomID, []string{id})
+		if len(got) == 0 {
+			continue
+		}
+		fetched[id] = got[0]
+		more, err := unknown(got[0].AuthEventIDs())
+		if err != nil {
+			return err
+		}
+		queue = append(queue, more...)
+	}
+	var evs []gomatrixserverlib.PDU
+	for _, f := range fetched {
+		if f != nil {
+			evs = append(evs, f)
+		}
+	}
+	return s.storeFetched(ctx, evs)
 }
 
 func uniq(ids []string) map[string]bool {
@@ -202,10 +362,80 @@ func (s *Server) inputWithState(ctx context.Context, server spec.ServerName, ver
 	return res[0], nil
 }
 
+// stateAfterPrevs returns the state after each prev event of ev, as event IDs: ours
+// for prev events in our timeline, else from server (the state at the prev event with
+// /state_ids, and the prev event itself, which is part of the state after it when it
+// is a state event). The roomserver resolves them into the state before ev.
+func (s *Server) stateAfterPrevs(ctx context.Context, server spec.ServerName, ver gomatrixserverlib.RoomVersion, ev gomatrixserverlib.PDU) ([][]string, error) {
+	prevs := ev.PrevEventIDs()
+	known, err := s.rooms.Events(ctx, prevs)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]string, 0, len(prevs))
+	for _, p := range prevs {
+		if k := known[p]; k != nil && !k.Outlier {
+			st, err := s.rooms.StateAtEvent(ctx, p, true)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, ids(st))
+			continue
+		}
+		st, err := s.stateFrom(ctx, server, ver, ev.RoomID().String(), p, p)
+		if err != nil {
+			return nil, err
+		}
+		got, err := s.rooms.Events(ctx, append([]string{p}, st...))
+		if err != nil {
+			return nil, err
+		}
+		if pe := got[p]; pe != nil && pe.StateKey() != nil && !pe.Rejected {
+			kept := st[:0:0]
+			for _, id := range st {
+				if e := got[id]; e != nil && (e.Type() != pe.Type() || *e.StateKey() != *pe.StateKey()) {
+					kept = append(kept, id)
+				}
+			}
+			st = append(kept, p)
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+// inputPulled gives the roomserver an event fetched to fill a gap: its missing auth
+// events are fetched first; when its prev events are not all in our timeline, the
+// state before it is made from the state after each of them (stateAfterPrevs).
+func (s *Server) inputPulled(ctx context.Context, server spec.ServerName, ver gomatrixserverlib.RoomVersion, ev gomatrixserverlib.PDU) (roomserver.InputResult, error) {
+	if have, err := s.knownInTimeline(ctx, []string{ev.EventID()}); err != nil || have {
+		return roomserver.InputResult{EventID: ev.EventID(), AlreadyKnown: have}, err
+	}
+	if err := s.fetchMissingAuth(ctx, server, ver, ev); err != nil {
+		return roomserver.InputResult{}, err
+	}
+	in := roomserver.InputEvent{Kind: roomserver.InputNew, Event: ev}
+	if ok, err := s.knownInTimeline(ctx, ev.PrevEventIDs()); err != nil {
+		return roomserver.InputResult{}, err
+	} else if !ok {
+		states, err := s.stateAfterPrevs(ctx, server, ver, ev)
+		if err != nil {
+			return roomserver.InputResult{EventID: ev.EventID(), Err: err}, nil
+		}
+		in.PrevStates = states
+	}
+	res, err := s.rooms.InputEvents(ctx, []roomserver.InputEvent{in})
+	if err != nil || len(res) != 1 {
+		return roomserver.InputResult{EventID: ev.EventID(), Err: err}, err
+	}
+	return res[0], nil
+}
+
 // fillGap fetches, from origin, the events between our forward extremities and the
 // prev events of ev (at most maxGapEvents, with /get_missing_events) and stores them,
-// oldest first; an event of the gap whose own prev events are still unknown gets its
-// state from origin. Failures are logged: ev itself is then given its state the same way.
+// oldest first; an event of the gap whose own prev events are still unknown gets the
+// state after them from origin (inputPulled). Failures are logged; the caller checks
+// whether the gap closed.
 func (s *Server) fillGap(ctx context.Context, origin spec.ServerName, ver gomatrixserverlib.RoomVersion, ev gomatrixserverlib.PDU) {
 	roomID := ev.RoomID().String()
 	log := logrus.WithFields(logrus.Fields{"origin": origin, "room_id": roomID, "event_id": ev.EventID()})
@@ -229,7 +459,7 @@ func (s *Server) fillGap(ctx context.Context, origin spec.ServerName, ver gomatr
 		if m.EventID() == ev.EventID() {
 			continue
 		}
-		res, err := s.inputWithState(ctx, origin, ver, roomserver.InputNew, m)
+		res, err := s.inputPulled(ctx, origin, ver, m)
 		if err != nil {
 			log.WithError(err).Info("gap: input failed")
 			return

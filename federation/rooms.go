@@ -337,7 +337,7 @@ func (s *Server) receivePDU(ctx context.Context, origin spec.ServerName, raw jso
 	if err != nil {
 		return "", pduResult{}
 	}
-	ev, err := impl.NewEventFromUntrustedJSON(raw)
+	ev, err := parsePDU(impl, raw)
 	if err != nil {
 		return "", pduResult{}
 	}
@@ -349,16 +349,26 @@ func (s *Server) receivePDU(ctx context.Context, origin spec.ServerName, raw jso
 	if err := gomatrixserverlib.VerifyEventSignatures(ctx, ev, s.keys, userIDForSender); err != nil {
 		return id, pduResult{Error: fmt.Sprintf("signature check failed: %v", err)}
 	}
-	// Missing prev events: ask the origin for the gap first, then (inputWithState) for
-	// the state at the event if the gap could not be closed.
+	// Missing auth events are fetched from the origin (else the event is rejected).
+	// Missing prev events: the origin is asked for the gap (/get_missing_events); a
+	// pushed event whose gap cannot be closed is refused rather than given a state of
+	// the origin's choosing (it would become a forward extremity on its word alone).
 	// (Nothing to fetch for an event we already have, e.g. a retransmission.)
 	if have, err := s.knownInTimeline(ctx, []string{id}); err != nil {
 		return id, pduResult{Error: "could not process event"}
 	} else if !have {
+		if err := s.fetchMissingAuth(ctx, origin, ver, ev); err != nil {
+			return id, pduResult{Error: "could not process event"}
+		}
 		if ok, err := s.knownInTimeline(ctx, ev.PrevEventIDs()); err != nil {
 			return id, pduResult{Error: "could not process event"}
 		} else if !ok {
 			s.fillGap(ctx, origin, ver, ev)
+			if ok, err := s.knownInTimeline(ctx, ev.PrevEventIDs()); err != nil {
+				return id, pduResult{Error: "could not process event"}
+			} else if !ok {
+				return id, pduResult{Error: "the event's prev events could not be fetched from the origin"}
+			}
 		}
 	}
 	res, err := s.inputWithState(ctx, origin, ver, roomserver.InputNew, ev)
@@ -369,7 +379,9 @@ func (s *Server) receivePDU(ctx context.Context, origin spec.ServerName, raw jso
 	case res.Err != nil:
 		return id, pduResult{Error: res.Err.Error()}
 	case res.Rejected:
-		return id, pduResult{Error: "event rejected by the auth rules"}
+		// Processed: a rejected event is stored as such (later events may refer to it)
+		// and never shown. As other servers do, that is not an error of the transaction.
+		logrus.WithFields(logrus.Fields{"origin": origin, "room_id": head.RoomID, "event_id": id}).Info("PDU rejected by the auth rules")
 	}
 	return id, pduResult{}
 }

@@ -323,13 +323,32 @@ func TestInputRejectsAndSoftFails(t *testing.T) {
 			t.Fatal(err)
 		}
 
+		// Rejected: a message whose auth events include one nobody could fetch (an
+		// outlier with the same unknown auth event is not stored at all).
+		c, _ = json.Marshal(msg("unknown auth"))
+		proto = &gomatrixserverlib.ProtoEvent{SenderID: alice, RoomID: roomID, Type: "m.room.message",
+			Content: c, PrevEvents: []string{tip.EventID()}, Depth: tip.Depth() + 1}
+		builder = verImpl.NewEventBuilderFromProtoEvent(proto)
+		_ = builder.AddAuthEvents(provider)
+		builder.AuthEvents = append(builder.AuthEvents.([]string), "$unknown-auth-event")
+		unknownAuth, err := builder.Build(time.Now(), testServer, rs.cfg.KeyID, rs.cfg.PrivateKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res, err := rs.InputEvents(ctx, []InputEvent{{Kind: InputOutlier, Event: unknownAuth}}); err != nil || res[0].Err == nil {
+			t.Fatalf("outlier with an unknown auth event: %+v %v", res, err)
+		}
+
 		posBefore := rs.StreamPosition()
-		res, err := rs.InputEvents(ctx, []InputEvent{{Event: bad}, {Event: late}, {Event: extraAuth}})
+		res, err := rs.InputEvents(ctx, []InputEvent{{Event: bad}, {Event: late}, {Event: extraAuth}, {Event: unknownAuth}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !res[2].Rejected {
 			t.Fatalf("event with an extra auth event: %+v", res[2])
+		}
+		if !res[3].Rejected || res[3].Err != nil {
+			t.Fatalf("event with an unknown auth event: %+v", res[3])
 		}
 		if !res[0].Rejected || res[0].SoftFailed || res[0].Err != nil {
 			t.Fatalf("bad name: %+v", res[0])

@@ -44,6 +44,10 @@ type InputEvent struct {
 	// in place of the state computed from the prev events. Rejected events in it are
 	// left out.
 	StateBefore []string
+	// PrevStates, for InputNew and InputBackfill when StateBefore is nil, is the state
+	// after each prev event as event IDs (stored already), when some prev events are
+	// not known here: the state before the event is their resolution.
+	PrevStates [][]string
 }
 
 // InputResult is the outcome for one input event.
@@ -169,8 +173,16 @@ func (rs *Roomserver) inputEvent(ctx context.Context, in InputEvent) (InputResul
 	for _, id := range authIDs {
 		ev := authEvs[id]
 		if ev == nil {
-			res.Err = fmt.Errorf("auth event %s of %s is not known", id, pdu.EventID())
-			return res, nil
+			if in.Kind == InputOutlier {
+				// An outlier is only ever checked against its auth events: without them
+				// it is dropped (and may come again with them).
+				res.Err = fmt.Errorf("auth event %s of %s is not known", id, pdu.EventID())
+				return res, nil
+			}
+			// The caller fetched what it could: an event whose auth events cannot be
+			// had cannot pass the auth rules, and is rejected (spec: checks on receipt).
+			ne.rejected = true
+			continue
 		}
 		if ev.Rejected || ev.RoomNID != r.nid || newRoom {
 			ne.rejected = true
@@ -203,14 +215,28 @@ func (rs *Roomserver) inputEvent(ctx context.Context, in InputEvent) (InputResul
 	// 2. The state before the event, from its prev events (or as given).
 	prevIDs := pdu.PrevEventIDs()
 	var beforeEntries []state.Entry
-	if in.StateBefore != nil {
-		entries, unknown, err := rs.entriesOfIDs(ctx, r, in.StateBefore)
-		if err != nil {
-			return res, err
+	if in.StateBefore != nil || len(in.PrevStates) > 0 {
+		sets := in.PrevStates
+		if in.StateBefore != nil {
+			sets = [][]string{in.StateBefore}
 		}
-		if unknown != "" {
-			res.Err = fmt.Errorf("state event %s before %s is not known", unknown, pdu.EventID())
-			return res, nil
+		var entrySets [][]state.Entry
+		for _, ids := range sets {
+			entries, unknown, err := rs.entriesOfIDs(ctx, r, ids)
+			if err != nil {
+				return res, err
+			}
+			if unknown != "" {
+				res.Err = fmt.Errorf("state event %s before %s is not known", unknown, pdu.EventID())
+				return res, nil
+			}
+			entrySets = append(entrySets, entries)
+		}
+		entries := entrySets[0]
+		if len(entrySets) > 1 {
+			if entries, err = rs.resolveStates(ctx, r, entrySets, nil); err != nil {
+				return res, err
+			}
 		}
 		ne.base, ne.changes, beforeEntries = state.Empty, entries, entries
 	} else {

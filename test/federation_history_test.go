@@ -35,9 +35,11 @@ type fedRoom struct {
 
 	mu sync.Mutex
 	// events are bob's events the origin serves (by ID); noGap are events whose
-	// /get_missing_events the origin refuses; stateBefore answers /state_ids.
+	// /get_missing_events the origin refuses, gapMax limits how many events it gives
+	// for others; stateBefore answers /state_ids.
 	events      map[string]gomatrixserverlib.PDU
 	noGap       map[string]bool
+	gapMax      map[string]int
 	stateBefore map[string]json.RawMessage
 	backfills   int
 }
@@ -45,7 +47,8 @@ type fedRoom struct {
 func newFedRoom(t testing.TB, engine string, setup func(ctx context.Context, cli *mautrix.Client, roomID id.RoomID)) *fedRoom {
 	t.Helper()
 	ctx := context.Background()
-	f := &fedRoom{o: startFakeOrigin(t), events: map[string]gomatrixserverlib.PDU{}, noGap: map[string]bool{}, stateBefore: map[string]json.RawMessage{}}
+	f := &fedRoom{o: startFakeOrigin(t), events: map[string]gomatrixserverlib.PDU{}, noGap: map[string]bool{}, gapMax: map[string]int{},
+		stateBefore: map[string]json.RawMessage{}}
 	f.b = harness.Start(t, harness.Options{Engine: engine, Federation: true, NameFromFederationAddr: true})
 	cli, err := mautrix.NewClient(f.b.URL, "", "")
 	if err != nil {
@@ -84,6 +87,7 @@ func newFedRoom(t testing.TB, engine string, setup func(ctx context.Context, cli
 	f.o.mux.HandleFunc("/_matrix/federation/v1/get_missing_events/", f.serveMissing)
 	f.o.mux.HandleFunc("/_matrix/federation/v1/backfill/", f.serveBackfill)
 	f.o.mux.HandleFunc("/_matrix/federation/v1/state_ids/", f.serveStateIDs)
+	f.o.mux.HandleFunc("/_matrix/federation/v1/event/", f.serveEvent)
 	return f
 }
 
@@ -189,6 +193,9 @@ func (f *fedRoom) serveMissing(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewDecoder(r.Body).Decode(&body)
 	f.mu.Lock()
 	refuse := len(body.Latest) == 1 && f.noGap[body.Latest[0]]
+	if len(body.Latest) == 1 && f.gapMax[body.Latest[0]] > 0 {
+		body.Limit = min(body.Limit, f.gapMax[body.Latest[0]])
+	}
 	f.mu.Unlock()
 	if refuse {
 		writeJSON(w, 404, map[string]string{"errcode": "M_NOT_FOUND", "error": "not serving this gap"})
@@ -212,6 +219,17 @@ func (f *fedRoom) serveBackfill(w http.ResponseWriter, r *http.Request) {
 	f.mu.Unlock()
 	evs := f.walk(q["v"], true, nil, limit)
 	writeJSON(w, 200, map[string]any{"origin": f.o.name, "origin_server_ts": time.Now().UnixMilli(), "pdus": pduJSON(evs)})
+}
+
+func (f *fedRoom) serveEvent(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	ev := f.events[strings.TrimPrefix(r.URL.Path, "/_matrix/federation/v1/event/")]
+	f.mu.Unlock()
+	if ev == nil {
+		writeJSON(w, 404, map[string]string{"errcode": "M_NOT_FOUND", "error": "unknown event"})
+		return
+	}
+	writeJSON(w, 200, map[string]any{"origin": f.o.name, "origin_server_ts": time.Now().UnixMilli(), "pdus": pduJSON([]gomatrixserverlib.PDU{ev})})
 }
 
 func (f *fedRoom) serveStateIDs(w http.ResponseWriter, r *http.Request) {
@@ -384,8 +402,11 @@ func testFederationServeHistory(t *testing.T, engine string) {
 
 // TestFederationSendGapAndBackfill: a PDU whose prev events B lacks is accepted after
 // B fetches the gap with /get_missing_events; when the origin will not serve the gap,
-// B takes the state at the event from /state_ids and accepts it; /messages reaching
-// the start of B's history then backfills the missing events from the origin, in order.
+// the PDU is refused (no state is taken on the origin's word for a pushed event);
+// when the gap it serves does not reach B's events, B takes the state after the
+// missing prev event of the gap's oldest event from /state_ids (and that prev event
+// from /event) and accepts both; /messages reaching the start of B's history then
+// backfills the missing events from the origin, in order.
 func TestFederationSendGapAndBackfill(t *testing.T) {
 	harness.ForEachEngine(t, testFederationSendGapAndBackfill)
 }
@@ -403,22 +424,35 @@ func testFederationSendGapAndBackfill(t *testing.T, engine string) {
 		t.Fatalf("timeline after the gap was filled: %v", got)
 	}
 
-	// A gap the origin will not serve: B asks for the state at h4 instead.
+	// A gap the origin will not serve: h4 is refused.
 	h1 := f.msg(t, "h1", g3)
 	h2 := f.msg(t, "h2", h1)
 	h3 := f.msg(t, "h3", h2)
 	h4 := f.msg(t, "h4", h3)
+	f.mu.Lock()
+	f.noGap[h4.EventID()] = true
+	f.mu.Unlock()
+	if res := f.send(t, f.o, h4); res[h4.EventID()] == "" {
+		t.Fatalf("h4 with an unserved gap was accepted: %v", res)
+	}
+	if got := f.bodies(t); slices.Contains(got, "h4") {
+		t.Fatalf("h4 reached the timeline: %v", got)
+	}
+
+	// The origin serves only h3 of the gap: B asks for the state at h2 (h3's missing
+	// prev event) and for h2 itself.
 	code, ecode, out := f.call(t, f.o, "GET", "/_matrix/federation/v1/state_ids/"+url.PathEscape(f.roomID)+"?event_id="+url.QueryEscape(g3.EventID()), nil)
 	if code != 200 {
 		t.Fatalf("state_ids: %d %s", code, ecode)
 	}
-	raw, _ := json.Marshal(out) // messages change no state: the state before h4 is the state before g3
+	raw, _ := json.Marshal(out) // messages change no state: the state at h2 is the state at g3
 	f.mu.Lock()
-	f.noGap[h4.EventID()] = true
-	f.stateBefore[h4.EventID()] = raw
+	delete(f.noGap, h4.EventID())
+	f.gapMax[h4.EventID()] = 1
+	f.stateBefore[h2.EventID()] = raw
 	f.mu.Unlock()
 	if res := f.send(t, f.o, h4); res[h4.EventID()] != "" {
-		t.Fatalf("h4 with an unserved gap: %v", res)
+		t.Fatalf("h4 with a partly served gap: %v", res)
 	}
 	// /messages reads down to the start of the room, then backfills h1..h3.
 	got := f.bodies(t)
@@ -619,6 +653,46 @@ func testFederationBackfillAfterJoin(t *testing.T, engine string) {
 	}
 	if !sawCreate {
 		t.Fatal("the room's create event (known on A as part of the join's state) never reached the timeline")
+	}
+
+	// More history than one backfill brings (100 events), read with pages bigger than
+	// that: every page's end token continues before its oldest event, so the next page
+	// backfills further instead of stopping at the first backfill's edge.
+	long, err := bob.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Long room"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wantLong []string
+	for i := 1; i <= 130; i++ {
+		body := fmt.Sprintf("long %03d", i)
+		if _, err := bob.SendText(ctx, long.RoomID, body); err != nil {
+			t.Fatal(err)
+		}
+		wantLong = append(wantLong, body)
+	}
+	if _, err := alice.JoinRoom(ctx, long.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{b.ServerName}}); err != nil {
+		t.Fatal(err)
+	}
+	var gotLong []string
+	from = ""
+	for page := 0; page < 10; page++ {
+		msgs, err := alice.Messages(ctx, long.RoomID, from, "", mautrix.DirectionBackward, nil, 200)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range msgs.Chunk {
+			if body, ok := ev.Content.Raw["body"].(string); ok {
+				gotLong = append(gotLong, body)
+			}
+		}
+		if msgs.End == "" {
+			break
+		}
+		from = msgs.End
+	}
+	slices.Reverse(gotLong)
+	if !slices.Equal(gotLong, wantLong) {
+		t.Fatalf("long history seen on A: %d messages, want %d:\n%v", len(gotLong), len(wantLong), gotLong)
 	}
 
 	// A room whose history is for joined members only: what came before the join stays hidden.

@@ -21,4 +21,7 @@ type Remote interface {
 	// Backfill fetches up to limit events older than the room's earliest known events
 	// from servers in the room and stores them; it returns how many were stored.
 	Backfill(ctx context.Context, roomID string, limit int) (int, error)
+	// TimestampToEvent asks other servers of the room for the event closest to ts in
+	// the direction given, and stores it as history; "" when none had one.
+	TimestampToEvent(ctx context.Context, roomID string, ts int64, backward bool) (eventID string, originServerTS int64, err error)
 }

@@ -183,6 +183,9 @@ func (rm *Remote) backfill(ctx context.Context, roomID string, from []string, li
 		sort.SliceStable(evs, func(i, j int) bool { return evs[i].Depth() < evs[j].Depth() })
 		stored := 0
 		for _, ev := range evs {
+			if err := s.fetchMissingAuth(ctx, server, ver, ev); err != nil {
+				return stored, err
+			}
 			res, err := s.inputWithState(ctx, server, ver, roomserver.InputBackfill, ev)
 			if err != nil {
 				return stored, err
@@ -200,6 +203,61 @@ func (rm *Remote) backfill(ctx context.Context, roomID string, from []string, li
 		}
 	}
 	return 0, nil
+}
+
+// TimestampToEvent asks the other servers of a room (most members first, ACL and
+// config allowing) for the event closest to ts in the direction given
+// (/timestamp_to_event). The first answer's event is fetched (/event) and stored as
+// history, as backfill stores events, so that /context and /messages can start from
+// it. It returns "" when no server had one.
+func (rm *Remote) TimestampToEvent(ctx context.Context, roomID string, ts int64, backward bool) (string, int64, error) {
+	s := rm.s
+	ver, err := s.rooms.RoomVersion(ctx, roomID)
+	if err != nil {
+		return "", 0, err
+	}
+	dir := "f"
+	if backward {
+		dir = "b"
+	}
+	uri := "/_matrix/federation/v1/timestamp_to_event/" + url.PathEscape(roomID) + "?ts=" + strconv.FormatInt(ts, 10) + "&dir=" + dir
+	ctx, cancel := context.WithTimeout(ctx, maxRemoteRequestDur)
+	defer cancel()
+	for _, server := range rm.roomServers(ctx, roomID) {
+		var resp struct {
+			EventID        string `json:"event_id"`
+			OriginServerTS int64  `json:"origin_server_ts"`
+		}
+		if err := s.client.DoSigned(ctx, "GET", server, uri, nil, &resp); err != nil || resp.EventID == "" {
+			continue
+		}
+		known, err := s.rooms.Events(ctx, []string{resp.EventID})
+		if err != nil {
+			return "", 0, err
+		}
+		if k := known[resp.EventID]; k == nil || k.Outlier {
+			evs := s.fetchEvents(ctx, server, ver, roomID, []string{resp.EventID})
+			if len(evs) == 0 {
+				continue
+			}
+			if err := s.fetchMissingAuth(ctx, server, ver, evs[0]); err != nil {
+				return "", 0, err
+			}
+			res, err := s.inputWithState(ctx, server, ver, roomserver.InputBackfill, evs[0])
+			if err != nil {
+				return "", 0, err
+			}
+			if res.Err != nil || res.Rejected || res.SoftFailed {
+				logrus.WithError(res.Err).WithFields(logrus.Fields{"room_id": roomID, "event_id": resp.EventID, "server": server}).
+					Info("timestamp_to_event: the remote event was not stored")
+				continue
+			}
+		} else if k.Rejected || k.SoftFailed {
+			continue
+		}
+		return resp.EventID, resp.OriginServerTS, nil
+	}
+	return "", 0, nil
 }
 
 // backwardExtremities returns the prev events of the room's earliest timeline events

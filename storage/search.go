@@ -113,7 +113,13 @@ func searchWhere(d Dialect, sq SearchQuery) (string, []any) {
 		from = `search_events s JOIN room_events e ON e.event_nid = s.event_nid JOIN search_fts f ON f.docid = s.event_nid
 			WHERE s.event_nid IN (SELECT docid FROM search_fts WHERE search_fts MATCH $1)`
 	}
-	from += ` AND e.redacted_by IS NULL AND s.room_id IN (` + placeholders(len(args)+1, len(sq.Rooms)) + `)`
+	// On SQLite the unary + keeps the planner from walking every indexed event of the
+	// user's rooms: the full-text match runs once and its rows are looked up by key.
+	roomCol := "s.room_id"
+	if d == SQLite {
+		roomCol = "+s.room_id"
+	}
+	from += ` AND e.redacted_by IS NULL AND ` + roomCol + ` IN (` + placeholders(len(args)+1, len(sq.Rooms)) + `)`
 	args = stringArgs(args, sq.Rooms)
 	if len(sq.Keys) > 0 {
 		from += ` AND s.search_key IN (` + placeholders(len(args)+1, len(sq.Keys)) + `)`

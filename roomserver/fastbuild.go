@@ -116,23 +116,12 @@ func fastBuild(e *fastEvent) (gomatrixserverlib.PDU, error) {
 // eventWriter writes the canonical JSON of a fastEvent with a given content, hashes
 // and signatures.
 type eventWriter struct {
-	e       *fastEvent
-	strings map[string][]byte
-	buf     []byte
+	e   *fastEvent
+	buf []byte
 }
 
-// str returns the canonical JSON of s (cached: the same strings appear in all forms).
-func (w *eventWriter) str(s string) []byte {
-	if b, ok := w.strings[s]; ok {
-		return b
-	}
-	if w.strings == nil {
-		w.strings = make(map[string][]byte, 8)
-	}
-	b := appendJSONString(nil, s)
-	w.strings[s] = b
-	return b
-}
+// str appends the canonical JSON of s.
+func (w *eventWriter) str(b []byte, s string) []byte { return appendJSONString(b, s) }
 
 // write returns the event with the keys in canonical (sorted) order. hashes and sigs
 // are left out when nil; origin when withOrigin is false.
@@ -151,22 +140,22 @@ func (w *eventWriter) write(content, hashes []byte, withOrigin bool, sigs []byte
 	}
 	if withOrigin {
 		b = append(b, `,"origin":`...)
-		b = append(b, w.str(string(e.origin))...)
+		b = w.str(b, string(e.origin))
 	}
 	b = append(b, `,"origin_server_ts":`...)
 	b = strconv.AppendInt(b, int64(spec.AsTimestamp(e.ts)), 10)
 	b = append(b, `,"prev_events":`...)
 	b = w.list(b, e.prevEvents)
 	b = append(b, `,"room_id":`...)
-	b = append(b, w.str(e.roomID)...)
+	b = w.str(b, e.roomID)
 	b = append(b, `,"sender":`...)
-	b = append(b, w.str(e.sender)...)
+	b = w.str(b, e.sender)
 	if sigs != nil {
 		b = append(b, `,"signatures":`...)
 		b = append(b, sigs...)
 	}
 	b = append(b, `,"type":`...)
-	b = append(b, w.str(e.typ)...)
+	b = w.str(b, e.typ)
 	b = append(b, '}')
 	w.buf = b
 	return bytes.Clone(b)
@@ -178,16 +167,50 @@ func (w *eventWriter) list(b []byte, ids []string) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, w.str(id)...)
+		b = w.str(b, id)
 	}
 	return append(b, ']')
 }
 
-// appendJSONString appends s as a canonical JSON string: encoded by encoding/json as
-// Build does, then with the escapes canonical JSON does not want removed.
+// appendJSONString appends s as a canonical JSON string, the form
+// gomatrixserverlib's canonicalisation gives a string encoding/json wrote: only '"',
+// '\\' and control characters escaped (\b \t \n \f \r short, others \u00xx),
+// everything else as UTF-8. Strings that are not valid UTF-8 (which encoding/json
+// would alter) take the slow way.
 func appendJSONString(b []byte, s string) []byte {
-	enc, _ := json.Marshal(s)
-	return gomatrixserverlib.CompactJSON(enc, b)
+	if !utf8.ValidString(s) {
+		enc, _ := json.Marshal(s)
+		return gomatrixserverlib.CompactJSON(enc, b)
+	}
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		b = append(b, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			b = append(b, '\\', c)
+		case '\b':
+			b = append(b, '\\', 'b')
+		case '\t':
+			b = append(b, '\\', 't')
+		case '\n':
+			b = append(b, '\\', 'n')
+		case '\f':
+			b = append(b, '\\', 'f')
+		case '\r':
+			b = append(b, '\\', 'r')
+		default:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		}
+		start = i + 1
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // redactionKeepsOrigin reports whether the version's redaction algorithm keeps the

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -32,7 +33,7 @@ func TestFastBuildSameAsBuild(t *testing.T) {
 		`{"exp":1e3}`,
 		`{"m.relates_to":{"rel_type":"m.thread","event_id":"$abc"},"body":"reply"}`,
 	}
-	types := []string{"m.room.message", "m.reaction", "com.example.<custom>&\"type\"", "m.room.encrypted", "ü.type"}
+	types := []string{"m.room.message", "m.reaction", "com.example.<custom>&\"type\"", "m.room.encrypted", "ü.type", "ctl\x01\x08\t\n\x0b\x0c\r\x1f\x7f\\/\u2028"}
 	senders := []string{"@alice:" + testServer, "@bob\"<x>:" + testServer}
 	n := 0
 	for _, v := range gomatrixserverlib.RoomVersions() {
@@ -88,6 +89,22 @@ func TestFastBuildSameAsBuild(t *testing.T) {
 	}
 }
 
+// appendJSONString writes strings exactly as encoding/json followed by
+// gomatrixserverlib's canonicalisation does.
+func TestAppendJSONString(t *testing.T) {
+	var all []byte
+	for c := 0; c < 0x80; c++ {
+		all = append(all, byte(c))
+	}
+	for _, s := range []string{"", "plain", string(all), "é ü 😀 \u2028\u2029 <>&", "\xff\xfe invalid", "a\"b\\c", "\x00"} {
+		enc, _ := json.Marshal(s)
+		want := gomatrixserverlib.CompactJSON(enc, nil)
+		if got := appendJSONString([]byte("x"), s); string(got) != "x"+string(want) {
+			t.Errorf("%q: got %s, want %s", s, got[1:], want)
+		}
+	}
+}
+
 // Sends through the roomserver take the fast path for plain messages and produce
 // events that pass the same checks as ever.
 func TestFastBuildUsedForMessages(t *testing.T) {
@@ -122,5 +139,38 @@ func TestFastBuildUsedForMessages(t *testing.T) {
 		_, err = rs.SendEvent(context.Background(), SendRequest{RoomID: roomID, Sender: alice, Type: "m.room.message",
 			Content: []byte(`{"body":"x","n":1.5}`)})
 		wantErrCode(t, err, spec.ErrorBadJSON)
+	})
+}
+
+// The auth answers remembered for messages follow the room's state: a sender whose
+// power drops below the message's level, or who left, is refused at once.
+func TestAllowCacheFollowsState(t *testing.T) {
+	storagetest.ForEachDB(t, func(t *testing.T, db *storage.DB) {
+		rs := newRS(t, db)
+		alice, bob := user("alice"), user("bob")
+		roomID := mustCreate(t, rs, CreateRoomRequest{Creator: alice, Preset: spec.PresetPublicChat})
+		mustSend(t, rs, roomID, bob, spec.MRoomMember, strp(bob), map[string]any{"membership": "join"})
+		send := func(sender, typ string) error {
+			_, err := rs.SendEvent(context.Background(), SendRequest{RoomID: roomID, Sender: sender, Type: typ, Content: msg("x")})
+			return err
+		}
+		for range 3 {
+			if err := send(bob, "m.room.message"); err != nil {
+				t.Fatal(err)
+			}
+			if err := send(bob, "com.example.game"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Only users at 50 may send com.example.game now; bob is at 0.
+		mustSend(t, rs, roomID, alice, spec.MRoomPowerLevels, strp(""), map[string]any{
+			"users": map[string]any{alice: 100}, "events": map[string]any{"com.example.game": 50},
+		})
+		wantErrCode(t, send(bob, "com.example.game"), spec.ErrorForbidden)
+		if err := send(bob, "m.room.message"); err != nil {
+			t.Fatalf("other types still allowed: %v", err)
+		}
+		mustSend(t, rs, roomID, bob, spec.MRoomMember, strp(bob), map[string]any{"membership": "leave"})
+		wantErrCode(t, send(bob, "m.room.message"), spec.ErrorForbidden)
 	})
 }

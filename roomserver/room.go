@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -23,6 +25,67 @@ type room struct {
 	version gomatrixserverlib.RoomVersion
 	verImpl gomatrixserverlib.IRoomVersion
 	head    atomic.Pointer[roomHead]
+	// allowed remembers which local messages the auth rules allowed.
+	allowed allowCache
+}
+
+// allowCache remembers the auth rules' positive answers for ordinary (non-state,
+// non-special) events of a room. For those the rules look only at the event's room,
+// sender and type and at the auth events (create, power levels, the sender's
+// membership): the same sender and type on the same auth events (by event ID, which
+// fixes their content) get the same answer. Re-running the rules parses the power
+// levels and membership JSON for every message, a tenth of the roomserver's CPU per
+// message. A state change gives new auth event IDs, hence a new key.
+type allowCache struct {
+	mu   sync.Mutex
+	keys map[string]struct{}
+}
+
+// maxAllowCache bounds the remembered answers of one room (cleared when full).
+const maxAllowCache = 1024
+
+// check runs gomatrixserverlib.Allowed on pdu with auth events authPDUs, or answers
+// from the cache for an ordinary event it allowed before.
+func (c *allowCache) check(pdu gomatrixserverlib.PDU, authPDUs []gomatrixserverlib.PDU) error {
+	key := ""
+	if pdu.StateKey() == nil && !specialAuthTypes[pdu.Type()] {
+		ids := make([]string, 0, len(authPDUs)+2)
+		ids = append(ids, string(pdu.SenderID()), pdu.Type())
+		for _, a := range authPDUs {
+			ids = append(ids, a.EventID())
+		}
+		slices.Sort(ids[2:])
+		key = strings.Join(ids, "\x00")
+		c.mu.Lock()
+		_, ok := c.keys[key]
+		c.mu.Unlock()
+		if ok {
+			return nil
+		}
+	}
+	auth, err := gomatrixserverlib.NewAuthEvents(authPDUs)
+	if err != nil {
+		return err
+	}
+	if err := gomatrixserverlib.Allowed(pdu, auth, userIDForSender); err != nil {
+		return err
+	}
+	if key != "" {
+		c.mu.Lock()
+		if c.keys == nil || len(c.keys) >= maxAllowCache {
+			c.keys = make(map[string]struct{})
+		}
+		c.keys[key] = struct{}{}
+		c.mu.Unlock()
+	}
+	return nil
+}
+
+// specialAuthTypes are the event types with their own auth rules (not the common
+// checks every other event gets).
+var specialAuthTypes = map[string]bool{
+	spec.MRoomCreate: true, spec.MRoomAliases: true, spec.MRoomMember: true,
+	spec.MRoomPowerLevels: true, spec.MRoomRedaction: true,
 }
 
 // roomHead is the writable end of a room: its forward extremities and current state.

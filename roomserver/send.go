@@ -412,7 +412,7 @@ func (rs *Roomserver) buildOne(ctx context.Context, r *room, head *roomHead, pre
 			return nil, err
 		}
 	}
-	if err := gomatrixserverlib.Allowed(pdu, auth, userIDForSender); err != nil {
+	if err := r.allowed.check(pdu, pdus); err != nil {
 		return nil, forbidden(err)
 	}
 	if pdu.StateKey() != nil {

@@ -176,7 +176,7 @@ func bulkJoin(tb testing.TB, rs *Roomserver, roomID string, users []string) {
 		var tuples []tuple
 		for _, u := range batch {
 			sk := u
-			pdu, err := rs.build(r, prevs, protoEvent{sender: u, typ: spec.MRoomMember, stateKey: &sk, content: []byte(`{"membership":"join"}`)}, auth)
+			pdu, _, err := rs.build(r, prevs, protoEvent{sender: u, typ: spec.MRoomMember, stateKey: &sk, content: []byte(`{"membership":"join"}`)}, auth, nil)
 			if err != nil {
 				tb.Fatal(err)
 			}

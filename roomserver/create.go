@@ -294,7 +294,7 @@ func (rs *Roomserver) createRoomEvents(ctx context.Context, verImpl gomatrixserv
 	w := &roomWrite{r: r, newRoom: true, moveHead: true}
 	tuples := make([]tuple, 0, len(events))
 	for i, p := range events {
-		pdu, err := rs.build(r, prevs, p, auth)
+		pdu, _, err := rs.build(r, prevs, p, auth, nil)
 		if err != nil {
 			return "", err
 		}

@@ -27,6 +27,44 @@ type room struct {
 	head    atomic.Pointer[roomHead]
 	// allowed remembers which local messages the auth rules allowed.
 	allowed allowCache
+	// authStates remembers the auth events of local senders' messages.
+	authStates authStateCache
+}
+
+// authState is the auth events a local event is built with.
+type authState struct {
+	pdus []gomatrixserverlib.PDU
+	auth *gomatrixserverlib.AuthEvents
+	// authIDs are the event's auth_events (nil until built once).
+	authIDs []string
+}
+
+// authStateCache remembers, per sender, the auth events of ordinary events on one
+// state of the room (a snapshot NID): looking them up costs a state lookup, event
+// loads and JSON parsing per message, and they change only with the state. Entries
+// are read-only once stored.
+type authStateCache struct {
+	mu       sync.Mutex
+	stateNID int64
+	bySender map[string]*authState
+}
+
+func (c *authStateCache) get(stateNID int64, sender string) *authState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stateNID != stateNID {
+		return nil
+	}
+	return c.bySender[sender]
+}
+
+func (c *authStateCache) put(stateNID int64, sender string, as *authState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stateNID != stateNID || len(c.bySender) >= maxAllowCache {
+		c.stateNID, c.bySender = stateNID, make(map[string]*authState)
+	}
+	c.bySender[sender] = as
 }
 
 // allowCache remembers the auth rules' positive answers for ordinary (non-state,

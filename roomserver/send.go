@@ -372,6 +372,50 @@ func (rs *Roomserver) buildChain(ctx context.Context, r *room, head *roomHead, p
 
 func (rs *Roomserver) buildOne(ctx context.Context, r *room, head *roomHead, prevs []extremity,
 	overlay map[gomatrixserverlib.StateKeyTuple]gomatrixserverlib.PDU, p protoEvent) (*newEvent, error) {
+	// An ordinary event on the head's state needs the same auth events as the
+	// sender's previous one until the state changes: remembered per sender.
+	cacheable := p.stateKey == nil && !specialAuthTypes[p.typ] && len(overlay) == 0 && head.state.NID != 0
+	var as *authState
+	if cacheable {
+		as = r.authStates.get(head.state.NID, p.sender)
+	}
+	if as == nil {
+		var err error
+		if as, err = rs.authStateFor(ctx, r, head, overlay, p); err != nil {
+			return nil, err
+		}
+	}
+	pdu, authIDs, err := rs.build(r, prevs, p, as.auth, as.authIDs)
+	if err != nil {
+		return nil, err
+	}
+	if cacheable && as.authIDs == nil {
+		r.authStates.put(head.state.NID, p.sender, &authState{pdus: as.pdus, auth: as.auth, authIDs: authIDs})
+	}
+	auth, pdus := as.auth, as.pdus
+	ne := &newEvent{pdu: pdu, chain: true, txnID: p.txnID, deviceID: p.deviceID, txnScope: p.txnScope}
+	if pdu.Type() == spec.MRoomRedaction {
+		if err := rs.checkLocalRedaction(ctx, r, pdu, auth, ne); err != nil {
+			return nil, err
+		}
+	}
+	if err := r.allowed.check(pdu, pdus); err != nil {
+		return nil, forbidden(err)
+	}
+	if pdu.StateKey() != nil {
+		k, _, err := rs.stateKey(ctx, pdu.Type(), *pdu.StateKey(), true)
+		if err != nil {
+			return nil, err
+		}
+		ne.key, ne.hasKey = k, true
+	}
+	return ne, nil
+}
+
+// authStateFor looks up the state events p needs for its auth (from the overlay of
+// the chain, then the head's state).
+func (rs *Roomserver) authStateFor(ctx context.Context, r *room, head *roomHead,
+	overlay map[gomatrixserverlib.StateKeyTuple]gomatrixserverlib.PDU, p protoEvent) (*authState, error) {
 	needed, err := gomatrixserverlib.StateNeededForProtoEvent(&gomatrixserverlib.ProtoEvent{
 		SenderID: p.sender, Type: p.typ, StateKey: p.stateKey, Content: p.content, Version: r.verImpl,
 	})
@@ -402,27 +446,7 @@ func (rs *Roomserver) buildOne(ctx context.Context, r *room, head *roomHead, pre
 	if err != nil {
 		return nil, err
 	}
-	pdu, err := rs.build(r, prevs, p, auth)
-	if err != nil {
-		return nil, err
-	}
-	ne := &newEvent{pdu: pdu, chain: true, txnID: p.txnID, deviceID: p.deviceID, txnScope: p.txnScope}
-	if pdu.Type() == spec.MRoomRedaction {
-		if err := rs.checkLocalRedaction(ctx, r, pdu, auth, ne); err != nil {
-			return nil, err
-		}
-	}
-	if err := r.allowed.check(pdu, pdus); err != nil {
-		return nil, forbidden(err)
-	}
-	if pdu.StateKey() != nil {
-		k, _, err := rs.stateKey(ctx, pdu.Type(), *pdu.StateKey(), true)
-		if err != nil {
-			return nil, err
-		}
-		ne.key, ne.hasKey = k, true
-	}
-	return ne, nil
+	return &authState{pdus: pdus, auth: auth}, nil
 }
 
 // remainingExtremities returns the extremities not referenced by prevs.
@@ -437,8 +461,10 @@ func remainingExtremities(exts []extremity, prevs []string) []extRef {
 }
 
 // build makes and signs an event on top of prevs, with auth events chosen from auth
-// (which must hold the state the event needs).
-func (rs *Roomserver) build(r *room, prevs []extremity, p protoEvent, auth *gomatrixserverlib.AuthEvents) (gomatrixserverlib.PDU, error) {
+// (which must hold the state the event needs), or authIDs when the caller knows them
+// already. It returns the auth event IDs it used.
+func (rs *Roomserver) build(r *room, prevs []extremity, p protoEvent, auth *gomatrixserverlib.AuthEvents,
+	authIDs []string) (gomatrixserverlib.PDU, []string, error) {
 	var depth int64
 	prevIDs := make([]string, 0, len(prevs))
 	for _, x := range prevs {
@@ -466,12 +492,14 @@ func (rs *Roomserver) build(r *room, prevs []extremity, p protoEvent, auth *goma
 	}
 	if len(p.unsigned) > 0 {
 		if err := proto.SetUnsigned(p.unsigned); err != nil {
-			return nil, spec.BadJSON("unsigned: " + err.Error())
+			return nil, nil, spec.BadJSON("unsigned: " + err.Error())
 		}
 	}
 	builder := r.verImpl.NewEventBuilderFromProtoEvent(proto)
-	if err := builder.AddAuthEvents(auth); err != nil {
-		return nil, spec.BadJSON(err.Error())
+	if authIDs != nil {
+		builder.AuthEvents = authIDs
+	} else if err := builder.AddAuthEvents(auth); err != nil {
+		return nil, nil, spec.BadJSON(err.Error())
 	}
 	ts := p.ts
 	if ts.IsZero() {
@@ -480,7 +508,10 @@ func (rs *Roomserver) build(r *room, prevs []extremity, p protoEvent, auth *goma
 	var pdu gomatrixserverlib.PDU
 	var err error
 	authIDs, isList := builder.AuthEvents.([]string)
-	if isList && proto.RoomID != "" && fastBuildable(r.verImpl, &p) &&
+	if !isList {
+		return nil, nil, fmt.Errorf("build: auth events of type %T", builder.AuthEvents)
+	}
+	if proto.RoomID != "" && fastBuildable(r.verImpl, &p) &&
 		fastBuildOK(r.verImpl, rs.cfg.ServerName, rs.cfg.KeyID, rs.cfg.PrivateKey) {
 		// A plain message: the same event as Build makes, at a fraction of the cost
 		// (see fastbuild.go).
@@ -493,13 +524,13 @@ func (rs *Roomserver) build(r *room, prevs []extremity, p protoEvent, auth *goma
 		pdu, err = builder.Build(ts, rs.cfg.ServerName, rs.cfg.KeyID, rs.cfg.PrivateKey)
 	}
 	if err != nil {
-		return nil, spec.BadJSON("Invalid event: " + err.Error())
+		return nil, nil, spec.BadJSON("Invalid event: " + err.Error())
 	}
 	if len(pdu.JSON()) > maxEventSize {
-		return nil, spec.MatrixError{ErrCode: "M_TOO_LARGE", Err: "Event is larger than 65536 bytes"}
+		return nil, nil, spec.MatrixError{ErrCode: "M_TOO_LARGE", Err: "Event is larger than 65536 bytes"}
 	}
 	_ = pdu.EventID()
-	return pdu, nil
+	return pdu, authIDs, nil
 }
 
 // maxDepth is the largest depth an event may have (2^63 - 1).

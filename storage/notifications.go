@@ -1,11 +1,12 @@
 package storage
 
 import (
+	"cmp"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
-	"strings"
+	"slices"
+	"strconv"
 )
 
 // Notification is an event that notified a user.
@@ -27,74 +28,164 @@ type Notification struct {
 	TS   int64
 }
 
-// notifyChunk is the rows per INSERT statement of notifications on SQLite.
-const notifyChunk = 32
+// noteEntry is one notification in a push_notification_sets row.
+type noteEntry struct {
+	Pos       int64           `json:"p"`
+	Room      string          `json:"r"`
+	Event     string          `json:"e"`
+	Thread    string          `json:"t,omitempty"`
+	Actions   json.RawMessage `json:"a"`
+	Highlight bool            `json:"h,omitempty"`
+	TS        int64           `json:"ts"`
+}
 
-// InsertNotifications stores notifications (an event already recorded for a user is
-// skipped). Whether they are read follows from the user's receipts (push_receipts).
+// InsertNotifications stores notifications: one row per user holding all of that
+// user's notifications given (a replayed set is skipped). Whether they are read
+// follows from the user's receipts (push_receipts).
 func InsertNotifications(ctx context.Context, tx *Tx, ns []Notification) error {
-	if tx.Dialect() == SQLite {
-		// In-process SQLite: statements of notifyChunk rows, prepared once per call (a
-		// row per statement spent more in the driver and cgo than in SQLite), and a
-		// single-row statement for the rest.
-		const cols = `INSERT INTO push_notifications (user_id, stream_pos, room_id, event_id, thread_id, actions, highlight, ts) VALUES `
-		const tuple = `(?, ?, ?, ?, ?, ?, ?, ?)`
-		const onConflict = ` ON CONFLICT (user_id, stream_pos) DO NOTHING`
-		args := make([]any, 0, 8*notifyChunk)
-		exec := func(stmt *sql.Stmt, part []Notification) error {
-			args = args[:0]
-			for _, n := range part {
-				args = append(args, n.UserID, n.StreamPos, n.RoomID, n.EventID, n.ThreadID, string(n.Actions), n.Highlight, n.TS)
-			}
-			if _, err := stmt.ExecContext(ctx, args...); err != nil {
-				return fmt.Errorf("insert notifications: %w", err)
-			}
-			return nil
+	byUser := map[string][]noteEntry{}
+	var users []string
+	for _, n := range ns {
+		if _, ok := byUser[n.UserID]; !ok {
+			users = append(users, n.UserID)
 		}
-		if len(ns) >= notifyChunk {
-			stmt, err := tx.PrepareContext(ctx, cols+strings.Repeat(tuple+", ", notifyChunk-1)+tuple+onConflict)
-			if err != nil {
-				return fmt.Errorf("insert notifications: %w", err)
-			}
-			defer stmt.Close()
-			for len(ns) >= notifyChunk {
-				if err := exec(stmt, ns[:notifyChunk]); err != nil {
-					return err
-				}
-				ns = ns[notifyChunk:]
-			}
+		actions := n.Actions
+		if len(actions) == 0 {
+			actions = json.RawMessage(`[]`)
 		}
-		if len(ns) == 0 {
-			return nil
+		byUser[n.UserID] = append(byUser[n.UserID], noteEntry{Pos: n.StreamPos, Room: n.RoomID, Event: n.EventID,
+			Thread: n.ThreadID, Actions: actions, Highlight: n.Highlight, TS: n.TS})
+	}
+	k := len(users)
+	firsts, lasts, lastTSs := make([]int64, k), make([]int64, k), make([]int64, k)
+	entries := make([]string, k)
+	for i, u := range users {
+		es := byUser[u]
+		slices.SortStableFunc(es, func(a, b noteEntry) int { return cmp.Compare(a.Pos, b.Pos) })
+		firsts[i], lasts[i], entries[i] = es[0].Pos, es[len(es)-1].Pos, string(appendEntries(nil, es))
+		for _, e := range es {
+			lastTSs[i] = max(lastTSs[i], e.TS)
 		}
-		stmt, err := tx.PrepareContext(ctx, cols+tuple+onConflict)
+	}
+	if tx.Dialect() == Postgres {
+		// The rows as arrays: one statement, one round trip.
+		_, err := tx.ExecContext(ctx, `INSERT INTO push_notification_sets (user_id, first_pos, last_pos, last_ts, entries)
+			SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[])
+			ON CONFLICT (user_id, first_pos, last_pos) DO NOTHING`, users, firsts, lasts, lastTSs, entries)
 		if err != nil {
 			return fmt.Errorf("insert notifications: %w", err)
 		}
-		defer stmt.Close()
-		for i := range ns {
-			if err := exec(stmt, ns[i:i+1]); err != nil {
-				return err
-			}
-		}
 		return nil
 	}
-	// PostgreSQL: the rows as eight arrays, one statement, one round trip.
-	n := len(ns)
-	users, rooms, events, threads, actions := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	positions, tss := make([]int64, n), make([]int64, n)
-	highlights := make([]bool, n)
-	for i, x := range ns {
-		users[i], rooms[i], events[i], threads[i], actions[i] = x.UserID, x.RoomID, x.EventID, x.ThreadID, string(x.Actions)
-		positions[i], tss[i], highlights[i] = x.StreamPos, x.TS, x.Highlight
-	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO push_notifications (user_id, stream_pos, room_id, event_id, thread_id, actions, highlight, ts)
-		SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::boolean[], $8::bigint[])
-		ON CONFLICT (user_id, stream_pos) DO NOTHING`, users, positions, rooms, events, threads, actions, highlights, tss)
+	stmt, err := tx.PrepareContext(ctx, `INSERT INTO push_notification_sets (user_id, first_pos, last_pos, last_ts, entries)
+		VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, first_pos, last_pos) DO NOTHING`)
 	if err != nil {
 		return fmt.Errorf("insert notifications: %w", err)
 	}
+	defer stmt.Close()
+	for i, u := range users {
+		if _, err := stmt.ExecContext(ctx, u, firsts[i], lasts[i], lastTSs[i], entries[i]); err != nil {
+			return fmt.Errorf("insert notifications: %w", err)
+		}
+	}
 	return nil
+}
+
+// appendEntries appends the JSON of entries (as encoding/json would write it, without
+// its reflection: this runs for every notified user of every message).
+func appendEntries(b []byte, es []noteEntry) []byte {
+	b = append(b, '[')
+	for i, e := range es {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"p":`...)
+		b = strconv.AppendInt(b, e.Pos, 10)
+		b = append(b, `,"r":`...)
+		b = appendJSONString(b, e.Room)
+		b = append(b, `,"e":`...)
+		b = appendJSONString(b, e.Event)
+		if e.Thread != "" {
+			b = append(b, `,"t":`...)
+			b = appendJSONString(b, e.Thread)
+		}
+		b = append(b, `,"a":`...)
+		b = append(b, e.Actions...) // JSON already (InsertNotifications puts [] for none)
+		if e.Highlight {
+			b = append(b, `,"h":true`...)
+		}
+		b = append(b, `,"ts":`...)
+		b = strconv.AppendInt(b, e.TS, 10)
+		b = append(b, '}')
+	}
+	return append(b, ']')
+}
+
+// appendJSONString appends s as a JSON string.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+			js, _ := json.Marshal(s)
+			return append(b, js...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// noteSet is one decoded row of push_notification_sets.
+type noteSet struct {
+	id       int64
+	firstPos int64
+	entries  []noteEntry
+}
+
+// notificationSetsOf reads a user's rows, newest first, with first_pos below before
+// (0: no bound), at most limit (0: all).
+func notificationSetsOf(ctx context.Context, q Querier, userID string, before int64, limit int) ([]noteSet, error) {
+	query := `SELECT id, first_pos, entries FROM push_notification_sets WHERE user_id = $1`
+	args := []any{userID}
+	if before > 0 {
+		args = append(args, before)
+		query += fmt.Sprintf(` AND first_pos < $%d`, len(args))
+	}
+	query += ` ORDER BY first_pos DESC, last_pos DESC`
+	if limit > 0 {
+		args = append(args, limit)
+		query += fmt.Sprintf(` LIMIT $%d`, len(args))
+	}
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("notifications of %s: %w", userID, err)
+	}
+	defer rows.Close()
+	var out []noteSet
+	for rows.Next() {
+		var set noteSet
+		var js string
+		if err := rows.Scan(&set.id, &set.firstPos, &js); err != nil {
+			return nil, fmt.Errorf("notifications of %s: %w", userID, err)
+		}
+		if err := json.Unmarshal([]byte(js), &set.entries); err != nil {
+			return nil, fmt.Errorf("notifications of %s: row %d: %w", userID, set.id, err)
+		}
+		out = append(out, set)
+	}
+	return out, rows.Err()
+}
+
+// receiptsRead tells whether a user's receipts (by room and scope) read a notification.
+func receiptsRead(receipts map[string]map[string]int64, roomID, threadID string, pos int64) bool {
+	rs := receipts[roomID]
+	if rs == nil {
+		return false
+	}
+	scope := threadID
+	if scope == "" {
+		scope = "main"
+	}
+	return pos <= rs[""] || pos <= rs[scope]
 }
 
 // ReadReceipt is a user's latest read position in a room (ThreadID "" for an
@@ -146,15 +237,6 @@ func UserReceipts(ctx context.Context, q Querier, userID string) (map[string]map
 	return out, rows.Err()
 }
 
-// unreadCond is the SQL condition that the notification row n is unread: no receipt of
-// its user covers it, neither an unthreaded one nor one of its scope ("main" for the
-// main timeline, the thread root for a thread). Each is one primary-key lookup.
-const unreadCond = `n.stream_pos > COALESCE((SELECT r.stream_pos FROM push_receipts r
-		WHERE r.user_id = n.user_id AND r.room_id = n.room_id AND r.thread_id = ''), 0)
-	AND n.stream_pos > COALESCE((SELECT r.stream_pos FROM push_receipts r
-		WHERE r.user_id = n.user_id AND r.room_id = n.room_id
-		AND r.thread_id = CASE WHEN n.thread_id = '' THEN 'main' ELSE n.thread_id END), 0)`
-
 // MarkNotificationsRead records a read receipt: the user's notifications of the room up
 // to pos are read, all of them for an unthreaded receipt (threadID ""), those of the
 // main timeline for "main", those of one thread otherwise. A receipt older than the
@@ -187,10 +269,15 @@ func StoreReadReceipt(ctx context.Context, q Querier, userID, roomID, threadID s
 
 // unreadInRoom counts a user's unread notifications in a room.
 func unreadInRoom(ctx context.Context, q Querier, userID, roomID string) (int64, error) {
+	us, err := UnreadNotificationsOf(ctx, q, userID)
+	if err != nil {
+		return 0, err
+	}
 	var n int64
-	if err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM push_notifications n WHERE n.user_id = $1 AND n.room_id = $2 AND `+unreadCond,
-		userID, roomID).Scan(&n); err != nil {
-		return 0, fmt.Errorf("unread notifications of %s in %s: %w", userID, roomID, err)
+	for _, u := range us {
+		if u.RoomID == roomID {
+			n++
+		}
 	}
 	return n, nil
 }
@@ -206,30 +293,34 @@ type UnreadCount struct {
 // UnreadNotificationCounts returns a user's unread counts per room and thread, for the
 // given rooms (all rooms when roomIDs is nil).
 func UnreadNotificationCounts(ctx context.Context, q Querier, userID string, roomIDs []string) ([]UnreadCount, error) {
+	us, err := UnreadNotificationsOf(ctx, q, userID)
+	if err != nil {
+		return nil, err
+	}
+	want := map[string]bool{}
+	for _, r := range roomIDs {
+		want[r] = true
+	}
+	type key struct{ room, thread string }
+	idx := map[key]int{}
 	var out []UnreadCount
-	run := func(extra string, args []any) error {
-		rows, err := q.QueryContext(ctx, `SELECT n.room_id, n.thread_id, COUNT(*), SUM(CASE WHEN n.highlight THEN 1 ELSE 0 END)
-			FROM push_notifications n WHERE n.user_id = $1 AND `+unreadCond+extra+` GROUP BY n.room_id, n.thread_id`, args...)
-		if err != nil {
-			return fmt.Errorf("unread counts of %s: %w", userID, err)
+	for _, u := range us {
+		if roomIDs != nil && !want[u.RoomID] {
+			continue
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var c UnreadCount
-			if err := rows.Scan(&c.RoomID, &c.ThreadID, &c.Notifications, &c.Highlights); err != nil {
-				return err
-			}
-			out = append(out, c)
+		k := key{u.RoomID, u.ThreadID}
+		i, ok := idx[k]
+		if !ok {
+			i = len(out)
+			idx[k] = i
+			out = append(out, UnreadCount{RoomID: u.RoomID, ThreadID: u.ThreadID})
 		}
-		return rows.Err()
+		out[i].Notifications++
+		if u.Highlight {
+			out[i].Highlights++
+		}
 	}
-	if roomIDs == nil {
-		return out, run("", []any{userID})
-	}
-	err := chunks(roomIDs, func(part []string) error {
-		return run(` AND n.room_id IN (`+placeholders(2, len(part))+`)`, stringArgs([]any{userID}, part))
-	})
-	return out, err
+	return out, nil
 }
 
 // UnreadNotification is one unread notification of a user, as unread counts need it.
@@ -243,74 +334,150 @@ type UnreadNotification struct {
 // UnreadNotificationsOf returns a user's unread notifications in stream order: what the
 // push service's in-memory counts of the user start from.
 func UnreadNotificationsOf(ctx context.Context, q Querier, userID string) ([]UnreadNotification, error) {
-	rows, err := q.QueryContext(ctx, `SELECT n.room_id, n.thread_id, n.stream_pos, n.highlight
-		FROM push_notifications n WHERE n.user_id = $1 AND `+unreadCond+` ORDER BY n.stream_pos`, userID)
+	sets, err := notificationSetsOf(ctx, q, userID, 0, 0)
 	if err != nil {
-		return nil, fmt.Errorf("unread notifications of %s: %w", userID, err)
+		return nil, err
 	}
-	defer rows.Close()
+	receipts, err := UserReceipts(ctx, q, userID)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[int64]bool{}
 	var out []UnreadNotification
-	for rows.Next() {
-		var u UnreadNotification
-		if err := rows.Scan(&u.RoomID, &u.ThreadID, &u.StreamPos, &u.Highlight); err != nil {
-			return nil, fmt.Errorf("unread notifications of %s: %w", userID, err)
+	// In the order written, so that of a replayed notification the first one counts.
+	slices.SortFunc(sets, func(a, b noteSet) int { return cmp.Compare(a.id, b.id) })
+	for _, set := range sets {
+		for _, e := range set.entries {
+			if seen[e.Pos] {
+				continue
+			}
+			seen[e.Pos] = true
+			if !receiptsRead(receipts, e.Room, e.Thread, e.Pos) {
+				out = append(out, UnreadNotification{RoomID: e.Room, ThreadID: e.Thread, StreamPos: e.Pos, Highlight: e.Highlight})
+			}
 		}
-		out = append(out, u)
 	}
-	return out, rows.Err()
+	slices.SortFunc(out, func(a, b UnreadNotification) int { return cmp.Compare(a.StreamPos, b.StreamPos) })
+	return out, nil
 }
 
 // TotalUnreadNotifications counts a user's unread notifications over all rooms.
 func TotalUnreadNotifications(ctx context.Context, q Querier, userID string) (int, error) {
-	var n int
-	err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM push_notifications n WHERE n.user_id = $1 AND `+unreadCond, userID).Scan(&n)
-	if err != nil {
-		return 0, fmt.Errorf("unread notifications of %s: %w", userID, err)
-	}
-	return n, nil
+	us, err := UnreadNotificationsOf(ctx, q, userID)
+	return len(us), err
 }
+
+// notificationSetsPage is how many rows NotificationsPage reads at a time.
+const notificationSetsPage = 32
 
 // NotificationsPage returns a user's notifications, newest first, with IDs (stream
 // positions) below before (0: from the newest), at most limit, only highlights when
 // asked.
 func NotificationsPage(ctx context.Context, q Querier, userID string, before int64, limit int, onlyHighlight bool) ([]Notification, error) {
-	query := `SELECT n.stream_pos, n.room_id, n.event_id, n.thread_id, n.actions, n.highlight,
-		CASE WHEN ` + unreadCond + ` THEN 0 ELSE 1 END, n.ts FROM push_notifications n WHERE n.user_id = $1`
-	args := []any{userID}
-	if before > 0 {
-		args = append(args, before)
-		query += fmt.Sprintf(` AND n.stream_pos < $%d`, len(args))
-	}
-	if onlyHighlight {
-		query += ` AND n.highlight = TRUE`
-	}
-	args = append(args, limit)
-	query += fmt.Sprintf(` ORDER BY n.stream_pos DESC LIMIT $%d`, len(args))
-	rows, err := q.QueryContext(ctx, query, args...)
+	receipts, err := UserReceipts(ctx, q, userID)
 	if err != nil {
-		return nil, fmt.Errorf("notifications of %s: %w", userID, err)
+		return nil, err
 	}
-	defer rows.Close()
 	var out []Notification
-	for rows.Next() {
-		n := Notification{UserID: userID}
-		var actions string
-		var read int
-		if err := rows.Scan(&n.StreamPos, &n.RoomID, &n.EventID, &n.ThreadID, &actions, &n.Highlight, &read, &n.TS); err != nil {
+	seen := map[int64]bool{}
+	setsBefore := before
+	for len(out) < limit {
+		sets, err := notificationSetsOf(ctx, q, userID, setsBefore, notificationSetsPage)
+		if err != nil {
 			return nil, err
 		}
-		n.ID, n.Read, n.Actions = n.StreamPos, read == 1, json.RawMessage(actions)
-		out = append(out, n)
+		for _, set := range sets {
+			for _, e := range set.entries {
+				if (before > 0 && e.Pos >= before) || seen[e.Pos] {
+					continue
+				}
+				seen[e.Pos] = true
+				if onlyHighlight && !e.Highlight {
+					continue
+				}
+				out = append(out, Notification{ID: e.Pos, UserID: userID, RoomID: e.Room, EventID: e.Event, StreamPos: e.Pos,
+					ThreadID: e.Thread, Actions: e.Actions, Highlight: e.Highlight, TS: e.TS,
+					Read: receiptsRead(receipts, e.Room, e.Thread, e.Pos)})
+			}
+			setsBefore = set.firstPos
+		}
+		if len(sets) < notificationSetsPage {
+			break
+		}
 	}
-	return out, rows.Err()
+	slices.SortFunc(out, func(a, b Notification) int { return cmp.Compare(b.StreamPos, a.StreamPos) })
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
 }
 
-// PruneNotifications deletes read notifications older than a timestamp (ms).
+// PruneNotifications deletes read notifications older than a timestamp (ms) and
+// returns how many.
 func PruneNotifications(ctx context.Context, db *DB, olderThanTS int64) (int64, error) {
-	res, err := db.ExecContext(ctx, `DELETE FROM push_notifications WHERE (user_id, stream_pos) IN (
-		SELECT n.user_id, n.stream_pos FROM push_notifications n WHERE n.ts < $1 AND NOT (`+unreadCond+`))`, olderThanTS)
-	if err != nil {
-		return 0, fmt.Errorf("prune notifications: %w", err)
+	var deleted int64
+	receiptsOf := map[string]map[string]map[string]int64{}
+	after := int64(0)
+	for {
+		type row struct {
+			id      int64
+			user    string
+			entries []noteEntry
+		}
+		var page []row
+		rows, err := db.QueryContext(ctx, `SELECT id, user_id, entries FROM push_notification_sets
+			WHERE last_ts < $1 AND id > $2 ORDER BY id LIMIT 500`, olderThanTS, after)
+		if err != nil {
+			return deleted, fmt.Errorf("prune notifications: %w", err)
+		}
+		for rows.Next() {
+			var r row
+			var js string
+			if err := rows.Scan(&r.id, &r.user, &js); err != nil {
+				rows.Close()
+				return deleted, fmt.Errorf("prune notifications: %w", err)
+			}
+			if err := json.Unmarshal([]byte(js), &r.entries); err != nil {
+				continue // unreadable: leave it
+			}
+			page = append(page, r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return deleted, fmt.Errorf("prune notifications: %w", err)
+		}
+		for _, r := range page {
+			after = r.id
+			receipts, ok := receiptsOf[r.user]
+			if !ok {
+				if receipts, err = UserReceipts(ctx, db, r.user); err != nil {
+					return deleted, err
+				}
+				receiptsOf[r.user] = receipts
+			}
+			kept := r.entries[:0]
+			for _, e := range r.entries {
+				if !receiptsRead(receipts, e.Room, e.Thread, e.Pos) {
+					kept = append(kept, e)
+				}
+			}
+			if n := len(r.entries) - len(kept); n == 0 {
+				continue
+			} else {
+				deleted += int64(n)
+			}
+			if len(kept) == 0 {
+				_, err = db.ExecContext(ctx, `DELETE FROM push_notification_sets WHERE id = $1`, r.id)
+			} else {
+				js, _ := json.Marshal(kept)
+				_, err = db.ExecContext(ctx, `UPDATE push_notification_sets SET entries = $1 WHERE id = $2`, string(js), r.id)
+			}
+			if err != nil {
+				return deleted, fmt.Errorf("prune notifications: %w", err)
+			}
+		}
+		if len(page) < 500 {
+			return deleted, nil
+		}
 	}
-	return res.RowsAffected()
 }

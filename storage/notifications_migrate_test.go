@@ -11,7 +11,8 @@ import (
 
 // TestNotificationsKeyMigration upgrades a database whose push_notifications still has
 // the shape of migration 0050 (unique per user and event ID): the rows, their order and
-// read flags survive, and a replayed insert is still ignored under the new key.
+// read flags survive 0110-0131 (read flags become receipts, rows become sets of one),
+// and a replayed notification is still counted once.
 func TestNotificationsKeyMigration(t *testing.T) {
 	for _, engine := range storagetest.Engines {
 		t.Run(engine, func(t *testing.T) {
@@ -33,7 +34,7 @@ func TestNotificationsKeyMigration(t *testing.T) {
 			db := open()
 			// Back to the table of 0050, with rows written by that version.
 			for _, q := range []string{
-				`DROP TABLE push_notifications`,
+				`DROP TABLE push_notification_sets`,
 				`CREATE TABLE push_notifications (id ` + map[string]string{"sqlite": "INTEGER PRIMARY KEY AUTOINCREMENT", "postgres": "BIGSERIAL PRIMARY KEY"}[engine] + `,
 					user_id TEXT NOT NULL, room_id TEXT NOT NULL, event_id TEXT NOT NULL, stream_pos BIGINT NOT NULL,
 					thread_id TEXT NOT NULL DEFAULT '', actions TEXT NOT NULL, highlight BOOLEAN NOT NULL,

@@ -117,8 +117,16 @@ func TestNotificationCountsAndReceipts(t *testing.T) {
 		if len(page) != 2 || page[0].EventID != "$4" || page[1].EventID != "$2" {
 			t.Fatalf("highlights: %+v", page)
 		}
-		if n, err := storage.PruneNotifications(ctx, db, 100); err != nil || n != 4 {
+		// Read: alice's $1-$4 and the replayed copy of $1 (written, never counted).
+		if n, err := storage.PruneNotifications(ctx, db, 100); err != nil || n != 5 {
 			t.Fatalf("prune read notifications: %d %v", n, err)
+		}
+		// The unread ones stay: alice's $5 (written with the pruned ones) and bob's $1.
+		if page, _ = storage.NotificationsPage(ctx, db, alice, 0, 10, false); len(page) != 1 || page[0].EventID != "$5" || page[0].Read {
+			t.Fatalf("alice's notifications after pruning: %+v", page)
+		}
+		if c = counts(bob, nil); c[room+"|"].Notifications != 1 {
+			t.Fatalf("bob's counts after pruning: %+v", c)
 		}
 	})
 }
@@ -206,6 +214,28 @@ func TestPushersAndQueue(t *testing.T) {
 		_ = db.QueryRowContext(ctx, `SELECT COUNT(*) FROM pushers`).Scan(&left)
 		if left != 0 {
 			t.Fatalf("%d pushers left after deleting orphans", left)
+		}
+	})
+}
+
+// TestNotificationEncoding: whatever the IDs and actions hold, a stored notification
+// reads back the same.
+func TestNotificationEncoding(t *testing.T) {
+	storagetest.ForEachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		in := storage.Notification{UserID: "@ü:test", RoomID: `!q"\:test`, EventID: "$é\n<x>", StreamPos: 7, ThreadID: "$t\"",
+			Actions: json.RawMessage(`["notify",{"set_tweak":"sound","value":"default"}]`), Highlight: true, TS: 42}
+		if err := db.WithTx(ctx, func(tx *storage.Tx) error { return storage.InsertNotifications(ctx, tx, []storage.Notification{in}) }); err != nil {
+			t.Fatal(err)
+		}
+		page, err := storage.NotificationsPage(ctx, db, in.UserID, 0, 10, false)
+		if err != nil || len(page) != 1 {
+			t.Fatalf("page: %+v %v", page, err)
+		}
+		got := page[0]
+		if got.RoomID != in.RoomID || got.EventID != in.EventID || got.ThreadID != in.ThreadID || got.StreamPos != 7 || got.ID != 7 ||
+			!got.Highlight || got.TS != 42 || string(got.Actions) != string(in.Actions) || got.Read {
+			t.Fatalf("read back %+v", got)
 		}
 	})
 }

@@ -115,7 +115,7 @@ func (s *Service) enqueuePushes(ctx context.Context, e *evaluation, allPushers [
 			n, ok := unread[p.UserID]
 			if !ok {
 				var err error
-				if n, err = storage.TotalUnreadNotifications(ctx, tx, p.UserID); err != nil {
+				if n, err = s.totalUnread(ctx, p.UserID); err != nil {
 					return err
 				}
 				unread[p.UserID] = n
@@ -154,7 +154,7 @@ func (s *Service) enqueueBadge(ctx context.Context, userID string) error {
 	if err != nil || len(pushers) == 0 {
 		return err
 	}
-	n, err := storage.TotalUnreadNotifications(ctx, s.db, userID)
+	n, err := s.totalUnread(ctx, userID)
 	if err != nil {
 		return err
 	}

@@ -291,7 +291,7 @@ func (s *Service) write(ctx context.Context) {
 }
 
 // retry runs fn up to three times: transient database errors are retried; the work
-// is idempotent (notification rows are unique per user and event).
+// is idempotent (a replayed write stores the same sets, skipped by their key).
 func retry(fn func() error) error {
 	err := fn()
 	for attempt := 1; err != nil && attempt < 3; attempt++ {
@@ -588,6 +588,7 @@ func (s *Service) evaluate(ctx context.Context, cache *contextCache, out roomser
 	}
 	roomID := ev.RoomID().String()
 	now := storage.NowMS()
+	eventID := ev.EventID()
 	// Most users share their rules (the defaults): their actions are encoded once.
 	encoded := map[*Rule]json.RawMessage{}
 	for _, u := range users {
@@ -600,7 +601,7 @@ func (s *Service) evaluate(ctx context.Context, cache *contextCache, out roomser
 			actions, _ = json.Marshal(rule.Actions)
 			encoded[rule] = actions
 		}
-		e.notes = append(e.notes, storage.Notification{UserID: u, RoomID: roomID, EventID: ev.EventID(), StreamPos: out.StreamPos,
+		e.notes = append(e.notes, storage.Notification{UserID: u, RoomID: roomID, EventID: eventID, StreamPos: out.StreamPos,
 			ThreadID: e.threadID, Actions: actions, Highlight: a.Highlight, TS: now})
 		e.actionsOf[u] = a
 	}

@@ -211,3 +211,17 @@ func (s *Service) loadUnread(ctx context.Context, userID string) error {
 	m.users[userID] = u
 	return nil
 }
+
+// totalUnread is a user's unread notifications over all rooms (the badge count).
+func (s *Service) totalUnread(ctx context.Context, userID string) (int, error) {
+	if err := s.loadUnread(ctx, userID); err != nil {
+		return 0, err
+	}
+	s.unread.mu.Lock()
+	defer s.unread.mu.Unlock()
+	n := 0
+	for _, r := range s.unread.users[userID] {
+		n += r.counts.Notifications
+	}
+	return n, nil
+}

@@ -55,9 +55,8 @@ func TestCountsBeforeCommitAndAfterRestart(t *testing.T) {
 			}
 		}
 		// Nothing is written yet, the counts have it all.
-		var rows int
-		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM push_notifications`).Scan(&rows); err != nil || rows != 0 {
-			t.Fatalf("rows before the write: %d %v", rows, err)
+		if rows := countNotifications(t, db); rows != 0 {
+			t.Fatalf("rows before the write: %d", rows)
 		}
 		want("alice (loaded before)", counts(s, alice), 4, 2, 2, 1, 2, 1)
 		want("carol (loaded from pending)", counts(s, carol), 4, 1, 2, 0, 2, 1)

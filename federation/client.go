@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -21,6 +22,7 @@ type Client struct {
 	fclient.FederationClient
 	origin spec.ServerName
 	key    config.SigningKey
+	plain  *http.Client // unsigned requests over the same transport
 }
 
 // ClientOptions adjust NewClient (tests use a fake resolver).
@@ -47,7 +49,21 @@ func NewClient(fed config.Federation, origin spec.ServerName, key config.Signing
 		[]*fclient.SigningIdentity{{ServerName: origin, KeyID: key.ID, PrivateKey: key.Private}},
 		fclient.WithTransport(tr), fclient.WithTimeout(opts.Timeout), fclient.WithUserAgent(ua),
 	)
-	return &Client{FederationClient: fc, origin: origin, key: key}, nil
+	return &Client{FederationClient: fc, origin: origin, key: key, plain: &http.Client{Transport: tr, Timeout: 2 * time.Minute}}, nil
+}
+
+// DownloadMediaLegacy asks destination for one of its media with the unauthenticated
+// GET /_matrix/media/v3/download/{serverName}/{mediaId} (allow_remote=false), the way
+// servers fetched remote media before authenticated media: for servers that do not
+// serve /_matrix/federation/v1/media/download (properly) yet.
+func (c *Client) DownloadMediaLegacy(ctx context.Context, destination spec.ServerName, mediaID string) (*http.Response, error) {
+	u := "matrix-federation://" + string(destination) + "/_matrix/media/v3/download/" +
+		url.PathEscape(string(destination)) + "/" + url.PathEscape(mediaID) + "?allow_remote=false"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	return c.plain.Do(req)
 }
 
 // Origin is the server name the client signs as.

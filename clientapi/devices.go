@@ -79,13 +79,23 @@ func (s *Server) putDevice(r *http.Request) (any, error) {
 	if utf8.RuneCountInString(*body.DisplayName) > maxDeviceNameChars {
 		return nil, httputil.NewError(http.StatusBadRequest, "M_TOO_LARGE", "Device display name is longer than %d characters", maxDeviceNameChars)
 	}
-	err := storage.SetDeviceDisplayName(r.Context(), s.db, userID, deviceID, body.DisplayName)
+	// A rename is a change of the device list (the spec lists "changes in device
+	// information such as the device's human-readable name"): room-mates' clients and
+	// other servers hear of it.
+	err := s.db.WithTx(r.Context(), func(tx *storage.Tx) error {
+		if err := storage.SetDeviceDisplayName(r.Context(), tx, userID, deviceID, body.DisplayName); err != nil {
+			return err
+		}
+		_, err := storage.RecordDeviceListChange(r.Context(), tx, userID, deviceID, "")
+		return err
+	})
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, httputil.NotFound("Unknown device")
 	}
 	if err != nil {
 		return nil, err
 	}
+	s.sync.OnKeysChanged(userID, true)
 	return struct{}{}, nil
 }
 

@@ -120,7 +120,7 @@ func (s *Server) postCreateRoom(r *http.Request) (any, error) {
 	}
 	for _, u := range remoteInvites {
 		if _, err := s.members.Invite(r.Context(), roomserver.MembershipRequest{
-			RoomID: roomID, Sender: d.UserID, Target: u, DeviceID: d.DeviceID,
+			RoomID: roomID, Sender: d.UserID, Target: u, DeviceID: d.DeviceID, IsDirect: body.IsDirect,
 		}); err != nil {
 			// The room exists; the client learns why the invite failed.
 			return nil, sendError(err)

@@ -162,6 +162,10 @@ type Federation struct {
 	AllowedServers []string `yaml:"allowed_servers"`
 	// DeniedServers are refused in both directions.
 	DeniedServers []string `yaml:"denied_servers"`
+	// ShareDeviceNames lets other servers see local users' device display names (in
+	// key queries, /user/devices and device list updates). Off by default: a device's
+	// name often says where or who its owner is.
+	ShareDeviceNames bool `yaml:"share_device_names"`
 	// TrustedKeyServers are notaries asked for remote keys.
 	TrustedKeyServers []string `yaml:"trusted_key_servers"`
 }

@@ -261,7 +261,13 @@ func (s *Server) onDeviceListUpdate(ctx context.Context, origin spec.ServerName,
 	if err != nil && err != storage.ErrNotFound {
 		return err
 	}
+	// A device without keys is invisible to /keys/query: an update that neither gives
+	// keys nor deletes a device changes nothing local clients could see (servers announce
+	// every device of a user who joins a room, keys or not), so it is not a change for
+	// device_lists.changed.
+	visible := (len(u.Keys) > 0 && string(u.Keys) != "null") || u.Deleted
 	resync := false
+	recorded := false
 	err = s.db.WithTx(ctx, func(tx *storage.Tx) error {
 		if cached != nil {
 			switch {
@@ -278,17 +284,21 @@ func (s *Server) onDeviceListUpdate(ctx context.Context, origin spec.ServerName,
 				}
 			default:
 				if len(u.Keys) > 0 && string(u.Keys) != "null" {
-					if err := storage.PutRemoteDevice(ctx, tx, u.UserID, storage.RemoteDevice{DeviceID: u.DeviceID, KeyJSON: string(u.Keys)}); err != nil {
+					if err := storage.PutRemoteDevice(ctx, tx, u.UserID, storage.RemoteDevice{DeviceID: u.DeviceID, KeyJSON: string(u.Keys), DisplayName: u.DisplayName}); err != nil {
 						return err
 					}
 				}
 			}
-			if !resync {
+			if !resync && u.StreamID > cached.StreamID {
 				if err := storage.SetRemoteDeviceListStream(ctx, tx, u.UserID, u.StreamID); err != nil {
 					return err
 				}
 			}
 		}
+		if !visible && !resync {
+			return nil
+		}
+		recorded = true
 		_, err := storage.RecordDeviceListChange(ctx, tx, u.UserID, u.DeviceID, "")
 		return err
 	})
@@ -296,15 +306,19 @@ func (s *Server) onDeviceListUpdate(ctx context.Context, origin spec.ServerName,
 		return err
 	}
 	if resync {
-		go s.resyncDeviceList(origin, u.UserID)
+		go s.resyncDeviceList(origin, u.UserID, cached.TrackedFrom)
 	}
-	s.edus.OnKeysChanged(u.UserID, true)
+	if recorded {
+		s.edus.OnKeysChanged(u.UserID, true)
+	}
 	return nil
 }
 
 // resyncDeviceList fetches a remote user's whole device list (after a missed update).
 // On failure the cache stays empty, so the next key query asks the server directly.
-func (s *Server) resyncDeviceList(origin spec.ServerName, userID string) {
+// The new cache keeps trackedFrom, the position since which the dropped one was
+// followed: updates kept coming since then, the gap is filled by this fetch.
+func (s *Server) resyncDeviceList(origin spec.ServerName, userID string, trackedFrom int64) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	l, err := FetchDeviceList(ctx, s.client, origin, userID)
@@ -312,6 +326,7 @@ func (s *Server) resyncDeviceList(origin spec.ServerName, userID string) {
 		logrus.WithError(err).WithField("user_id", userID).Info("device list resync failed")
 		return
 	}
+	l.TrackedFrom = trackedFrom
 	if err := s.db.WithTx(ctx, func(tx *storage.Tx) error { return storage.PutRemoteDeviceList(ctx, tx, *l) }); err != nil {
 		logrus.WithError(err).WithField("user_id", userID).Warn("cannot cache resynced device list")
 	}

@@ -51,11 +51,13 @@ func (m *Memberships) candidates(roomID string, first []string, more ...spec.Ser
 	for _, s := range first {
 		add(spec.ServerName(s))
 	}
+	named := len(out) > 0
 	for _, s := range more {
 		add(s)
 	}
-	// Room IDs of room versions before 12 name the server that created the room.
-	if i := strings.IndexByte(roomID, ':'); i > 0 {
+	// Room IDs of room versions before 12 name the server that created the room: a last
+	// resort when the client named no servers (those it names are the ones to use).
+	if i := strings.IndexByte(roomID, ':'); i > 0 && !named {
 		add(spec.ServerName(roomID[i+1:]))
 	}
 	return out
@@ -116,11 +118,38 @@ func (m *Memberships) Join(ctx context.Context, req roomserver.MembershipRequest
 		return nil, err
 	}
 	if in {
-		return m.s.members.Join(ctx, req)
+		ev, err := m.s.members.Join(ctx, req)
+		var me spec.MatrixError
+		if err == nil || !errors.As(err, &me) || me.ErrCode != spec.ErrorUnableToAuthoriseJoin || m.enabled() != nil {
+			return ev, err
+		}
+		// A restricted room none of our members may authorise joins to: a server of the
+		// room with such a member builds the join (make_join/send_join), as the spec
+		// has the joining server do when it cannot authorise the join itself.
+		servers, serr := m.s.members.JoinedServers(ctx, req.RoomID)
+		if serr != nil {
+			return nil, serr
+		}
+		others := m.candidates("", via, servers...)
+		if len(others) == 0 {
+			return nil, err
+		}
+		return m.remoteJoin(ctx, req, others, true)
 	}
 	if err := m.enabled(); err != nil {
 		return nil, err
 	}
+	servers := m.candidates(req.RoomID, via, m.membershipServer(ctx, req.RoomID, req.Sender))
+	if len(servers) == 0 {
+		return nil, httputil.NotFound("No known server to join room %s through", req.RoomID)
+	}
+	return m.remoteJoin(ctx, req, servers, false)
+}
+
+// remoteJoin joins through the first of servers that lets us (make_join, send_join).
+// When this server is in the room already (inRoom) the join event enters our copy of
+// the room like any other event; otherwise the room is stored from the send_join state.
+func (m *Memberships) remoteJoin(ctx context.Context, req roomserver.MembershipRequest, servers []spec.ServerName, inRoom bool) (*roomserver.Event, error) {
 	uid, err := spec.NewUserID(req.Sender, true)
 	if err != nil {
 		return nil, httputil.InvalidParam("Bad user ID %q", req.Sender)
@@ -128,10 +157,6 @@ func (m *Memberships) Join(ctx context.Context, req roomserver.MembershipRequest
 	rid, err := spec.NewRoomID(req.RoomID)
 	if err != nil {
 		return nil, httputil.InvalidParam("Bad room ID %q", req.RoomID)
-	}
-	servers := m.candidates(req.RoomID, via, m.membershipServer(ctx, req.RoomID, req.Sender))
-	if len(servers) == 0 {
-		return nil, httputil.NotFound("No known server to join room %s through", req.RoomID)
 	}
 	extra := map[string]any{}
 	for k, v := range req.Content {
@@ -156,6 +181,20 @@ func (m *Memberships) Join(ctx context.Context, req roomserver.MembershipRequest
 		}
 		joined := time.Since(start)
 		ver := resp.JoinEvent.Version()
+		if inRoom {
+			res, err := m.s.inputWithState(ctx, server, ver, roomserver.InputNew, resp.JoinEvent)
+			switch {
+			case err != nil:
+				return nil, fmt.Errorf("store join to room %s made through %s: %w", req.RoomID, server, err)
+			case res.Err != nil:
+				return nil, fmt.Errorf("store join to room %s made through %s: %w", req.RoomID, server, res.Err)
+			case res.Rejected || res.SoftFailed || res.Event == nil:
+				return nil, httputil.Forbidden("The join made through %s does not fit this server's copy of the room", server)
+			}
+			logrus.WithFields(logrus.Fields{"room_id": req.RoomID, "server": server, "user_id": req.Sender,
+				"join_ms": joined.Milliseconds()}).Info("joined room through another server")
+			return res.Event, nil
+		}
 		state := resp.StateSnapshot.GetStateEvents().UntrustedEvents(ver)
 		chain := resp.StateSnapshot.GetAuthEvents().UntrustedEvents(ver)
 		ev, err := m.s.members.JoinFromState(ctx, resp.JoinEvent, state, chain)

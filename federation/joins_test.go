@@ -15,10 +15,22 @@ import (
 
 func TestJoinCandidates(t *testing.T) {
 	m := &Memberships{s: &Server{cfg: &config.Config{ServerName: "us.example"}}}
-	got := m.candidates("!room:creator.example", []string{"via.example", "us.example", "via.example"}, "inviter.example", "")
-	want := []spec.ServerName{"via.example", "inviter.example", "creator.example"}
+	got := m.candidates("!room:creator.example", nil, "inviter.example", "")
+	want := []spec.ServerName{"inviter.example", "creator.example"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("candidates: %v, want %v", got, want)
+	}
+	// Servers the client names are the ones to use: the room ID's server is not added
+	// (a join through a server that cannot authorise it must fail, not go elsewhere).
+	got = m.candidates("!room:creator.example", []string{"via.example", "us.example", "via.example"}, "inviter.example", "")
+	want = []spec.ServerName{"via.example", "inviter.example"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("candidates with via: %v, want %v", got, want)
+	}
+	// Naming only ourselves names nothing.
+	got = m.candidates("!room:creator.example", []string{"us.example"})
+	if want = []spec.ServerName{"creator.example"}; !slices.Equal(got, want) {
+		t.Fatalf("candidates with via us: %v, want %v", got, want)
 	}
 	// Room IDs without a server (room version 12) add nothing.
 	if got := m.candidates("!abcdef", nil); len(got) != 0 {

@@ -374,3 +374,41 @@ func (s *Server) acceptInvite(ctx context.Context, r *http.Request) (gomatrixser
 	logrus.WithFields(logrus.Fields{"room_id": roomID, "origin": origin, "user_id": target.String()}).Info("remote invite")
 	return ev, nil
 }
+
+// outOfBandRescind handles a PDU that ends the invite of a local user to a room this
+// server is not in (so the event cannot be checked against the room's state): the
+// inviter withdrawing the invite (a kick of the invitee, "rescinding" it). It is stored
+// out of band, as the invite was, so the user's client sees the invite end. Only the
+// user who sent the invite may end it this way; anything else about a room we are not
+// in is left to the usual path. handled reports whether the PDU was dealt with here.
+func (s *Server) outOfBandRescind(ctx context.Context, ev gomatrixserverlib.PDU) (handled bool, err error) {
+	if s.members == nil || ev.Type() != spec.MRoomMember || ev.StateKey() == nil {
+		return false, nil
+	}
+	target, err := spec.NewUserID(*ev.StateKey(), true)
+	if err != nil || target.Domain() != spec.ServerName(s.cfg.ServerName) {
+		return false, nil
+	}
+	var content struct {
+		Membership string `json:"membership"`
+	}
+	if json.Unmarshal(ev.Content(), &content) != nil || content.Membership != spec.Leave {
+		return false, nil
+	}
+	roomID := ev.RoomID().String()
+	if in, err := s.members.ServerInRoom(ctx, roomID, spec.ServerName(s.cfg.ServerName)); err != nil || in {
+		return false, err
+	}
+	cur, invite, err := s.members.Membership(ctx, roomID, *ev.StateKey())
+	if err != nil || cur != spec.Invite || invite == nil {
+		return false, nil
+	}
+	if string(invite.SenderID()) != string(ev.SenderID()) {
+		return true, httputil.Forbidden("Only the inviter can withdraw an invite to a room this server is not in")
+	}
+	if _, err := s.members.StoreOutOfBandMembership(ctx, ev); err != nil {
+		return true, err
+	}
+	logrus.WithFields(logrus.Fields{"room_id": roomID, "user_id": *ev.StateKey(), "sender": ev.SenderID()}).Info("invite withdrawn")
+	return true, nil
+}

@@ -349,6 +349,14 @@ func (s *Server) receivePDU(ctx context.Context, origin spec.ServerName, raw jso
 	if err := gomatrixserverlib.VerifyEventSignatures(ctx, ev, s.keys, userIDForSender); err != nil {
 		return id, pduResult{Error: fmt.Sprintf("signature check failed: %v", err)}
 	}
+	if handled, err := s.outOfBandRescind(ctx, ev); handled {
+		if err != nil {
+			return id, pduResult{Error: err.Error()}
+		}
+		return id, pduResult{}
+	} else if err != nil {
+		return id, pduResult{Error: "could not process event"}
+	}
 	// Missing auth events are fetched from the origin (else the event is rejected).
 	// Missing prev events: the origin is asked for the gap (/get_missing_events); a
 	// pushed event whose gap cannot be closed is refused rather than given a state of

@@ -42,7 +42,7 @@ func (s *Server) isLocalUser(userID string) bool {
 }
 
 // StripUnsigned drops a key object's unsigned section: device display names are not
-// shared over federation.
+// shared over federation unless federation.share_device_names says so.
 func StripUnsigned(raw json.RawMessage) json.RawMessage {
 	var obj map[string]json.RawMessage
 	if json.Unmarshal(raw, &obj) != nil {
@@ -87,9 +87,11 @@ func (s *Server) postUserKeysQuery(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		out = got
-		for _, devs := range out.DeviceKeys {
-			for id, js := range devs {
-				devs[id] = StripUnsigned(js)
+		if !s.cfg.Federation.ShareDeviceNames {
+			for _, devs := range out.DeviceKeys {
+				for id, js := range devs {
+					devs[id] = StripUnsigned(js)
+				}
 			}
 		}
 	}
@@ -127,8 +129,9 @@ func (s *Server) postUserKeysClaim(w http.ResponseWriter, r *http.Request) {
 }
 
 type userDevice struct {
-	DeviceID string          `json:"device_id"`
-	Keys     json.RawMessage `json:"keys"`
+	DeviceID    string          `json:"device_id"`
+	Keys        json.RawMessage `json:"keys"`
+	DisplayName string          `json:"device_display_name,omitempty"`
 }
 
 // getUserDevices is GET /_matrix/federation/v1/user/devices/{userId}: a local user's
@@ -157,7 +160,11 @@ func (s *Server) getUserDevices(w http.ResponseWriter, r *http.Request) {
 	out := map[string]any{"user_id": userID, "stream_id": streamID}
 	devices := []userDevice{}
 	for id, js := range keys.DeviceKeys[userID] {
-		devices = append(devices, userDevice{DeviceID: id, Keys: StripUnsigned(js)})
+		d := userDevice{DeviceID: id, Keys: StripUnsigned(js)}
+		if s.cfg.Federation.ShareDeviceNames {
+			d.DisplayName = DeviceDisplayName(js)
+		}
+		devices = append(devices, d)
 	}
 	out["devices"] = devices
 	if k, ok := keys.MasterKeys[userID]; ok {
@@ -167,4 +174,45 @@ func (s *Server) getUserDevices(w http.ResponseWriter, r *http.Request) {
 		out["self_signing_key"] = k
 	}
 	httputil.WriteResult(w, out)
+}
+
+// DeviceDisplayName is unsigned.device_display_name of a device key object ("" when none).
+func DeviceDisplayName(raw json.RawMessage) string {
+	var obj struct {
+		Unsigned struct {
+			Name string `json:"device_display_name"`
+		} `json:"unsigned"`
+	}
+	if json.Unmarshal(raw, &obj) != nil {
+		return ""
+	}
+	return obj.Unsigned.Name
+}
+
+// WithDeviceDisplayName returns a device key object with unsigned.device_display_name
+// set to name (unchanged when name is empty or the object is not JSON).
+func WithDeviceDisplayName(raw json.RawMessage, name string) json.RawMessage {
+	if name == "" {
+		return raw
+	}
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(raw, &obj) != nil {
+		return raw
+	}
+	unsigned := map[string]json.RawMessage{}
+	if u, ok := obj["unsigned"]; ok {
+		_ = json.Unmarshal(u, &unsigned)
+	}
+	n, _ := json.Marshal(name)
+	unsigned["device_display_name"] = n
+	u, err := json.Marshal(unsigned)
+	if err != nil {
+		return raw
+	}
+	obj["unsigned"] = u
+	out, err := json.Marshal(obj)
+	if err != nil {
+		return raw
+	}
+	return out
 }

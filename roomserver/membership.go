@@ -241,7 +241,7 @@ func (rs *Roomserver) restrictedJoinAuthoriser(ctx context.Context, r *room, hea
 	if err := r.verImpl.CheckRestrictedJoinsAllowed(); err != nil {
 		return "", nil
 	}
-	allowed := false
+	allowed, knowsAny := false, false
 	for _, rule := range jr.Allow {
 		if rule.Type != spec.MRoomMembership || rule.RoomID == "" {
 			continue
@@ -250,6 +250,14 @@ func (rs *Roomserver) restrictedJoinAuthoriser(ctx context.Context, r *room, hea
 		if err != nil {
 			continue
 		}
+		// Our copy of a room we left is not kept current: it cannot tell whether the
+		// user is still joined there.
+		if in, err := rs.ServerInRoom(ctx, rule.RoomID, rs.cfg.ServerName); err != nil {
+			return "", err
+		} else if !in {
+			continue
+		}
+		knowsAny = true
 		m, _, err := rs.membershipIn(ctx, other.head.Load(), user)
 		if err != nil {
 			return "", err
@@ -262,6 +270,10 @@ func (rs *Roomserver) restrictedJoinAuthoriser(ctx context.Context, r *room, hea
 	if !allowed {
 		if jr.JoinRule == spec.KnockRestricted {
 			return "", nil // event auth refuses the join; the user may knock instead
+		}
+		if !knowsAny {
+			// Another server of the room may be in an allowed room and authorise it.
+			return "", spec.UnableToAuthoriseJoin("This server is in none of the rooms that allow joining this room")
 		}
 		return "", spec.Forbidden("You are not joined to any of the rooms that allow joining this room")
 	}

@@ -257,3 +257,52 @@ func TestMembershipOperations(t *testing.T) {
 		}
 	})
 }
+
+// A restricted join through an allowed room this server has left cannot be authorised
+// here (our copy of that room is no longer kept current): M_UNABLE_TO_AUTHORISE_JOIN, so
+// the joining user's server may ask another server of the room. Also a test of
+// SharesRoomWithServerSince, which says whether a user and a server have shared a room
+// without a break since a stream position.
+func TestRestrictedJoinThroughRoomWeLeft(t *testing.T) {
+	storagetest.ForEachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		rs := newRS(t, db)
+		alice, carol := user("alice"), user("carol")
+		space := mustCreate(t, rs, CreateRoomRequest{Creator: alice, Preset: spec.PresetPublicChat})
+		restricted := mustCreate(t, rs, CreateRoomRequest{Creator: alice, RoomVersion: "10",
+			InitialState: []StateEvent{{Type: spec.MRoomJoinRules, Content: map[string]any{"join_rule": "restricted",
+				"allow": []map[string]any{{"type": "m.room_membership", "room_id": space}}}}}})
+		if _, err := rs.Join(ctx, MembershipRequest{RoomID: space, Sender: carol}); err != nil {
+			t.Fatal(err)
+		}
+		server := rs.ServerName()
+		before := rs.StreamPosition()
+		if ok, err := rs.SharesRoomWithServerSince(ctx, carol, server, before); err != nil || !ok {
+			t.Fatalf("carol shares the space with a user of %s since now: %v %v", server, ok, err)
+		}
+		if ok, _ := rs.SharesRoomWithServerSince(ctx, carol, "other.example", -1); ok {
+			t.Fatal("carol shares a room with a server nobody is from")
+		}
+		// Everyone of ours leaves the space (carol last, so her join is the stale one).
+		if _, err := rs.Leave(ctx, MembershipRequest{RoomID: space, Sender: alice}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rs.Leave(ctx, MembershipRequest{RoomID: space, Sender: carol}); err != nil {
+			t.Fatal(err)
+		}
+		if ok, _ := rs.SharesRoomWithServerSince(ctx, carol, server, -1); ok {
+			t.Fatal("carol still shares a room after leaving it")
+		}
+		// Carol rejoins: she shares the space again, but not since before.
+		if _, err := rs.Join(ctx, MembershipRequest{RoomID: space, Sender: carol}); err == nil {
+			if ok, _ := rs.SharesRoomWithServerSince(ctx, carol, server, before); ok {
+				t.Fatal("a rejoin counts as sharing the room without a break")
+			}
+			if _, err := rs.Leave(ctx, MembershipRequest{RoomID: space, Sender: carol}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, err := rs.Join(ctx, MembershipRequest{RoomID: restricted, Sender: carol})
+		wantErrCode(t, err, spec.ErrorUnableToAuthoriseJoin)
+	})
+}

@@ -507,3 +507,11 @@ func (rs *Roomserver) Relations(ctx context.Context, req RelationsRequest) (*Rel
 	page.Events = evs
 	return page, nil
 }
+
+// SharesRoomWithServerSince reports whether a user has been joined, without a break
+// since stream position pos (pos < 0: now), to a room in which a user of server has
+// also been joined since then. Device-list caches of remote users are current only
+// under that condition.
+func (rs *Roomserver) SharesRoomWithServerSince(ctx context.Context, userID string, server spec.ServerName, pos int64) (bool, error) {
+	return roomstore.SharesRoomWithServerSince(ctx, rs.db, userID, string(server), pos)
+}

@@ -18,7 +18,11 @@ type RemoteDevice struct {
 type RemoteDeviceList struct {
 	UserID   string
 	StreamID int64
-	Devices  []RemoteDevice
+	// TrackedFrom is the room event stream position at which the whole list was fetched
+	// (0 when unknown); the list is current only if the user shared a room with a local
+	// user all along since then.
+	TrackedFrom int64
+	Devices     []RemoteDevice
 	// CrossSigning maps key type (master, self_signing) to the key JSON.
 	CrossSigning map[string]string
 }
@@ -27,7 +31,7 @@ type RemoteDeviceList struct {
 // none is cached.
 func GetRemoteDeviceList(ctx context.Context, q Querier, userID string) (*RemoteDeviceList, error) {
 	l := &RemoteDeviceList{UserID: userID, CrossSigning: map[string]string{}}
-	err := q.QueryRowContext(ctx, `SELECT stream_id FROM remote_device_lists WHERE user_id = $1`, userID).Scan(&l.StreamID)
+	err := q.QueryRowContext(ctx, `SELECT stream_id, tracked_from FROM remote_device_lists WHERE user_id = $1`, userID).Scan(&l.StreamID, &l.TrackedFrom)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -69,8 +73,8 @@ func PutRemoteDeviceList(ctx context.Context, tx *Tx, l RemoteDeviceList) error 
 	if err := DeleteRemoteDeviceList(ctx, tx, l.UserID); err != nil {
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO remote_device_lists (user_id, stream_id, updated_ts) VALUES ($1, $2, $3)`,
-		l.UserID, l.StreamID, NowMS()); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO remote_device_lists (user_id, stream_id, updated_ts, tracked_from) VALUES ($1, $2, $3, $4)`,
+		l.UserID, l.StreamID, NowMS(), l.TrackedFrom); err != nil {
 		return fmt.Errorf("cache device list of %s: %w", l.UserID, err)
 	}
 	for _, d := range l.Devices {

@@ -896,10 +896,11 @@ func (s *Service) joinedRoom(ctx context.Context, st *syncState, m roomserver.Ro
 		if err != nil {
 			return nil, err
 		}
+		// Every member of a newly joined room counts as changed, the requester too: their
+		// other devices start sharing this room's encrypted traffic and may need to
+		// (re)fetch device lists.
 		for _, u := range members {
-			if u != st.req.UserID {
-				st.changed[u] = true
-			}
+			st.changed[u] = true
 		}
 	}
 	if memberChange {

@@ -81,6 +81,12 @@ func (s *Sender) queueEvents(ctx context.Context, pos int64) (int64, error) {
 			}
 			items = append(items, storage.QueuedItem{Destination: string(d), Kind: storage.QueuePDU, EventID: ev.EventID()})
 		}
+		// After the join itself, so that the servers know the user is in the room.
+		edus, err := s.joinDeviceEDUs(ctx, ev, dests)
+		if err != nil {
+			return pos, err
+		}
+		items = append(items, edus...)
 	}
 	err = s.enqueue(ctx, items, func(tx *storage.Tx) error {
 		if len(onBehalf) > 0 {

@@ -18,10 +18,11 @@ import (
 var ErrServerNotAllowed = errors.New("federation with this server is not allowed")
 
 // QueryRemoteKeys returns the device keys (a user mapped to no devices means all) and
-// cross-signing keys of users of server: from the cached device list of users we share
-// a room with (kept current by their server's device list updates), else by asking the
-// server (POST /_matrix/federation/v1/user/keys/query) and caching the answer when we
-// share a room with the user.
+// cross-signing keys of users of server: from the cached device list of users we have
+// shared a room with, without a break, since the list was fetched (their server sent us
+// every update since), else by asking the server (POST
+// /_matrix/federation/v1/user/keys/query) and caching the answer when we share a room
+// with the user now.
 func (s *Sender) QueryRemoteKeys(ctx context.Context, server string, users map[string][]string) (*federation.UserKeys, error) {
 	out := &federation.UserKeys{DeviceKeys: map[string]map[string]json.RawMessage{},
 		MasterKeys: map[string]json.RawMessage{}, SelfSigningKeys: map[string]json.RawMessage{}}
@@ -31,7 +32,7 @@ func (s *Sender) QueryRemoteKeys(ctx context.Context, server string, users map[s
 			continue
 		}
 		l, err := storage.GetRemoteDeviceList(ctx, s.db, user)
-		if err == nil && s.sharesRoom(ctx, user) {
+		if err == nil && s.sharesRoomSince(ctx, user, l.TrackedFrom) {
 			fillFromCache(out, l, devs)
 			continue
 		}
@@ -46,13 +47,16 @@ func (s *Sender) QueryRemoteKeys(ctx context.Context, server string, users map[s
 	if !s.allowed(spec.ServerName(server)) {
 		return nil, ErrServerNotAllowed
 	}
+	// Updates sent after this point reach us while the answer is on its way; positions
+	// are taken before asking so that a (re)join racing the request makes the cache stale.
+	trackedFrom := s.rooms.StreamPosition()
 	var resp federation.UserKeys
 	if err := s.client.DoSigned(ctx, "POST", spec.ServerName(server), "/_matrix/federation/v1/user/keys/query",
 		map[string]any{"device_keys": ask}, &resp); err != nil {
 		return nil, err
 	}
 	for user := range ask {
-		l := storage.RemoteDeviceList{UserID: user, CrossSigning: map[string]string{}}
+		l := storage.RemoteDeviceList{UserID: user, TrackedFrom: trackedFrom, CrossSigning: map[string]string{}}
 		for dev, js := range resp.DeviceKeys[user] {
 			if !validDeviceKeys(js, user, dev) {
 				continue
@@ -66,7 +70,7 @@ func (s *Sender) QueryRemoteKeys(ctx context.Context, server string, users map[s
 			l.CrossSigning[storage.CrossSigningSelfSigning] = string(k)
 		}
 		fillFromCache(out, &l, users[user])
-		if s.sharesRoom(ctx, user) {
+		if s.sharesRoomSince(ctx, user, trackedFrom) {
 			// stream_id 0: the next device list update from the server applies as it is.
 			if err := s.db.WithTx(ctx, func(tx *storage.Tx) error { return storage.PutRemoteDeviceList(ctx, tx, l) }); err != nil {
 				logrus.WithError(err).WithField("user_id", user).Warn("cannot cache a remote device list")
@@ -90,7 +94,8 @@ func fillFromCache(out *federation.UserKeys, l *storage.RemoteDeviceList, devs [
 	m := map[string]json.RawMessage{}
 	for _, d := range l.Devices {
 		if len(devs) == 0 || slices.Contains(devs, d.DeviceID) {
-			m[d.DeviceID] = json.RawMessage(d.KeyJSON)
+			// The name the user's server shared (in an update or /user/devices), if any.
+			m[d.DeviceID] = federation.WithDeviceDisplayName(json.RawMessage(d.KeyJSON), d.DisplayName)
 		}
 	}
 	out.DeviceKeys[l.UserID] = m
@@ -102,11 +107,15 @@ func fillFromCache(out *federation.UserKeys, l *storage.RemoteDeviceList, devs [
 	}
 }
 
-// sharesRoom reports whether a remote user is joined to a room this server is in (so
-// its server sends us its device list updates).
-func (s *Sender) sharesRoom(ctx context.Context, userID string) bool {
-	rooms, err := s.rooms.JoinedRooms(ctx, userID)
-	return err == nil && len(rooms) > 0
+// sharesRoomSince reports whether a remote user has been joined, since room stream
+// position pos, to a room in which a local user has also been joined since then (so
+// its server has sent us every device list update since pos).
+func (s *Sender) sharesRoomSince(ctx context.Context, userID string, pos int64) bool {
+	ok, err := s.rooms.SharesRoomWithServerSince(ctx, userID, s.name, pos)
+	if err != nil {
+		logrus.WithError(err).WithField("user_id", userID).Warn("federation sender: cannot tell whether a room is shared")
+	}
+	return err == nil && ok
 }
 
 // ClaimRemoteKeys claims one-time keys of users of server (user → device → algorithm)

@@ -53,6 +53,9 @@ type Rooms interface {
 	StateAtEvent(ctx context.Context, eventID string, after bool) ([]*roomserver.Event, error)
 	JoinedRooms(ctx context.Context, userID string) ([]string, error)
 	JoinedMembers(ctx context.Context, roomID string) ([]string, error)
+	// SharesRoomWithServerSince: a user joined, since stream position pos without a
+	// break, to a room where a user of server has been joined as long (pos < 0: now).
+	SharesRoomWithServerSince(ctx context.Context, userID string, server spec.ServerName, pos int64) (bool, error)
 	// ServerAllowed applies the room's m.room.server_acl: denied servers get neither its
 	// events nor its EDUs.
 	ServerAllowed(ctx context.Context, roomID string, server spec.ServerName) bool

@@ -231,3 +231,30 @@ func DeletePendingRedaction(ctx context.Context, q storage.Querier, redactionID 
 	}
 	return nil
 }
+
+// SharesRoomWithServerSince reports whether userID has been joined to some room together
+// with a user of server since position pos at the latest (both current join events,
+// compared by event NID, which is also the stream position, at or before pos; pos < 0
+// means any time). A later join event (a rejoin, or a profile change) does not count,
+// which errs on the side of "not since".
+func SharesRoomWithServerSince(ctx context.Context, q storage.Querier, userID, server string, pos int64) (bool, error) {
+	if pos < 0 {
+		pos = 1<<63 - 1
+	}
+	suffix := ":" + server
+	var one int
+	// (SQLite numbers $N parameters by first appearance: they appear in order.)
+	err := q.QueryRowContext(ctx, `SELECT 1 FROM room_current_state u
+		JOIN room_current_state l ON l.room_nid = u.room_nid AND l.event_type = 'm.room.member'
+		WHERE u.event_type = 'm.room.member' AND u.state_key = $1 AND u.membership = 'join' AND u.event_nid <= $2
+		AND l.membership = 'join' AND l.event_nid <= $2
+		AND length(l.state_key) > $3 AND substr(l.state_key, length(l.state_key) - $3 + 1) = $4
+		LIMIT 1`, userID, pos, len(suffix), suffix).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("rooms shared by %s with %s: %w", userID, server, err)
+	}
+	return true, nil
+}

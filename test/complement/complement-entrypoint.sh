@@ -33,6 +33,7 @@ rate_limits:
   enabled: false
 federation:
   allow_private_addresses: true
+  share_device_names: true
 push:
   allow_private_addresses: true
 media:

@@ -124,7 +124,7 @@ func (s *Sender) deviceEDU(ctx context.Context, c storage.DeviceListChange) (str
 // first update of a sequence for these servers).
 func (s *Sender) joinDeviceEDUs(ctx context.Context, ev *roomserver.Event, roomDests []spec.ServerName) ([]storage.QueuedItem, error) {
 	if s.keys == nil || ev.Type() != spec.MRoomMember || ev.StateKey() == nil || ev.Membership != spec.Join ||
-		*ev.StateKey() != string(ev.SenderID()) || len(roomDests) == 0 {
+		*ev.StateKey() != string(ev.SenderID()) || !s.isLocal(*ev.StateKey()) || len(roomDests) == 0 {
 		return nil, nil
 	}
 	userID := *ev.StateKey()

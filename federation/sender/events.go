@@ -51,6 +51,7 @@ func (s *Sender) queueEvents(ctx context.Context, pos int64) (int64, error) {
 			continue
 		}
 		var origin spec.ServerName
+		sendPDU := true
 		if !s.isLocal(string(ev.SenderID())) {
 			// Another server's event: ours to send only when its user's membership
 			// reached the room through us (send_join, send_leave, send_knock).
@@ -69,14 +70,16 @@ func (s *Sender) queueEvents(ctx context.Context, pos int64) (int64, error) {
 		} else if elsewhere, err := s.joinedThroughOtherServer(ctx, ev); err != nil {
 			return pos, err
 		} else if elsewhere {
-			continue
+			// The resident server sends the join on; the user's devices are ours to
+			// announce all the same.
+			sendPDU = false
 		}
 		dests, err := s.eventDestinations(ctx, ev)
 		if err != nil {
 			return pos, err
 		}
 		for _, d := range dests {
-			if d == origin {
+			if d == origin || !sendPDU {
 				continue // the origin has its own event
 			}
 			items = append(items, storage.QueuedItem{Destination: string(d), Kind: storage.QueuePDU, EventID: ev.EventID()})

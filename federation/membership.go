@@ -3,6 +3,7 @@ package federation
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"time"
@@ -203,7 +204,9 @@ func (s *Server) acceptMembership(r *http.Request, membership string) (any, erro
 		}
 		_ = json.Unmarshal(ev.Content(), &c)
 		if u, err := spec.NewUserID(c.Via, true); err == nil && string(u.Domain()) == s.cfg.ServerName {
-			ev = ev.Sign(s.cfg.ServerName, s.key.ID, s.key.Private)
+			if ev, err = s.countersign(ev); err != nil {
+				return nil, err
+			}
 			signed = true
 		}
 	}
@@ -342,7 +345,9 @@ func (s *Server) acceptInvite(ctx context.Context, r *http.Request) (gomatrixser
 	if err := invitefilter.Check(ctx, s.db, target.String(), string(ev.SenderID())); err != nil {
 		return nil, err
 	}
-	ev = ev.Sign(s.cfg.ServerName, s.key.ID, s.key.Private)
+	if ev, err = s.countersign(ev); err != nil {
+		return nil, err
+	}
 	if err := gomatrixserverlib.VerifyEventSignatures(ctx, ev, s.keys, userIDForSender); err != nil {
 		return nil, httputil.Forbidden("Signature check failed: %v", err)
 	}
@@ -411,4 +416,24 @@ func (s *Server) outOfBandRescind(ctx context.Context, ev gomatrixserverlib.PDU)
 	}
 	logrus.WithFields(logrus.Fields{"room_id": roomID, "user_id": *ev.StateKey(), "sender": ev.SenderID()}).Info("invite withdrawn")
 	return true, nil
+}
+
+// countersign adds this server's signature to another server's event.
+//
+// gomatrixserverlib's PDU.Sign cannot be used alone: for room version 12 it returns the
+// event as the room version 3-11 type (its v12 event type embeds that one, whose Sign
+// it inherits), which drops the create event that v12 auth_events imply, so the
+// signed event would fail auth ("create event has different roomID"). The signed JSON
+// is parsed again for the event's room version.
+func (s *Server) countersign(ev gomatrixserverlib.PDU) (gomatrixserverlib.PDU, error) {
+	signed := ev.Sign(s.cfg.ServerName, s.key.ID, s.key.Private)
+	verImpl, err := gomatrixserverlib.GetRoomVersion(ev.Version())
+	if err != nil {
+		return nil, err
+	}
+	out, err := verImpl.NewEventFromTrustedJSON(signed.JSON(), false)
+	if err != nil {
+		return nil, fmt.Errorf("countersign %s: %w", ev.EventID(), err)
+	}
+	return out, nil
 }

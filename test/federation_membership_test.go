@@ -344,7 +344,7 @@ func (o *fakeOrigin) fmMakeJoin(t *testing.T, a *harness.Server, roomID id.RoomI
 	t.Helper()
 	user := "@" + localpart + ":" + o.name
 	code, ecode, raw := o.send(t, a, o.name, a.ServerName, o.key, "GET",
-		"/_matrix/federation/v1/make_join/"+url.PathEscape(roomID.String())+"/"+url.PathEscape(user)+"?ver=10&ver=11", nil, nil)
+		"/_matrix/federation/v1/make_join/"+url.PathEscape(roomID.String())+"/"+url.PathEscape(user)+"?ver=10&ver=11&ver=12", nil, nil)
 	if code != 200 {
 		t.Fatalf("make_join for %s: %d %s %s", user, code, ecode, raw)
 	}
@@ -352,7 +352,7 @@ func (o *fakeOrigin) fmMakeJoin(t *testing.T, a *harness.Server, roomID id.RoomI
 		Event       gomatrixserverlib.ProtoEvent  `json:"event"`
 		RoomVersion gomatrixserverlib.RoomVersion `json:"room_version"`
 	}
-	if err := json.Unmarshal(raw, &resp); err != nil || resp.RoomVersion != "11" {
+	if err := json.Unmarshal(raw, &resp); err != nil || (resp.RoomVersion != "11" && resp.RoomVersion != "12") {
 		t.Fatalf("make_join answer: %s (%v)", raw, err)
 	}
 	var content map[string]any
@@ -581,4 +581,27 @@ func redactedForSigning(t *testing.T, raw json.RawMessage) []byte {
 		t.Fatal(err)
 	}
 	return red
+}
+
+// A restricted join of a room version 12 room, authorised by its creator: creators
+// are not listed in the power levels (they have unlimited power), yet may authorise.
+func TestFederationRestrictedJoinV12(t *testing.T) {
+	o := startFakeOrigin(t)
+	a := harness.Start(t, harness.Options{Engine: "sqlite", Federation: true, NameFromFederationAddr: true})
+	alice := udRegister(t, a, "alice")
+	space := rmCreate(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "12"})
+	restricted := rmCreate(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", RoomVersion: "12",
+		InitialState: []*event.Event{{Type: event.StateJoinRules, Content: event.Content{Raw: map[string]any{
+			"join_rule": "restricted", "allow": []any{map[string]any{"type": "m.room_membership", "room_id": space.String()}}}}}}})
+	spaceJoin, _ := o.fmMakeJoin(t, a, space, "wes")
+	if code, ecode, raw := o.fmSendJoin(t, a, space, spaceJoin.EventID(), spaceJoin.JSON()); code != 200 {
+		t.Fatalf("join the space: %d %s %v", code, ecode, raw)
+	}
+	rJoin, content := o.fmMakeJoin(t, a, restricted, "wes")
+	if content["join_authorised_via_users_server"] != alice.UserID.String() {
+		t.Fatalf("restricted join template: %v", content)
+	}
+	if code, ecode, out := o.fmSendJoin(t, a, restricted, rJoin.EventID(), rJoin.JSON()); code != 200 {
+		t.Fatalf("restricted send_join: %d %s %s", code, ecode, out["error"])
+	}
 }

@@ -6,12 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
 	"github.com/matrix-org/gomatrix"
 	"github.com/matrix-org/gomatrixserverlib"
-	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/sirupsen/logrus"
 
@@ -431,14 +431,18 @@ func (m *Memberships) Invite(ctx context.Context, req roomserver.MembershipReque
 		return nil, err
 	}
 	if inviter, err := m.s.members.CurrentStateEvent(ctx, req.RoomID, spec.MRoomMember, req.Sender); err == nil && inviter != nil {
-		stripped = append(stripped, gomatrixserverlib.NewInviteStrippedState(inviter.PDU))
+		stripped = append(stripped, json.RawMessage(inviter.JSON()))
 	}
-	invReq, err := fclient.NewInviteV2Request(pdu, stripped)
-	if err != nil {
-		return nil, err
+	// The request is built here rather than with fclient.NewInviteV2Request, whose
+	// invite_room_state can only hold stripped events: since v1.16 (MSC4311) it holds
+	// the room's events in full (the create event at least), so that the invited
+	// server can check them and its clients can identify the room.
+	var resp struct {
+		Event json.RawMessage `json:"event"`
 	}
-	resp, err := m.s.client.SendInviteV2(ctx, m.us(), target.Domain(), invReq)
-	if err != nil {
+	path := "/_matrix/federation/v2/invite/" + url.PathEscape(req.RoomID) + "/" + url.PathEscape(pdu.EventID())
+	body := map[string]any{"event": json.RawMessage(pdu.JSON()), "room_version": pdu.Version(), "invite_room_state": stripped}
+	if err := m.s.client.DoSigned(ctx, http.MethodPut, target.Domain(), path, body, &resp); err != nil {
 		return nil, remoteError(target.Domain(), err)
 	}
 	signed, err := gomatrixserverlib.MustGetRoomVersion(pdu.Version()).NewEventFromUntrustedJSON(resp.Event)

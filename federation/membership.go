@@ -267,16 +267,18 @@ func (s *Server) acceptMembership(r *http.Request, membership string) (any, erro
 var strippedTypes = []string{spec.MRoomCreate, spec.MRoomJoinRules, spec.MRoomName, "m.room.avatar",
 	spec.MRoomCanonicalAlias, "m.room.encryption", "m.room.topic"}
 
-// strippedState returns the stripped state of a room that invitees and knockers see.
-func (s *Server) strippedState(ctx context.Context, roomID string) ([]gomatrixserverlib.InviteStrippedState, error) {
-	out := []gomatrixserverlib.InviteStrippedState{}
+// strippedState returns the state of a room that invitees and knockers see, as full
+// events: invite_room_state and knock_room_state hold events in the room version's
+// format since v1.16 (MSC4311); receivers strip them for their clients.
+func (s *Server) strippedState(ctx context.Context, roomID string) ([]json.RawMessage, error) {
+	out := []json.RawMessage{}
 	for _, t := range strippedTypes {
 		ev, err := s.members.CurrentStateEvent(ctx, roomID, t, "")
 		if err != nil {
 			return nil, err
 		}
 		if ev != nil {
-			out = append(out, gomatrixserverlib.NewInviteStrippedState(ev.PDU))
+			out = append(out, json.RawMessage(ev.JSON()))
 		}
 	}
 	return out, nil

@@ -201,10 +201,19 @@ func testFederationMembership(t *testing.T, engine string) {
 				Type    string         `json:"type"`
 				Sender  string         `json:"sender"`
 				Content map[string]any `json:"content"`
+				TS      int64          `json:"origin_server_ts"`
+				Hashes  any            `json:"hashes"`
 			} `json:"events"`
 		} `json:"invite_state"`
 	}
 	_ = json.Unmarshal(mustJSON(t, rooms["invite"][private.String()]), &ir)
+	// The inviting server sent the create event in full (MSC4311); clients get its
+	// timestamp but no server-only fields.
+	for _, e := range ir.InviteState.Events {
+		if e.Type == "m.room.create" && e.TS == 0 || e.Hashes != nil {
+			t.Fatalf("carol's invite_state event %+v", e)
+		}
+	}
 	var invTypes []string
 	for _, e := range ir.InviteState.Events {
 		invTypes = append(invTypes, e.Type)

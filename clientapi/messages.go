@@ -298,7 +298,9 @@ func (s *Server) getMessages(r *http.Request) (any, error) {
 		// next page continues from there with whatever backfill stores before that event
 		// (a single backfill may not reach the room's creation). When nothing is left,
 		// that next page is an empty chunk without end.
-		resp["end"] = evs[len(evs)-1].Position().Before().String()
+		end := evs[len(evs)-1].Position().Before()
+		end.Bounded, end.MaxStream = req.From.Bounded, req.From.MaxStream
+		resp["end"] = end.String()
 	}
 	if rf.LazyLoad() && len(evs) > 0 {
 		members, err := s.lazyMembers(r.Context(), evs)

@@ -16,6 +16,26 @@ import (
 type Position struct {
 	Depth  int64
 	Stream int64
+	// Bounded positions (the start of a /sync timeline, see PrevBatch) also carry
+	// MaxStream: paginating backwards from them returns the events that reached the
+	// room at or before stream position MaxStream, whatever their depth, newest first
+	// by depth; forwards they are (Depth, Stream).
+	Bounded   bool
+	MaxStream int64
+}
+
+// syncStart reports whether a bounded position is the start of a /sync timeline
+// (PrevBatch: Stream equals MaxStream), which backwards has no topological bound;
+// pages after it continue from their last event (Stream below MaxStream).
+func (p Position) syncStart() bool { return p.Bounded && p.Stream == p.MaxStream }
+
+// PrevBatch returns the token before a /sync timeline whose first event is first.
+// Backwards, it gives every event that reached the room before first, in topological
+// order: an event received late with a low depth (another server's, after a network
+// partition) is not skipped, which a purely topological position would do with the
+// events of ours that came before it but are deeper.
+func PrevBatch(first *Event) Position {
+	return Position{Depth: first.Depth(), Stream: first.StreamPos - 1, Bounded: true, MaxStream: first.StreamPos - 1}
 }
 
 // Start is the gap before every event of a room.
@@ -24,8 +44,14 @@ var Start = Position{}
 // End is the gap after every event of a room.
 var End = Position{Depth: math.MaxInt64, Stream: math.MaxInt64}
 
-// String renders the position as a pagination token: "t<depth>_<stream>".
-func (p Position) String() string { return fmt.Sprintf("t%d_%d", p.Depth, p.Stream) }
+// String renders the position as a pagination token: "t<depth>_<stream>", with
+// "_<max stream>" when bounded.
+func (p Position) String() string {
+	if p.Bounded {
+		return fmt.Sprintf("t%d_%d_%d", p.Depth, p.Stream, p.MaxStream)
+	}
+	return fmt.Sprintf("t%d_%d", p.Depth, p.Stream)
+}
 
 // ParsePosition parses a token made by Position.String.
 func ParsePosition(s string) (Position, error) {
@@ -37,17 +63,28 @@ func ParsePosition(s string) (Position, error) {
 	if !ok {
 		return Position{}, fmt.Errorf("invalid position %q", s)
 	}
+	st, maxSt, bounded := strings.Cut(st, "_")
 	depth, err1 := strconv.ParseInt(d, 10, 64)
 	stream, err2 := strconv.ParseInt(st, 10, 64)
 	// Streams are negative for backfilled events.
 	if err1 != nil || err2 != nil || depth < 0 {
 		return Position{}, fmt.Errorf("invalid position %q", s)
 	}
-	return Position{Depth: depth, Stream: stream}, nil
+	p := Position{Depth: depth, Stream: stream}
+	if bounded {
+		m, err := strconv.ParseInt(maxSt, 10, 64)
+		if err != nil {
+			return Position{}, fmt.Errorf("invalid position %q", s)
+		}
+		p.Bounded, p.MaxStream = true, m
+	}
+	return p, nil
 }
 
-// before returns the gap just before the event at p.
-func (p Position) before() Position { return Position{Depth: p.Depth, Stream: p.Stream - 1} }
+// before returns the gap just before the event at p (keeping p's bound).
+func (p Position) before() Position {
+	return Position{Depth: p.Depth, Stream: p.Stream - 1, Bounded: p.Bounded, MaxStream: p.MaxStream}
+}
 
 // Before returns the gap just before the event at p: paginating backwards from it
 // continues with the events older than that event.

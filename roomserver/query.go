@@ -358,8 +358,18 @@ func (rs *Roomserver) Messages(ctx context.Context, req MessagesRequest) (*Messa
 	if req.To != nil {
 		to = &roomstore.TopoPos{Depth: req.To.Depth, Stream: req.To.Stream}
 	}
-	rows, err := roomstore.EventsTopological(ctx, rs.db, r.nid, roomstore.TopoPos{Depth: req.From.Depth, Stream: req.From.Stream},
-		to, dir, limit, roomstore.TimelineFilter{Types: req.Types, NotTypes: req.NotTypes})
+	from := roomstore.TopoPos{Depth: req.From.Depth, Stream: req.From.Stream}
+	tf := roomstore.TimelineFilter{Types: req.Types, NotTypes: req.NotTypes}
+	if req.Dir == Backward && req.From.Bounded {
+		// Everything that reached the room by MaxStream (and, past the first page, is
+		// before From).
+		maxStream := req.From.MaxStream
+		tf.MaxStream = &maxStream
+		if req.From.syncStart() {
+			from = roomstore.TopoPos{Depth: End.Depth, Stream: End.Stream}
+		}
+	}
+	rows, err := roomstore.EventsTopological(ctx, rs.db, r.nid, from, to, dir, limit, tf)
 	if err != nil {
 		return nil, err
 	}
@@ -372,6 +382,7 @@ func (rs *Roomserver) Messages(ctx context.Context, req MessagesRequest) (*Messa
 		last := evs[len(evs)-1].Position()
 		if req.Dir == Backward {
 			last = last.before()
+			last.Bounded, last.MaxStream = req.From.Bounded, req.From.MaxStream
 		}
 		page.Next = &last
 	}

@@ -460,7 +460,7 @@ func (s *Service) fastAnswer(ctx context.Context, req Request, base Token, ur *u
 			}
 		}
 		jr := &JoinedRoom{Ephemeral: EventList{Events: []any{}}, AccountData: EventList{Events: []any{}}}
-		jr.Timeline.PrevBatch = roomserver.Position{Depth: evs[0].Depth(), Stream: evs[0].StreamPos - 1}.String()
+		jr.Timeline.PrevBatch = roomserver.PrevBatch(evs[0]).String()
 		if jr.Timeline.Events, err = req.Format(ctx, evs); err != nil {
 			return nil, base, false, err
 		}

@@ -602,7 +602,7 @@ func (s *Service) roomWindow(ctx context.Context, st *syncState, roomID string, 
 	tl.Limited = limited
 	if len(evs) > 0 {
 		first := evs[0]
-		tl.PrevBatch = roomserver.Position{Depth: first.Depth(), Stream: first.StreamPos - 1}.String()
+		tl.PrevBatch = roomserver.PrevBatch(first).String()
 	} else {
 		pos, err := s.rooms.PositionAtStream(ctx, roomID, to)
 		if err != nil {

@@ -247,6 +247,8 @@ const (
 type TimelineFilter struct {
 	Types    []string // only these types (none: all)
 	NotTypes []string // never these types
+	// MaxStream, when set, leaves out events after this stream position.
+	MaxStream *int64
 }
 
 func (f TimelineFilter) sql(args []any) (string, []any) {
@@ -258,6 +260,10 @@ func (f TimelineFilter) sql(args []any) (string, []any) {
 	if len(f.NotTypes) > 0 {
 		b.WriteString(" AND event_type NOT IN (" + placeholders(len(args)+1, len(f.NotTypes)) + ")")
 		args = append(args, toArgs(f.NotTypes)...)
+	}
+	if f.MaxStream != nil {
+		b.WriteString(fmt.Sprintf(" AND stream_pos <= $%d", len(args)+1))
+		args = append(args, *f.MaxStream)
 	}
 	return b.String(), args
 }

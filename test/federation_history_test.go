@@ -38,6 +38,7 @@ type fedRoom struct {
 	// /get_missing_events the origin refuses, gapMax limits how many events it gives
 	// for others; stateBefore answers /state_ids.
 	events      map[string]gomatrixserverlib.PDU
+	fetched     map[string]int // /event requests per event ID
 	noGap       map[string]bool
 	gapMax      map[string]int
 	stateBefore map[string]json.RawMessage
@@ -47,7 +48,7 @@ type fedRoom struct {
 func newFedRoom(t testing.TB, engine string, setup func(ctx context.Context, cli *mautrix.Client, roomID id.RoomID)) *fedRoom {
 	t.Helper()
 	ctx := context.Background()
-	f := &fedRoom{o: startFakeOrigin(t), events: map[string]gomatrixserverlib.PDU{}, noGap: map[string]bool{}, gapMax: map[string]int{},
+	f := &fedRoom{o: startFakeOrigin(t), events: map[string]gomatrixserverlib.PDU{}, fetched: map[string]int{}, noGap: map[string]bool{}, gapMax: map[string]int{},
 		stateBefore: map[string]json.RawMessage{}}
 	f.b = harness.Start(t, harness.Options{Engine: engine, Federation: true, NameFromFederationAddr: true})
 	cli, err := mautrix.NewClient(f.b.URL, "", "")
@@ -223,7 +224,9 @@ func (f *fedRoom) serveBackfill(w http.ResponseWriter, r *http.Request) {
 
 func (f *fedRoom) serveEvent(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
-	ev := f.events[strings.TrimPrefix(r.URL.Path, "/_matrix/federation/v1/event/")]
+	id := strings.TrimPrefix(r.URL.Path, "/_matrix/federation/v1/event/")
+	ev := f.events[id]
+	f.fetched[id]++
 	f.mu.Unlock()
 	if ev == nil {
 		writeJSON(w, 404, map[string]string{"errcode": "M_NOT_FOUND", "error": "unknown event"})
@@ -617,15 +620,36 @@ func testFederationBackfillAfterJoin(t *testing.T, engine string) {
 		t.Fatal(err)
 	}
 	var want []string
+	var ts12 int64
+	var id12 string
 	for i := 1; i <= 23; i++ {
 		body := fmt.Sprintf("old %02d", i)
-		if _, err := bob.SendText(ctx, room.RoomID, body); err != nil {
+		if i == 12 {
+			ts12 = time.Now().UnixMilli()
+			time.Sleep(5 * time.Millisecond)
+		}
+		r, err := bob.SendText(ctx, room.RoomID, body)
+		if err != nil {
 			t.Fatal(err)
+		}
+		if i == 12 {
+			id12 = r.EventID.String()
 		}
 		want = append(want, body)
 	}
 	if _, err := alice.JoinRoom(ctx, room.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{b.ServerName}}); err != nil {
 		t.Fatalf("join over federation: %v", err)
+	}
+	// timestamp_to_event for a time before A joined: A asks B, stores B's event, and
+	// /context works from it.
+	roomPath := "/_matrix/client/v1/rooms/" + url.PathEscape(room.RoomID.String())
+	code, body := a.Do(t, "GET", roomPath+"/timestamp_to_event?dir=f&ts="+fmt.Sprint(ts12), alice.AccessToken, nil)
+	if code != 200 || body["event_id"] != id12 {
+		t.Fatalf("timestamp_to_event on A: %d %v, want %s", code, body, id12)
+	}
+	code, body = a.Do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room.RoomID.String())+"/context/"+url.PathEscape(id12)+"?limit=0", alice.AccessToken, nil)
+	if code != 200 {
+		t.Fatalf("context of the remote event on A: %d %v", code, body)
 	}
 	// Paginate back 5 at a time until the end.
 	var got []string
@@ -719,4 +743,62 @@ func testFederationBackfillAfterJoin(t *testing.T, engine string) {
 			t.Fatal("history before the join was shown on A")
 		}
 	}
+}
+
+// TestFederationMissingAuthEvents: a PDU whose auth events include one B lacks makes B
+// fetch it from the origin (/event_auth, then /event); that event refers to a rejected
+// one, so it is rejected, and so is the PDU (no error in the transaction's answer: it
+// was processed). A later event on top of the rejected one is accepted and shown; the
+// rejected ones never are.
+func TestFederationMissingAuthEvents(t *testing.T) {
+	harness.ForEachEngine(t, func(t *testing.T, engine string) {
+		ctx := context.Background()
+		f := newFedRoom(t, engine, nil)
+		state, err := f.cli.State(ctx, id.RoomID(f.roomID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		createID, plID := state[event.StateCreate][""].ID.String(), state[event.StatePowerLevels][""].ID.String()
+		jrID := state[event.StateJoinRules][""].ID.String()
+		bob := "@bob:" + f.o.name
+		// R: bob (power 0) changes the power levels: rejected on arrival.
+		empty := ""
+		rejected := f.o.event(t, f.roomID, "bob", "m.room.power_levels", &empty, map[string]any{"users": map[string]any{bob: 100}},
+			[]string{f.join.EventID()}, []string{createID, plID, f.join.EventID()}, f.join.Depth()+1)
+		if res := f.send(t, f.o, rejected); res[rejected.EventID()] != "" {
+			t.Fatalf("rejected PL: %v", res)
+		}
+		// O: bob's member event authorised by R; never sent, only served.
+		outlier := f.o.event(t, f.roomID, "bob", "m.room.member", &bob, map[string]any{"membership": "join", "displayname": "O"},
+			[]string{f.join.EventID()}, []string{createID, jrID, rejected.EventID(), f.join.EventID()}, f.join.Depth()+1)
+		f.mu.Lock()
+		f.events[outlier.EventID()] = outlier
+		f.mu.Unlock()
+		// X: a message with O among its auth events.
+		x := f.o.event(t, f.roomID, "bob", "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "x needs O"},
+			[]string{f.join.EventID()}, []string{createID, plID, outlier.EventID()}, f.join.Depth()+1)
+		f.mu.Lock()
+		f.events[x.EventID()] = x
+		f.mu.Unlock()
+		sentinel := f.msg(t, "sentinel after x", x)
+		if res := f.send(t, f.o, x, sentinel); res[x.EventID()] != "" || res[sentinel.EventID()] != "" {
+			t.Fatalf("x and the sentinel: %v", res)
+		}
+		f.mu.Lock()
+		n := f.fetched[outlier.EventID()]
+		f.mu.Unlock()
+		if n == 0 {
+			t.Fatal("B never fetched the missing auth event")
+		}
+		waitHistory(t, f.cli, f.roomID, []string{"before bob joined", "sentinel after x"})
+		for _, ev := range []gomatrixserverlib.PDU{rejected, outlier, x} {
+			if _, err := f.cli.GetEvent(ctx, id.RoomID(f.roomID), id.EventID(ev.EventID())); err == nil {
+				t.Fatalf("%s (%s) is shown", ev.EventID(), ev.Type())
+			}
+		}
+		var member map[string]any
+		if err := f.cli.StateEvent(ctx, id.RoomID(f.roomID), event.StateMember, bob, &member); err != nil || member["displayname"] == "O" {
+			t.Fatalf("bob's member event: %v %v", member, err)
+		}
+	})
 }

@@ -34,14 +34,21 @@ type eventFormatter struct {
 	now      time.Time
 	// related holds the events referred to by unsigned (replaced states, redactions).
 	related map[string]*roomserver.Event
+	// membership is the requester's membership at each formatted event (by event ID),
+	// for unsigned.membership.
+	membership map[string]string
 }
 
 func (s *Server) formatter(userID, deviceID string, format filter.EventFormat) *eventFormatter {
 	return &eventFormatter{s: s, userID: userID, deviceID: deviceID, format: format, now: time.Now()}
 }
 
-// load fetches the events the unsigned data of evs refers to, in one batch.
+// load fetches the events the unsigned data of evs refers to, in one batch, and the
+// requester's membership at each event.
 func (f *eventFormatter) load(ctx context.Context, evs []*roomserver.Event) error {
+	if err := f.loadMemberships(ctx, evs); err != nil {
+		return err
+	}
 	var ids []string
 	for _, ev := range evs {
 		if ev == nil {
@@ -70,6 +77,36 @@ func (f *eventFormatter) load(ctx context.Context, evs []*roomserver.Event) erro
 	}
 	for k, v := range m {
 		f.related[k] = v
+	}
+	return nil
+}
+
+// loadMemberships finds the requester's membership at each of evs not seen yet.
+func (f *eventFormatter) loadMemberships(ctx context.Context, evs []*roomserver.Event) error {
+	if f.userID == "" {
+		return nil
+	}
+	var todo []*roomserver.Event
+	for _, ev := range evs {
+		if ev == nil {
+			continue
+		}
+		if _, ok := f.membership[ev.EventID()]; !ok {
+			todo = append(todo, ev)
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	ms, err := f.s.rooms.MembershipsAt(ctx, f.userID, todo)
+	if err != nil {
+		return err
+	}
+	if f.membership == nil {
+		f.membership = make(map[string]string, len(todo))
+	}
+	for i, ev := range todo {
+		f.membership[ev.EventID()] = ms[i]
 	}
 	return nil
 }
@@ -103,6 +140,7 @@ func (f *eventFormatter) unsigned(ev *roomserver.Event, nested bool) map[string]
 	// Fields a remote server may have put there are ours to fill.
 	delete(u, "transaction_id")
 	delete(u, "redacted_because")
+	delete(u, "membership")
 	age := f.now.UnixMilli() - int64(ev.OriginServerTS())
 	if age < 0 {
 		age = 0
@@ -117,6 +155,9 @@ func (f *eventFormatter) unsigned(ev *roomserver.Event, nested bool) map[string]
 			u["prev_content"] = json.RawMessage(prev.Content())
 			u["prev_sender"] = string(prev.SenderID())
 		}
+	}
+	if m := f.membership[ev.EventID()]; m != "" && nested {
+		u["membership"] = m
 	}
 	if ev.RedactedBy != "" && nested {
 		if red := f.related[ev.RedactedBy]; red != nil {

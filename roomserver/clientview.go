@@ -57,3 +57,36 @@ func (rs *Roomserver) MembershipsAt(ctx context.Context, userID string, events [
 	return out, nil
 }
 
+// GapsBefore reports, for each event, whether the room's history has a hole just before
+// it on this server: one of its prev events is unknown here, or known only out of
+// context (an outlier). Such an event came with its state from another server (a gap
+// /get_missing_events did not close, or the first event after a join); the events
+// before it are missing from the timeline until backfill fetches them.
+func (rs *Roomserver) GapsBefore(ctx context.Context, events []*Event) ([]bool, error) {
+	out := make([]bool, len(events))
+	var ids []string
+	for _, ev := range events {
+		if ev != nil && !ev.Outlier {
+			ids = append(ids, ev.PrevEventIDs()...)
+		}
+	}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	known, err := rs.eventsByID(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	for i, ev := range events {
+		if ev == nil || ev.Outlier {
+			continue
+		}
+		for _, id := range ev.PrevEventIDs() {
+			if p := known[id]; p == nil || p.Outlier {
+				out[i] = true
+				break
+			}
+		}
+	}
+	return out, nil
+}

@@ -72,6 +72,24 @@ type logEntry struct {
 	once         sync.Once
 	senderMember string // the sender's member event before this event (lazy loading)
 	err          error
+
+	gapOnce sync.Once
+	gap     bool // a hole in the room's history just before the event
+	gapErr  error
+}
+
+// gapBefore reports whether the room's history has a hole before the event (see
+// Roomserver.GapsBefore), computed once for all listeners.
+func (e *logEntry) gapBefore(ctx context.Context, rooms *roomserver.Roomserver) (bool, error) {
+	e.gapOnce.Do(func() {
+		gaps, err := rooms.GapsBefore(context.WithoutCancel(ctx), []*roomserver.Event{e.ev})
+		if err != nil {
+			e.gapErr = err
+			return
+		}
+		e.gap = gaps[0]
+	})
+	return e.gap, e.gapErr
 }
 
 // senderMemberID returns the event ID of the sender's member event in the state
@@ -408,6 +426,11 @@ func (s *Service) fastAnswer(ctx context.Context, req Request, base Token, ur *u
 			// State changes need the state section; a redaction may strip an event
 			// of the same window, which the database copy shows redacted.
 			return nil, base, false, nil
+		}
+		if gap, err := e.gapBefore(ctx, s.rooms); err != nil {
+			return nil, base, false, err
+		} else if gap {
+			return nil, base, false, nil // the timeline is limited at the hole
 		}
 		if ignored == nil {
 			if ignored, err = s.cachedIgnored(ctx, req.UserID); err != nil {

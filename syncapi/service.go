@@ -258,6 +258,30 @@ func (s *Service) requireJoined(ctx context.Context, roomID, userID string) erro
 	return nil
 }
 
+// relatedToThread reports whether ev is the thread's root, in the thread (m.thread),
+// or relates through a short chain of relations to one of those.
+func (s *Service) relatedToThread(ctx context.Context, ev *roomserver.Event, threadID string) (bool, error) {
+	const maxHops = 5
+	for hop := 0; ev != nil && hop <= maxHops; hop++ {
+		if ev.EventID() == threadID || ev.RelatesTo == threadID {
+			return true, nil
+		}
+		if ev.RelatesTo == "" {
+			return false, nil
+		}
+		evs, err := s.rooms.Events(ctx, []string{ev.RelatesTo})
+		if err != nil {
+			return false, err
+		}
+		next := evs[ev.RelatesTo]
+		if next == nil || next.RoomID() != ev.RoomID() {
+			return false, nil
+		}
+		ev = next
+	}
+	return false, nil
+}
+
 func isNotFound(err error) bool {
 	var me spec.MatrixError
 	if errors.As(err, &me) {
@@ -303,9 +327,12 @@ func (s *Service) PostReceipt(ctx context.Context, roomID, userID, receiptType, 
 		if _, err := s.rooms.EventForUser(ctx, userID, roomID, threadID); err != nil {
 			return badParam("thread_id is not an event of this room")
 		}
-		// The event must belong to the thread: the root itself or an event in it.
-		if ev.EventID() != threadID && !(ev.RelType == "m.thread" && ev.RelatesTo == threadID) {
-			return badParam("The event is not part of thread " + threadID)
+		// The event must be related to the thread: the root, an event in it, or an
+		// event relating (a reaction, an edit, a reference...) to one of those.
+		if ok, err := s.relatedToThread(ctx, ev, threadID); err != nil {
+			return err
+		} else if !ok {
+			return badParam("The event is not related to thread " + threadID)
 		}
 	}
 	if receiptType == FullyRead {

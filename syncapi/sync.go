@@ -321,10 +321,15 @@ type syncState struct {
 	left    map[string]bool
 	ignored map[string]bool      // m.ignored_user_list
 	invites *invitefilter.Config // invites not allowed are not shown; loaded when needed
+	// newMates are users who joined a room with the requester (or whose room the
+	// requester joined) after since: their current presence is sent even when it did
+	// not change, as the client has never been told it.
+	newMates map[string]bool
 }
 
 func (s *Service) build(ctx context.Context, req Request, ms []roomserver.RoomMembership) (*Response, error) {
-	st := &syncState{req: req, initial: req.Since == nil, changed: map[string]bool{}, left: map[string]bool{}}
+	st := &syncState{req: req, initial: req.Since == nil, changed: map[string]bool{}, left: map[string]bool{},
+		newMates: map[string]bool{}}
 	if req.Since != nil {
 		st.since = *req.Since
 	}
@@ -438,7 +443,9 @@ func (s *Service) build(ctx context.Context, req Request, ms []roomserver.RoomMe
 				st.resp.Rooms.Knock[m.RoomID] = &KnockedRoom{KnockState: EventList{Events: ir}}
 			}
 		case spec.Leave, spec.Ban:
-			if m.Forgotten {
+			if m.Forgotten && (st.initial || !changedSince) {
+				// A forgotten room is left out, except for the leave itself in an
+				// incremental sync: other devices must still learn the room was left.
 				continue
 			}
 			if (st.full && rf.IncludesLeave()) || (!st.initial && changedSince) {
@@ -524,6 +531,11 @@ func (s *Service) receiptsOf(ctx context.Context, st *syncState, rooms []string,
 		}
 		rec := map[string]any{"ts": r.TS}
 		if r.ThreadID != "" {
+			if prev, ok := users[r.UserID].(map[string]any); ok && prev["thread_id"] == nil {
+				// A user's unthreaded and threaded receipts on the same event share one
+				// slot of the content: the unthreaded one wins (MSC4102), as it says more.
+				continue
+			}
 			rec["thread_id"] = r.ThreadID
 		}
 		users[r.UserID] = rec
@@ -533,26 +545,78 @@ func (s *Service) receiptsOf(ctx context.Context, st *syncState, rooms []string,
 
 // timeline returns up to limit events of a room with from < stream position <= to that
 // the user may see and that pass the filter, oldest first; limited when there were more.
-// droppedState reports state events of the window left out by the filter.
+// droppedState reports state events of the window left out by the filter; merged that
+// forks of the room's DAG were merged in the part of the window it looked at (the state
+// at the end is then not the state at the start plus the timeline's state events).
+//
+// With from 0 (an initial sync, a newly joined room) the window is the room's whole
+// history and the timeline is its latest events in topological order, as /messages
+// pages them from prev_batch; an incremental window follows the stream, so that
+// everything after the since token is seen.
 func (s *Service) timeline(ctx context.Context, st *syncState, roomID string, from, to int64, limit int,
-	tf *filter.RoomEventFilter) (evs []*roomserver.Event, limited, droppedState bool, err error) {
+	tf *filter.RoomEventFilter) (evs []*roomserver.Event, limited, droppedState, merged bool, err error) {
 	const maxPages = 20
 	pageSize := max(limit+1, 20)
 	upper := to
-	for page := 0; page < maxPages; page++ {
-		raw, err := s.rooms.StreamEvents(ctx, roomID, from, upper, pageSize, true)
-		if err != nil {
-			return nil, false, false, err
+	cursor := roomserver.End
+	next := func() ([]*roomserver.Event, bool, error) {
+		if from > 0 {
+			raw, err := s.rooms.StreamEvents(ctx, roomID, from, upper, pageSize, true)
+			if err != nil || len(raw) == 0 {
+				return nil, false, err
+			}
+			upper = raw[len(raw)-1].StreamPos - 1
+			return raw, len(raw) == pageSize, nil
 		}
-		if len(raw) == 0 {
+		page, err := s.rooms.Messages(ctx, roomserver.MessagesRequest{RoomID: roomID, From: cursor,
+			Dir: roomserver.Backward, Limit: pageSize})
+		if err != nil {
+			return nil, false, err
+		}
+		more := page.Next != nil
+		if more {
+			cursor = *page.Next
+		}
+		// Events after to come with the next sync; backfilled ones (before the stream
+		// starts) are not part of /sync's window.
+		raw := page.Events[:0:0]
+		for _, ev := range page.Events {
+			if ev.StreamPos > 0 && ev.StreamPos <= to {
+				raw = append(raw, ev)
+			}
+		}
+		return raw, more, nil
+	}
+	for page := 0; page < maxPages; page++ {
+		raw, more, err := next()
+		if err != nil {
+			return nil, false, false, false, err
+		}
+		if len(raw) == 0 && !more {
 			break
 		}
-		upper = raw[len(raw)-1].StreamPos - 1
+		// A hole in the room's history before an event (its prev events are missing
+		// here): the timeline stops at that event and is limited, as the events before
+		// the hole are not in it (the client paginates to fetch them).
+		gaps, err := s.rooms.GapsBefore(ctx, raw)
+		if err != nil {
+			return nil, false, false, false, err
+		}
+		gapAt := ""
+		for i, ev := range raw {
+			if gaps[i] {
+				raw, gapAt = raw[:i+1], ev.EventID()
+				break
+			}
+		}
 		vis, err := s.rooms.VisibleEvents(ctx, st.req.UserID, raw)
 		if err != nil {
-			return nil, false, false, err
+			return nil, false, false, false, err
 		}
 		for _, ev := range vis {
+			if len(evs) < limit && len(ev.PrevEventIDs()) > 1 {
+				merged = true // (an older event is before the timeline: no matter)
+			}
 			if st.ignored[string(ev.SenderID())] && !ev.IsState() {
 				continue // events of ignored users are not sent, except state
 			}
@@ -568,7 +632,11 @@ func (s *Service) timeline(ctx context.Context, st *syncState, roomID string, fr
 			}
 			evs = append(evs, ev)
 		}
-		if limited || len(raw) < pageSize {
+		if gapAt != "" {
+			limited = true
+			break
+		}
+		if limited || !more {
 			break
 		}
 		if page == maxPages-1 {
@@ -578,7 +646,7 @@ func (s *Service) timeline(ctx context.Context, st *syncState, roomID string, fr
 	for i, j := 0, len(evs)-1; i < j; i, j = i+1, j-1 {
 		evs[i], evs[j] = evs[j], evs[i]
 	}
-	return evs, limited, droppedState, nil
+	return evs, limited, droppedState, merged, nil
 }
 
 func hasURL(ev *roomserver.Event) bool {
@@ -595,7 +663,7 @@ func (s *Service) roomWindow(ctx context.Context, st *syncState, roomID string, 
 	rf := st.req.Filter.GetRoom()
 	tf := rf.GetTimeline()
 	limit := tf.LimitOr(filter.DefaultTimelineLimit)
-	evs, limited, droppedState, err := s.timeline(ctx, st, roomID, from, to, limit, tf)
+	evs, limited, droppedState, merged, err := s.timeline(ctx, st, roomID, from, to, limit, tf)
 	if err != nil {
 		return tl, nil, nil, err
 	}
@@ -614,21 +682,40 @@ func (s *Service) roomWindow(ctx context.Context, st *syncState, roomID string, 
 		return s.stateAfter(ctx, st, roomID, from, to, full, tl, evs)
 	}
 	// The state before the timeline: all of it when full, else what changed since from.
-	// State changes the timeline filter dropped are added from the state at the end of
-	// the window, so the client never misses one.
-	if full || limited || droppedState {
+	// State changes the timeline filter dropped, and those a merge of forks brought in
+	// (not on the timeline's branch), are added from the state at the end of the
+	// window, so the client never misses one.
+	if full || limited || droppedState || merged {
 		inTimeline := make(map[string]bool, len(evs))
+		timelineKeys := map[[2]string]bool{}
 		for _, ev := range evs {
 			inTimeline[ev.EventID()] = true
+			if ev.IsState() {
+				timelineKeys[[2]string{ev.Type(), *ev.StateKey()}] = true
+			}
 		}
 		included := map[string]bool{}
+		byKey := map[[2]string]int{} // index in state
+		var atStart map[string]bool  // the state before the timeline
 		add := func(all []*roomserver.Event, after int64) {
 			for _, ev := range all {
 				if inTimeline[ev.EventID()] || included[ev.EventID()] {
 					continue
 				}
-				if (full && after == 0) || ev.StreamPos > max(from, after) {
+				key := [2]string{ev.Type(), *ev.StateKey()}
+				if i, ok := byKey[key]; ok && after > 0 {
+					if !timelineKeys[key] {
+						// The end of the window has another value than the start: the
+						// client must end with that one.
+						included[ev.EventID()] = true
+						state[i] = ev
+					}
+					continue
+				}
+				if (full && after == 0) || ev.StreamPos > max(from, after) ||
+					(merged && after > 0 && !timelineKeys[key] && !atStart[ev.EventID()]) {
 					included[ev.EventID()] = true
+					byKey[key] = len(state)
 					state = append(state, ev)
 				}
 			}
@@ -638,9 +725,13 @@ func (s *Service) roomWindow(ctx context.Context, st *syncState, roomID string, 
 			if err != nil {
 				return tl, nil, nil, err
 			}
+			atStart = make(map[string]bool, len(before))
+			for _, ev := range before {
+				atStart[ev.EventID()] = true
+			}
 			add(before, 0)
 		}
-		if len(evs) == 0 || droppedState {
+		if len(evs) == 0 || droppedState || merged {
 			last, err := s.rooms.StreamEvents(ctx, roomID, 0, to, 1, true)
 			if err != nil {
 				return tl, nil, nil, err
@@ -829,6 +920,11 @@ func (s *Service) joinedRoom(ctx context.Context, st *syncState, m roomserver.Ro
 			return nil, err
 		}
 	}
+	if newly && !st.initial && news && (len(timeline) == 0 || timeline[0].Type() != spec.MRoomCreate) {
+		// The client has no timeline of a room it just joined to continue: unless this
+		// one starts at the room's creation, there is history before it to paginate.
+		tl.Limited = true
+	}
 	jr := &JoinedRoom{Timeline: tl, AccountData: EventList{Events: nonNil(ad)}, Ephemeral: EventList{Events: []any{}}}
 	// Ephemeral: typing and receipts.
 	ef := st.req.Filter.GetRoom().GetEphemeral()
@@ -885,6 +981,7 @@ func (s *Service) joinedRoom(ctx context.Context, st *syncState, m roomserver.Ro
 			if u := *ev.StateKey(); u != st.req.UserID && !st.initial {
 				if ev.Membership == spec.Join {
 					st.changed[u] = true
+					st.newMates[u] = true
 				} else if ev.Membership == spec.Leave || ev.Membership == spec.Ban {
 					st.left[u] = true
 				}
@@ -901,6 +998,9 @@ func (s *Service) joinedRoom(ctx context.Context, st *syncState, m roomserver.Ro
 		// (re)fetch device lists.
 		for _, u := range members {
 			st.changed[u] = true
+			if u != st.req.UserID {
+				st.newMates[u] = true
+			}
 		}
 	}
 	if memberChange {
@@ -1046,6 +1146,15 @@ func (s *Service) leftRoom(ctx context.Context, st *syncState, m roomserver.Room
 	if err != nil {
 		return nil, err
 	}
+	// A leave this server could only store out of band (the rejection of an invite to
+	// a room no server of ours is in) is not in the room's timeline: send it there, so
+	// the client learns the membership ended.
+	if ev, err := s.rooms.Event(ctx, m.EventID); err != nil {
+		return nil, err
+	} else if ev != nil && ev.Outlier && m.StreamPos > from &&
+		st.req.Filter.GetRoom().GetTimeline().Matches(m.RoomID, ev.Type(), string(ev.SenderID()), false) {
+		timeline = append(timeline, ev)
+	}
 	lr := &LeftRoom{Timeline: tl, AccountData: EventList{Events: nonNil(ad)}}
 	if lr.Timeline.Events, err = st.req.Format(ctx, timeline); err != nil {
 		return nil, err
@@ -1091,12 +1200,41 @@ func (s *Service) sharedUsers(ctx context.Context, st *syncState) (map[string]bo
 
 func (s *Service) presenceSection(ctx context.Context, st *syncState) error {
 	pf := st.req.Filter.GetPresence()
-	if st.since.Presence >= st.to.Presence || pf.LimitOr(1) == 0 || pf.ExcludesType("m.presence") {
+	if pf.LimitOr(1) == 0 || pf.ExcludesType("m.presence") {
 		return nil
 	}
-	rows, err := storage.PresenceSince(ctx, s.db, nil, st.since.Presence, st.to.Presence)
-	if err != nil || len(rows) == 0 {
-		return err
+	var rows []storage.Presence
+	if st.since.Presence < st.to.Presence {
+		var err error
+		if rows, err = storage.PresenceSince(ctx, s.db, nil, st.since.Presence, st.to.Presence); err != nil {
+			return err
+		}
+	}
+	// Users newly sharing a room with the requester: their presence as it is now, when
+	// it is not among the changes anyway (an incremental sync only; an initial one
+	// has every stored presence).
+	if !st.initial && len(st.newMates) > 0 {
+		seen := make(map[string]bool, len(rows))
+		for _, p := range rows {
+			seen[p.UserID] = true
+		}
+		var users []string
+		for u := range st.newMates {
+			if !seen[u] {
+				users = append(users, u)
+			}
+		}
+		sort.Strings(users)
+		if len(users) > 0 {
+			mates, err := storage.PresenceSince(ctx, s.db, users, 0, st.to.Presence)
+			if err != nil {
+				return err
+			}
+			rows = append(mates, rows...)
+		}
+	}
+	if len(rows) == 0 {
+		return nil
 	}
 	shared, err := s.sharedUsers(ctx, st)
 	if err != nil {

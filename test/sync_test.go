@@ -33,6 +33,12 @@ type syncEnv struct {
 
 func startSyncEnv(t testing.TB, engine string) *syncEnv {
 	t.Helper()
+	return startSyncEnvWith(t, engine, nil)
+}
+
+// startSyncEnvWith is startSyncEnv with a change to the configuration (nil: none).
+func startSyncEnvWith(t testing.TB, engine string, configure func(cfg *config.Config)) *syncEnv {
+	t.Helper()
 	logrus.SetLevel(logrus.WarnLevel)
 	cfg := config.Default()
 	cfg.ServerName = "sync.test"
@@ -42,6 +48,9 @@ func startSyncEnv(t testing.TB, engine string) *syncEnv {
 	cfg.Registration.Mode = config.RegistrationOpen
 	cfg.Passwords.BcryptCost = 4
 	cfg.RateLimits.Enabled = false
+	if configure != nil {
+		configure(cfg)
+	}
 	srv, err := app.New(context.Background(), cfg, "test")
 	if err != nil {
 		t.Fatal(err)

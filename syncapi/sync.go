@@ -559,6 +559,7 @@ func (s *Service) timeline(ctx context.Context, st *syncState, roomID string, fr
 	pageSize := max(limit+1, 20)
 	upper := to
 	cursor := roomserver.End
+	var backfilled bool
 	next := func() ([]*roomserver.Event, bool, error) {
 		if from > 0 {
 			raw, err := s.rooms.StreamEvents(ctx, roomID, from, upper, pageSize, true)
@@ -577,10 +578,15 @@ func (s *Service) timeline(ctx context.Context, st *syncState, roomID string, fr
 		if more {
 			cursor = *page.Next
 		}
-		// Events after to come with the next sync; backfilled ones (before the stream
-		// starts) are not part of /sync's window.
+		// Events after to come with the next sync; backfilled ones (history fetched
+		// from other servers, before the stream starts) are not part of /sync's window:
+		// reaching them ends the timeline, limited (the client paginates for them).
 		raw := page.Events[:0:0]
 		for _, ev := range page.Events {
+			if ev.StreamPos < 0 {
+				backfilled = true
+				return raw, false, nil
+			}
 			if ev.StreamPos > 0 && ev.StreamPos <= to {
 				raw = append(raw, ev)
 			}
@@ -593,6 +599,7 @@ func (s *Service) timeline(ctx context.Context, st *syncState, roomID string, fr
 			return nil, false, false, false, err
 		}
 		if len(raw) == 0 && !more {
+			limited = limited || backfilled
 			break
 		}
 		// A hole in the room's history before an event (its prev events are missing
@@ -632,7 +639,7 @@ func (s *Service) timeline(ctx context.Context, st *syncState, roomID string, fr
 			}
 			evs = append(evs, ev)
 		}
-		if gapAt != "" {
+		if gapAt != "" || backfilled {
 			limited = true
 			break
 		}

@@ -49,11 +49,15 @@ func TestPushRulesAPI(t *testing.T) {
 		prWant(t, "GET /pushrules/", st, body, 200, "")
 		global := body["global"].(map[string]any)
 		over := prRuleIDs(t, global, "override")
-		if len(over) != 12 || over[0] != ".m.rule.master" || over[4] != ".m.rule.is_user_mention" || over[11] != ".m.rule.suppress_edits" {
+		// The spec's defaults, then MSC3930's poll response rule (defaults.go).
+		if len(over) != 13 || over[0] != ".m.rule.master" || over[4] != ".m.rule.is_user_mention" || over[11] != ".m.rule.suppress_edits" ||
+			over[12] != ".org.matrix.msc3930.rule.poll_response" {
 			t.Fatalf("default override rules: %v", over)
 		}
 		under := prRuleIDs(t, global, "underride")
-		if fmt.Sprint(under) != "[.m.rule.call .m.rule.room_one_to_one .m.rule.encrypted_room_one_to_one .m.rule.message .m.rule.encrypted]" {
+		if fmt.Sprint(under) != "[.m.rule.call .m.rule.room_one_to_one .m.rule.encrypted_room_one_to_one "+
+			".org.matrix.msc3930.rule.poll_start_one_to_one .org.matrix.msc3930.rule.poll_end_one_to_one "+
+			".m.rule.message .m.rule.encrypted .org.matrix.msc3930.rule.poll_start .org.matrix.msc3930.rule.poll_end]" {
 			t.Fatalf("default underride rules: %v", under)
 		}
 		content := global["content"].([]any)[0].(map[string]any)

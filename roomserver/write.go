@@ -115,6 +115,8 @@ func (rs *Roomserver) runWrite(ctx context.Context, tw *txWriter, w *roomWrite) 
 		prevAfter = w.oldHead.state
 	}
 	var lastNID int64
+	var txns []storage.TxnRecord
+	var txnIdx []int // index in w.events of each of txns
 	for i, ne := range w.events {
 		pdu := ne.pdu
 		nid := nids[i]
@@ -223,13 +225,9 @@ func (rs *Roomserver) runWrite(ctx context.Context, tw *txWriter, w *roomWrite) 
 			tw.addEvent(row)
 		}
 		if ne.txnScope != "" && ne.txnID != "" {
-			ok, err := storage.InsertTransactionResponse(ctx, q, row.Sender, ne.deviceID, ne.txnScope, ne.txnID, sendResponse(row.EventID))
-			if err != nil {
-				return nil, err
-			}
-			if !ok {
-				return nil, &txnReplayError{idx: i}
-			}
+			txns = append(txns, storage.TxnRecord{UserID: row.Sender, DeviceID: ne.deviceID, Scope: ne.txnScope,
+				TxnID: ne.txnID, Response: sendResponse(row.EventID)})
+			txnIdx = append(txnIdx, i)
 		}
 		if ne.redactedBy != "" {
 			if err := roomstore.DeletePendingRedaction(ctx, q, ne.redactedBy); err != nil {
@@ -251,6 +249,17 @@ func (rs *Roomserver) runWrite(ctx context.Context, tw *txWriter, w *roomWrite) 
 		ne.ev = ev
 		byNID[ev.NID] = ev
 		lastNID = ev.NID
+	}
+
+	// The transaction IDs of the write in one go (one statement on PostgreSQL).
+	if len(txns) > 0 {
+		conflicts, err := storage.InsertTransactionResponses(ctx, q, txns)
+		if err != nil {
+			return nil, err
+		}
+		if len(conflicts) > 0 {
+			return nil, &txnReplayError{idx: txnIdx[conflicts[0]]}
+		}
 	}
 
 	var outs []OutputEvent

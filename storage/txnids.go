@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // TransactionResponse returns the response recorded for a client transaction ID of a
@@ -42,6 +43,71 @@ func InsertTransactionResponse(ctx context.Context, q Querier, userID, deviceID,
 		return false, err
 	}
 	return n == 1, nil
+}
+
+// TxnRecord is one client transaction ID and its response, for InsertTransactionResponses.
+type TxnRecord struct {
+	UserID, DeviceID, Scope, TxnID, Response string
+}
+
+// InsertTransactionResponses records several responses as InsertTransactionResponse
+// does, and returns the indexes of the records whose ID already had a response. On
+// PostgreSQL it is one statement (one round trip) for all of them.
+func InsertTransactionResponses(ctx context.Context, q Querier, recs []TxnRecord) (conflicts []int, err error) {
+	if d, ok := DialectOf(q); !ok || d != Postgres || len(recs) == 1 {
+		for i, r := range recs {
+			ok, err := InsertTransactionResponse(ctx, q, r.UserID, r.DeviceID, r.Scope, r.TxnID, r.Response)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				conflicts = append(conflicts, i)
+			}
+		}
+		return conflicts, nil
+	}
+	for start := 0; start < len(recs); start += 500 {
+		part := recs[start:min(start+500, len(recs))]
+		var b strings.Builder
+		b.WriteString(`INSERT INTO transaction_ids (user_id, device_id, scope, txn_id, response, created_ts) VALUES `)
+		args := make([]any, 0, len(part)*5+1)
+		args = append(args, NowMS())
+		for i, r := range part {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			n := len(args)
+			fmt.Fprintf(&b, "($%d, $%d, $%d, $%d, $%d, $1)", n+1, n+2, n+3, n+4, n+5)
+			args = append(args, r.UserID, r.DeviceID, r.Scope, r.TxnID, r.Response)
+		}
+		b.WriteString(` ON CONFLICT (user_id, device_id, scope, txn_id)
+			DO UPDATE SET response = excluded.response, created_ts = excluded.created_ts WHERE transaction_ids.response = ''
+			RETURNING user_id, device_id, scope, txn_id`)
+		rows, err := q.QueryContext(ctx, b.String(), args...)
+		if err != nil {
+			return nil, fmt.Errorf("record %d transactions: %w", len(part), err)
+		}
+		written := make(map[TxnRecord]bool, len(part))
+		for rows.Next() {
+			var r TxnRecord
+			if err := rows.Scan(&r.UserID, &r.DeviceID, &r.Scope, &r.TxnID); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("record %d transactions: %w", len(part), err)
+			}
+			written[r] = true
+		}
+		if err := rows.Err(); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("record %d transactions: %w", len(part), err)
+		}
+		rows.Close()
+		for i, r := range part {
+			if !written[TxnRecord{UserID: r.UserID, DeviceID: r.DeviceID, Scope: r.Scope, TxnID: r.TxnID}] {
+				conflicts = append(conflicts, start+i)
+			}
+		}
+	}
+	return conflicts, nil
 }
 
 // DeleteTransactionsBefore forgets the transaction IDs recorded before ts (ms), for

@@ -76,3 +76,38 @@ func TestTransactionIDs(t *testing.T) {
 		}
 	})
 }
+
+// Recording several transaction IDs at once reports exactly the ones already recorded
+// (PostgreSQL does it in one statement) and records the others.
+func TestTransactionIDsBatch(t *testing.T) {
+	storagetest.ForEachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		rec := func(txn string) storage.TxnRecord {
+			return storage.TxnRecord{UserID: "@a:test", DeviceID: "DEV", Scope: "send:!r:test", TxnID: txn, Response: `{"event_id":"$` + txn + `"}`}
+		}
+		batch := func(recs ...storage.TxnRecord) []int {
+			t.Helper()
+			var conflicts []int
+			if err := db.WithTx(ctx, func(tx *storage.Tx) error {
+				var err error
+				conflicts, err = storage.InsertTransactionResponses(ctx, tx, recs)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			return conflicts
+		}
+		if c := batch(rec("a"), rec("b")); len(c) != 0 {
+			t.Fatalf("fresh IDs reported as conflicts: %v", c)
+		}
+		if c := batch(rec("c"), rec("b"), rec("d")); len(c) != 1 || c[0] != 1 {
+			t.Fatalf("conflicts %v, want [1]", c)
+		}
+		for _, txn := range []string{"a", "b", "c", "d"} {
+			resp, found, err := storage.TransactionResponse(ctx, db, "@a:test", "DEV", "send:!r:test", txn)
+			if err != nil || !found || resp != `{"event_id":"$`+txn+`"}` {
+				t.Fatalf("%s: %q %v %v", txn, resp, found, err)
+			}
+		}
+	})
+}

@@ -246,6 +246,10 @@ func (s *Server) wrap(name string, rt route) http.Handler {
 		s.serve(sw, r, rt)
 		elapsed := time.Since(start)
 		s.metrics.observe(name, r.Method, sw.status, elapsed)
+		if !logrus.IsLevelEnabled(logrus.DebugLevel) {
+			// The access log is a debug log: skip building its fields on every request.
+			return
+		}
 		fields := logrus.Fields{
 			"request_id": httputil.RequestID(r.Context()),
 			"method":     r.Method,

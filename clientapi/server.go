@@ -84,7 +84,8 @@ type Server struct {
 	metrics    *metrics
 	version    string
 	router     *pathRouter
-	seen       deviceSeen // throttled device last-seen writes (devices.go)
+	filters    filterCache // parsed /sync filters (sync.go)
+	seen       deviceSeen  // throttled device last-seen writes (devices.go)
 	media      *media.Service
 	members    Memberships
 	dir        *directory.Directory

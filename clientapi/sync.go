@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/myelin-chat/myelin/clientapi/httputil"
@@ -84,21 +85,66 @@ func (s *Server) getSync(r *http.Request) (any, error) {
 	return s.sync.Sync(r.Context(), req)
 }
 
+// filterCache keeps parsed /sync filters: a client sends the same filter (inline or by
+// ID) with every request, and parsing it cost a sixth of a long-poll's CPU. Filters are
+// immutable (a stored filter ID never changes) and /sync only reads them, so one parsed
+// *filter.Filter is shared by every request that names it.
+type filterCache struct {
+	mu sync.Mutex
+	m  map[string]*filter.Filter
+}
+
+// filterCacheMax bounds the cache (it is emptied when full); filterCacheMaxInline
+// bounds the inline filters kept, so big one-off filters do not fill the memory.
+const (
+	filterCacheMax       = 10_000
+	filterCacheMaxInline = 4096
+)
+
+func (c *filterCache) get(key string) *filter.Filter {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[key]
+}
+
+func (c *filterCache) put(key string, f *filter.Filter) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= filterCacheMax {
+		c.m = map[string]*filter.Filter{}
+	}
+	c.m[key] = f
+}
+
 // syncFilter resolves /sync's filter parameter: a filter ID or an inline JSON filter.
+// The result is shared between requests: callers must not modify it.
 func (s *Server) syncFilter(ctx context.Context, userID, param string) (*filter.Filter, error) {
 	if param == "" {
 		return filter.Default(), nil
 	}
 	if strings.HasPrefix(strings.TrimSpace(param), "{") {
+		cacheable := len(param) <= filterCacheMaxInline
+		if cacheable {
+			if f := s.filters.get(param); f != nil {
+				return f, nil
+			}
+		}
 		f, err := filter.Parse([]byte(param))
 		if err != nil {
 			return nil, filterError(err)
+		}
+		if cacheable {
+			s.filters.put(param, f)
 		}
 		return f, nil
 	}
 	id, err := strconv.ParseInt(param, 10, 64)
 	if err != nil {
 		return nil, httputil.InvalidParam("filter must be a filter ID or a JSON filter")
+	}
+	key := userID + "\x00" + strconv.FormatInt(id, 10)
+	if f := s.filters.get(key); f != nil {
+		return f, nil
 	}
 	raw, err := storage.GetFilter(ctx, s.db, userID, id)
 	if errors.Is(err, storage.ErrNotFound) {
@@ -111,6 +157,7 @@ func (s *Server) syncFilter(ctx context.Context, userID, param string) (*filter.
 	if err != nil {
 		return nil, filterError(err)
 	}
+	s.filters.put(key, f)
 	return f, nil
 }
 

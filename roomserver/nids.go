@@ -142,6 +142,15 @@ func (rs *Roomserver) loadNIDs(ctx context.Context, types, keys []string, create
 
 // stateKey resolves one tuple; ok is false when it cannot be in any state.
 func (rs *Roomserver) stateKey(ctx context.Context, eventType, stateKey string, create bool) (state.Key, bool, error) {
+	// Both NIDs cached (nearly always): no maps to build, as stateKeys does.
+	rs.nids.mu.RLock()
+	tn, ok := rs.nids.types[eventType]
+	rs.nids.mu.RUnlock()
+	if ok {
+		if kn, ok := rs.nids.keys.Get(stateKey); ok {
+			return state.Key{Type: tn, StateKey: kn}, true, nil
+		}
+	}
 	t := tuple{eventType, stateKey}
 	m, err := rs.stateKeys(ctx, []tuple{t}, create)
 	if err != nil {

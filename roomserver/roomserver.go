@@ -80,6 +80,10 @@ type Roomserver struct {
 
 	eventCache   *lru.Cache[int64, *Event]
 	eventIDCache *lru.Cache[string, int64]
+	// visibilities caches the history visibility of m.room.history_visibility events by
+	// NID (their content never changes: redaction keeps history_visibility), read for
+	// every event a /sync shows.
+	visibilities *lru.Cache[int64, string]
 
 	acls aclCache
 
@@ -132,6 +136,7 @@ func New(ctx context.Context, db *storage.DB, cfg Config) (*Roomserver, error) {
 		states:       state.NewStore(db, cfg.StateCacheSize, 10_000),
 		eventCache:   lru.New[int64, *Event](cfg.EventCacheSize),
 		eventIDCache: lru.New[string, int64](cfg.EventCacheSize),
+		visibilities: lru.New[int64, string](10_000),
 		queues:       map[string]*roomSendQueue{},
 	}
 	tracker, err := newStreamTracker(ctx, db, rs.publish)

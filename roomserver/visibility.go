@@ -93,16 +93,16 @@ func (rs *Roomserver) VisibleEvents(ctx context.Context, userID string, events [
 		if ev == nil {
 			return VisibilityShared
 		}
-		var c struct {
-			HistoryVisibility string `json:"history_visibility"`
+		if ev.NID != 0 {
+			if v, ok := rs.visibilities.Get(ev.NID); ok {
+				return v
+			}
 		}
-		if json.Unmarshal(ev.Content(), &c) != nil || c.HistoryVisibility == "" {
-			return VisibilityShared
+		v := historyVisibilityOf(ev)
+		if ev.NID != 0 {
+			rs.visibilities.Add(ev.NID, v)
 		}
-		if _, ok := visibilityRank[c.HistoryVisibility]; !ok {
-			return VisibilityShared
-		}
-		return c.HistoryVisibility
+		return v
 	}
 
 	out := make([]*Event, 0, len(events))

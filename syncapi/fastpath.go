@@ -40,17 +40,19 @@ import (
 // FastPathStats counts how long-polls were answered (for tests and diagnosis).
 type FastPathStats struct {
 	// Quiet: requests that went straight to waiting; Built: answers (empty or not)
-	// built from the database while long-polling; Fast: answers from the event log;
-	// Fallback: wake-ups the event log could not answer.
-	Quiet, Built, Fast, Fallback int64
+	// built from the database while long-polling; Fast: wake-ups answered from the
+	// event log; CatchUp: requests behind by a few events answered from the event log
+	// without waiting; Fallback: wake-ups the event log could not answer.
+	Quiet, Built, Fast, CatchUp, Fallback int64
 }
 
-type fastCounters struct{ quiet, built, fast, fallback atomic.Int64 }
+type fastCounters struct{ quiet, built, fast, catchUp, fallback atomic.Int64 }
 
 // FastPathStats returns the counters of the long-poll paths since start.
 func (s *Service) FastPathStats() FastPathStats {
 	c := &s.counters
-	return FastPathStats{Quiet: c.quiet.Load(), Built: c.built.Load(), Fast: c.fast.Load(), Fallback: c.fallback.Load()}
+	return FastPathStats{Quiet: c.quiet.Load(), Built: c.built.Load(), Fast: c.fast.Load(), CatchUp: c.catchUp.Load(),
+		Fallback: c.fallback.Load()}
 }
 
 // eventLogSize is how many recent events the fast path can answer from.
@@ -162,9 +164,10 @@ func (l *eventLog) after(pos int64) (out []*logEntry, top int64, ok bool) {
 // userRooms are a user's memberships, cached until one of its member events is
 // published.
 type userRooms struct {
-	all    []roomserver.RoomMembership
-	joined []string
-	maxPos int64 // the newest membership's stream position
+	all       []roomserver.RoomMembership
+	joined    []string
+	joinedSet map[string]bool
+	maxPos    int64 // the newest membership's stream position
 }
 
 type memberCache struct {
@@ -204,10 +207,11 @@ func (s *Service) userRooms(ctx context.Context, userID string) (*userRooms, err
 	if err != nil {
 		return nil, err
 	}
-	ur := &userRooms{all: ms}
+	ur := &userRooms{all: ms, joinedSet: map[string]bool{}}
 	for _, m := range ms {
 		if m.Membership == spec.Join {
 			ur.joined = append(ur.joined, m.RoomID)
+			ur.joinedSet[m.RoomID] = true
 		}
 		ur.maxPos = max(ur.maxPos, m.StreamPos)
 	}
@@ -407,10 +411,7 @@ func (s *Service) fastAnswer(ctx context.Context, req Request, base Token, ur *u
 	rf := req.Filter.GetRoom()
 	tf := rf.GetTimeline()
 	limit := tf.LimitOr(filter.DefaultTimelineLimit)
-	joined := make(map[string]bool, len(ur.joined))
-	for _, r := range ur.joined {
-		joined[r] = true
-	}
+	joined := ur.joinedSet
 	var ignored map[string]bool
 	byRoom := map[string][]*roomserver.Event{}
 	logged := map[string]*logEntry{}
@@ -454,8 +455,7 @@ func (s *Service) fastAnswer(ctx context.Context, req Request, base Token, ur *u
 		return nil, next, true, nil
 	}
 	sf := rf.GetState()
-	resp = &Response{Rooms: &Rooms{Join: map[string]*JoinedRoom{}, Invite: map[string]*InvitedRoom{},
-		Knock: map[string]*KnockedRoom{}, Leave: map[string]*LeftRoom{}}}
+	resp = &Response{Rooms: &Rooms{Join: make(map[string]*JoinedRoom, len(rooms))}} // empty sections are left out anyway
 	for _, room := range rooms {
 		evs, err := s.rooms.VisibleEvents(ctx, req.UserID, byRoom[room])
 		if err != nil {

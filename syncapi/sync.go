@@ -209,6 +209,15 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 			}
 			if quiet {
 				s.counters.quiet.Add(1)
+			} else if r, nextBase, ok, err := s.catchUp(ctx, req, base, ur); err != nil || (ok && r != nil) {
+				l.Close()
+				return r, err
+			} else if ok {
+				base = nextBase // only events this request filters out: wait
+				if resp != nil {
+					resp.next.Events = base.Events
+					resp.NextBatch = resp.next.String()
+				}
 			} else {
 				l.Close()
 				l = nil
@@ -255,37 +264,20 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 				l.Close()
 				break
 			}
-			// Listen again first: what is published after the log is read wakes this one.
-			next := s.notifier.Listen(req.UserID, req.DeviceID, ur.joined)
 			other := !l.OnlyEvents()
 			l.Close()
-			l = next
-			if other {
-				// Woken by something else than timeline events: maybe by a stream the
-				// filter drops (presence of room-mates with presence filtered out).
-				ok, err := s.streamsQuiet(ctx, req, base, ur)
-				if err != nil || !ok {
-					s.counters.fallback.Add(1)
-					l.Close()
-					if err != nil {
-						return nil, err
-					}
-					break
-				}
-			}
-			r, nextBase, ok, err := s.fastAnswer(ctx, req, base, ur)
-			if err != nil || (ok && r != nil) {
+			r, nextBase, next, err := s.answerWake(ctx, req, base, ur, other)
+			if err != nil || r != nil {
 				if r != nil {
 					s.counters.fast.Add(1)
 				}
-				l.Close()
 				return r, err
 			}
-			if !ok {
+			if next == nil {
 				s.counters.fallback.Add(1)
-				l.Close()
 				break
 			}
+			l = next
 			base = nextBase
 			if resp != nil {
 				resp.next.Events = base.Events
@@ -293,6 +285,66 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 			}
 		}
 	}
+}
+
+// answerWake answers a fast long-poll woken by new events (other: or by anything
+// else) from the event log. It returns the answer; or, when nothing new is for the
+// request, the base to wait from and a registered listener to wait on; or neither when
+// the database path must answer.
+//
+// The woken listener is closed before the log is read: most wake-ups have an answer,
+// and registering anew costs a turn of the notifier's lock per listener when a big
+// room wakes them all. Only a request with nothing to say registers again, and then
+// reads the log and the other streams once more, so that whatever was published
+// while it was not listening is seen.
+func (s *Service) answerWake(ctx context.Context, req Request, base Token, ur *userRooms, other bool) (
+	*Response, Token, *Listener, error) {
+	var l *Listener
+	for {
+		if other {
+			// Woken by something else than timeline events: maybe by a stream the
+			// filter drops (presence of room-mates with presence filtered out).
+			ok, err := s.streamsQuiet(ctx, req, base, ur)
+			if err != nil || !ok {
+				if l != nil {
+					l.Close()
+				}
+				return nil, base, nil, err
+			}
+		}
+		r, nextBase, ok, err := s.fastAnswer(ctx, req, base, ur)
+		if err != nil || !ok || r != nil {
+			if l != nil {
+				l.Close()
+			}
+			return r, base, nil, err
+		}
+		base = nextBase
+		if l != nil {
+			return nil, base, l, nil // listening since before this read: wait
+		}
+		l = s.notifier.Listen(req.UserID, req.DeviceID, ur.joined)
+		other = true
+	}
+}
+
+// catchUp answers a request that is behind (new events since its token, as when a
+// client comes back for more while the room keeps busy) from the event log, as a
+// wake-up would be: when the user's memberships did not change and no other stream
+// holds anything for it, fastAnswer decides. The listener is registered already, so
+// what is published after the log is read wakes it.
+func (s *Service) catchUp(ctx context.Context, req Request, base Token, ur *userRooms) (*Response, Token, bool, error) {
+	if ur.maxPos > base.Events {
+		return nil, base, false, nil
+	}
+	if ok, err := s.streamsQuiet(ctx, req, base, ur); !ok || err != nil {
+		return nil, base, false, err
+	}
+	r, next, ok, err := s.fastAnswer(ctx, req, base, ur)
+	if err == nil && ok && r != nil {
+		s.counters.catchUp.Add(1)
+	}
+	return r, next, ok, err
 }
 
 // timedOut answers a long-poll that found nothing: the last empty answer, else one

@@ -7,9 +7,16 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"os"
+	"runtime"
+	"runtime/pprof"
 	"sort"
+	"strconv"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -177,4 +184,137 @@ func BenchmarkSyncDeliveryLatency(b *testing.B) {
 		b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50_ms")
 		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99_ms")
 	}
+}
+
+// nullWriter is an http.ResponseWriter that keeps only the status and the body size:
+// the fanout benchmark measures the server's handler, not a client.
+type nullWriter struct {
+	h      http.Header
+	status int
+	body   []byte
+}
+
+func (w *nullWriter) Header() http.Header {
+	if w.h == nil {
+		w.h = http.Header{}
+	}
+	return w.h
+}
+func (w *nullWriter) WriteHeader(s int) { w.status = s }
+func (w *nullWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = 200
+	}
+	w.body = append(w.body, p...)
+	return len(p), nil
+}
+
+// BenchmarkSyncFanoutWake: N users (SYNC_FANOUT_LISTENERS, default 200) long-poll
+// /sync in one room with the load tool's fanout filter; each iteration parks every
+// long-poll, sends one message and waits until every listener has its answer. The
+// requests go straight to the client API handler (no sockets, no client decoding), so
+// the numbers are the server's: cpu-µs/delivery (process CPU from getrusage over the
+// iteration, the send and its push evaluation included) and allocs/delivery. A whole
+// delivery is counted: request parsing, authentication, filter, the quiet check,
+// waiting, the wake-up, the answer and its encoding.
+func BenchmarkSyncFanoutWake(b *testing.B) {
+	n := 200
+	if v := os.Getenv("SYNC_FANOUT_LISTENERS"); v != "" {
+		n, _ = strconv.Atoi(v)
+	}
+	e := startSyncEnv(b, "sqlite")
+	alice := e.register("sender")
+	roomID := e.createRoom(alice, roomserver.CreateRoomRequest{Preset: "public_chat"})
+	h := e.srv.Client.Handler()
+	filter := inlineFilter(map[string]any{
+		"room": map[string]any{"rooms": []string{roomID},
+			"timeline":  map[string]any{"limit": 100, "types": []string{"m.room.message"}},
+			"state":     map[string]any{"types": []string{}},
+			"ephemeral": map[string]any{"types": []string{}}},
+		"presence": map[string]any{"types": []string{}}, "account_data": map[string]any{"types": []string{}}})
+	get := func(token, since string, timeout int) *nullWriter {
+		q := url.Values{"filter": {filter}, "timeout": {strconv.Itoa(timeout)}}
+		if since != "" {
+			q.Set("since", since)
+		}
+		req := httptest.NewRequest("GET", "/_matrix/client/v3/sync?"+q.Encode(), nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		w := &nullWriter{}
+		h.ServeHTTP(w, req)
+		return w
+	}
+	nextBatch := func(w *nullWriter) string { // without decoding the body: only the server's CPU should count
+		i := bytes.Index(w.body, []byte(`"next_batch":"`))
+		if w.status != 200 || i < 0 {
+			b.Fatalf("sync: %d %s", w.status, w.body)
+		}
+		rest := w.body[i+len(`"next_batch":"`):]
+		return string(rest[:bytes.IndexByte(rest, '"')])
+	}
+	tokens := make([]string, n)
+	since := make([]string, n)
+	for i := range tokens {
+		cli := e.register(fmt.Sprintf("listener%03d", i))
+		e.membership("join", cli, nil, roomID)
+		tokens[i] = cli.AccessToken
+	}
+	for i := range tokens {
+		since[i] = nextBatch(get(tokens[i], "", 0))
+	}
+	var cpu time.Duration
+	var allocs, bytesOut uint64
+	var ms runtime.MemStats
+	if f := os.Getenv("SYNC_FANOUT_CPUPROFILE"); f != "" { // the measured loop only, not the setup
+		out, err := os.Create(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = pprof.StartCPUProfile(out)
+		defer func() { pprof.StopCPUProfile(); out.Close() }()
+	}
+	b.ResetTimer()
+	for it := 0; it < b.N; it++ {
+		runtime.ReadMemStats(&ms)
+		a0 := ms.Mallocs
+		c0 := processCPU()
+		parked := e.srv.Sync.FastPathStats().Quiet
+		var done sync.WaitGroup
+		done.Add(n)
+		for i := range tokens {
+			go func() {
+				defer done.Done()
+				w := get(tokens[i], since[i], 30000)
+				if !bytes.Contains(w.body, []byte(fmt.Sprintf(`"body":"m%d"`, it))) {
+					b.Errorf("listener %d woke without message %d: %s", i, it, w.body)
+					return
+				}
+				since[i] = nextBatch(w)
+				atomic.AddUint64(&bytesOut, uint64(len(w.body)))
+			}()
+		}
+		for e.srv.Sync.FastPathStats().Quiet < parked+int64(n) {
+			time.Sleep(time.Millisecond)
+		}
+		if _, err := e.srv.Rooms.SendEvent(context.Background(), roomserver.SendRequest{RoomID: roomID, Sender: alice.UserID.String(),
+			Type: event.EventMessage.Type, Content: map[string]any{"msgtype": "m.text", "body": fmt.Sprintf("m%d", it)}}); err != nil {
+			b.Fatal(err)
+		}
+		done.Wait()
+		cpu += processCPU() - c0
+		runtime.ReadMemStats(&ms)
+		allocs += ms.Mallocs - a0
+	}
+	b.StopTimer()
+	b.Logf("fast path: %+v", e.srv.Sync.FastPathStats())
+	d := float64(b.N * n)
+	b.ReportMetric(float64(cpu.Microseconds())/d, "cpu-µs/delivery")
+	b.ReportMetric(float64(allocs)/d, "allocs/delivery")
+	b.ReportMetric(float64(bytesOut)/d, "B-body/delivery")
+}
+
+// processCPU is the process's user+system CPU time so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -296,19 +296,32 @@ type syncResponse struct {
 }
 
 type event struct {
-	Type    string         `json:"type"`
-	EventID string         `json:"event_id"`
-	Sender  string         `json:"sender"`
-	Content map[string]any `json:"content"`
+	Type    string      `json:"type"`
+	EventID string      `json:"event_id"`
+	Sender  string      `json:"sender"`
+	Content loadContent `json:"content"`
+}
+
+// loadContent is the part of a message's content this tool reads: its run and
+// sequence number (kept raw, so that any other content decodes without error and
+// without building a map per event: fanout decodes every delivery on the cores the
+// server uses).
+type loadContent struct {
+	Run json.RawMessage `json:"myelin_load_run"` // runKey
+	Seq json.RawMessage `json:"myelin_load_seq"` // seqKey
 }
 
 // loadSeq returns the sequence number of a message sent by this run.
 func (c *client) loadSeq(ev event) (int64, bool) {
-	if ev.Type != "m.room.message" || ev.Content[runKey] != c.runID {
+	if ev.Type != "m.room.message" || len(ev.Content.Run) == 0 || len(ev.Content.Seq) == 0 {
 		return 0, false
 	}
-	f, ok := ev.Content[seqKey].(float64)
-	return int64(f), ok
+	var run string
+	if json.Unmarshal(ev.Content.Run, &run) != nil || run != c.runID {
+		return 0, false
+	}
+	seq, err := strconv.ParseInt(string(ev.Content.Seq), 10, 64)
+	return seq, err == nil
 }
 
 func (c *client) sync(ctx context.Context, u *user, since, filter string, timeout time.Duration) (*syncResponse, int, error) {

@@ -86,12 +86,15 @@ type Result struct {
 	ErrorsByKind map[string]int64  `json:"errors_by_kind"`
 	ErrorSamples map[string]string `json:"error_samples,omitempty"`
 	// RateLimitedRetries counts 429 answers that were waited out and retried (setup included).
-	RateLimitedRetries int64          `json:"rate_limited_retries"`
-	ThroughputPerSec   float64        `json:"throughput_per_sec"`
-	Latency            Latency        `json:"latency"`
-	Server             *Server        `json:"server,omitempty"`
-	Extra              map[string]any `json:"extra,omitempty"`
-	Interrupted        bool           `json:"interrupted,omitempty"`
+	RateLimitedRetries int64   `json:"rate_limited_retries"`
+	ThroughputPerSec   float64 `json:"throughput_per_sec"`
+	Latency            Latency `json:"latency"`
+	Server             *Server `json:"server,omitempty"`
+	// ClientCPUSeconds is this tool's own CPU time (user+system) over the measured
+	// phase: on one machine it competes with the server for the cores.
+	ClientCPUSeconds float64        `json:"client_cpu_seconds"`
+	Extra            map[string]any `json:"extra,omitempty"`
+	Interrupted      bool           `json:"interrupted,omitempty"`
 	// Error is set when the scenario could not run (setup failed).
 	Error string `json:"error,omitempty"`
 }
@@ -279,6 +282,7 @@ func printText(w io.Writer, r *Result) {
 		fmt.Fprintf(w, "   server pid %d  CPU %.2fs (%.0f%%)  %s %.1f MiB  RSS %.1f MiB\n", s.PID, s.CPUSeconds, s.CPUPercent,
 			peak, float64(s.PeakRSSBytes)/(1<<20), float64(s.RSSBytes)/(1<<20))
 	}
+	fmt.Fprintf(w, "   load tool   CPU %.2fs\n", r.ClientCPUSeconds)
 	if len(r.Extra) > 0 {
 		keys := make([]string, 0, len(r.Extra))
 		for k := range r.Extra {

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -23,6 +24,7 @@ type env struct {
 	name  string
 	t0    time.Time
 	m0    time.Time
+	cpu0  float64 // the tool's own CPU seconds at the start of the measured phase
 	watch *procWatch
 	// perListener is set by fanout for the JSON output.
 	perListener []Latency
@@ -127,6 +129,7 @@ func params(name string, cfg config) map[string]any {
 // measure ends the setup phase and starts the measured one.
 func (e *env) measure() error {
 	e.m0 = time.Now()
+	e.cpu0 = selfCPU()
 	e.res.SetupSeconds = round3(e.m0.Sub(e.t0).Seconds())
 	w, err := watchProc(e.cfg.pid)
 	if err != nil {
@@ -139,7 +142,17 @@ func (e *env) measure() error {
 // measured ends the measured phase.
 func (e *env) measured() {
 	e.res.DurationSeconds = round3(time.Since(e.m0).Seconds())
+	e.res.ClientCPUSeconds = round3(selfCPU() - e.cpu0)
 	e.res.Server = e.watch.stop()
+}
+
+// selfCPU is this process's CPU time (user+system) in seconds.
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
 
 func (e *env) extra(k string, v any) {

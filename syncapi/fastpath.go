@@ -282,9 +282,39 @@ func (s *Service) streamPositions(ctx context.Context) (map[string]int64, error)
 	return pos, nil
 }
 
+// userGens records, per user, the wake generation of the user's last WakeUsers. The
+// per-user caches (ignored users, key counts) hold until the user is woken: a wake-up
+// of a room or of another user (presence, typing, receipts of a big room) does not
+// make every member re-read them.
+type userGens struct {
+	mu    sync.Mutex
+	m     map[string]int64
+	floor int64 // the generation when m was last emptied (bounded size)
+}
+
+func (g *userGens) bump(userIDs []string, gen int64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.m == nil {
+		g.m = map[string]int64{}
+	} else if len(g.m)+len(userIDs) > memberCacheMaxUsers {
+		g.m = map[string]int64{}
+		g.floor = gen // every entry cached before is stale
+	}
+	for _, u := range userIDs {
+		g.m[u] = gen
+	}
+}
+
+func (g *userGens) get(userID string) int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return max(g.m[userID], g.floor)
+}
+
 // cachedIgnored returns the user's ignored users (account data changes wake the user).
 func (s *Service) cachedIgnored(ctx context.Context, userID string) (map[string]bool, error) {
-	gen := s.gen.Load()
+	gen := s.userGens.get(userID)
 	if v, ok := s.ignored.get(userID, gen); ok {
 		return v, nil
 	}
@@ -305,7 +335,7 @@ type keyCounts struct {
 // types. Uploads wake the user; claims by others do not, so a count may be up to
 // cacheTTL old (the next database build refreshes it).
 func (s *Service) cachedKeyCounts(ctx context.Context, userID, deviceID string) (keyCounts, error) {
-	gen := s.gen.Load()
+	gen := s.userGens.get(userID)
 	key := userID + "|" + deviceID
 	if v, ok := s.keys.get(key, gen); ok {
 		return v, nil

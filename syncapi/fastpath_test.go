@@ -1,6 +1,9 @@
 package syncapi
 
-import "testing"
+import (
+	"strconv"
+	"testing"
+)
 
 // TestEventLogWindow: the log answers for positions it holds everything after, and
 // refuses once older entries were evicted (the database path then answers).
@@ -52,4 +55,22 @@ func TestListenerWakeReasons(t *testing.T) {
 		t.Error("woken by a user wake-up, but OnlyEvents is true")
 	}
 	b.Close()
+}
+
+// TestUserGens: a user's cached data is stale after a wake-up of that user only, and
+// all of it once the table was emptied for size.
+func TestUserGens(t *testing.T) {
+	var g userGens
+	a0, b0 := g.get("@a:hs"), g.get("@b:hs")
+	g.bump([]string{"@a:hs"}, 5)
+	if g.get("@a:hs") == a0 || g.get("@b:hs") != b0 {
+		t.Fatalf("after waking a: a %d→%d, b %d→%d", a0, g.get("@a:hs"), b0, g.get("@b:hs"))
+	}
+	for i := 0; len(g.m) < memberCacheMaxUsers-1; i++ {
+		g.m[string(rune('A'+i%26))+strconv.Itoa(i)] = 6
+	}
+	g.bump([]string{"@c:hs", "@d:hs"}, 7) // over the bound: emptied
+	if g.get("@b:hs") == b0 || g.get("@a:hs") == 5 {
+		t.Fatalf("entries cached before the table was emptied still look current: a %d b %d", g.get("@a:hs"), g.get("@b:hs"))
+	}
 }

@@ -85,6 +85,7 @@ type Service struct {
 	log       *eventLog
 	members   memberCache
 	gen       atomic.Int64 // raised by every wake-up other than new timeline events
+	userGens  userGens     // per user: gen at the user's last WakeUsers
 	positions memo[map[string]int64]
 	// positionsMu makes one reader refresh positions at a time.
 	positionsMu sync.Mutex
@@ -144,7 +145,7 @@ func (w wakeTracker) WakeRooms(roomIDs ...string) {
 }
 
 func (w wakeTracker) WakeUsers(userIDs ...string) {
-	w.s.gen.Add(1)
+	w.s.userGens.bump(userIDs, w.s.gen.Add(1))
 	w.s.notifier.WakeUsers(userIDs...)
 }
 

@@ -27,7 +27,16 @@ type Token struct {
 
 // String renders the token: "s" and the positions separated by '_'.
 func (t Token) String() string {
-	return fmt.Sprintf("s%d_%d_%d_%d_%d_%d_%d", t.Events, t.AccountData, t.Receipts, t.Typing, t.Presence, t.ToDevice, t.DeviceLists)
+	// By hand rather than fmt: every /sync answer makes one.
+	b := make([]byte, 0, 64)
+	b = append(b, 's')
+	for i, v := range [...]int64{t.Events, t.AccountData, t.Receipts, t.Typing, t.Presence, t.ToDevice, t.DeviceLists} {
+		if i > 0 {
+			b = append(b, '_')
+		}
+		b = strconv.AppendInt(b, v, 10)
+	}
+	return string(b)
 }
 
 func (t *Token) fields() []*int64 {

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -30,6 +31,7 @@ type client struct {
 	txn          atomic.Int64
 	runID        string
 	rateLimited  atomic.Int64 // 429 answers that were retried
+	escaped      sync.Map     // filter → its query-escaped form
 }
 
 func newClient(hs, sharedSecret string, conns int, timeout time.Duration) *client {
@@ -325,16 +327,20 @@ func (c *client) loadSeq(ev event) (int64, bool) {
 }
 
 func (c *client) sync(ctx context.Context, u *user, since, filter string, timeout time.Duration) (*syncResponse, int, error) {
-	q := url.Values{}
-	if since != "" {
-		q.Set("since", since)
-	}
+	path := "/_matrix/client/v3/sync?timeout=" + strconv.FormatInt(timeout.Milliseconds(), 10)
 	if filter != "" {
-		q.Set("filter", filter)
+		// Escaped once: fanout listeners send the same long filter with every poll.
+		esc, ok := c.escaped.Load(filter)
+		if !ok {
+			esc, _ = c.escaped.LoadOrStore(filter, url.QueryEscape(filter))
+		}
+		path += "&filter=" + esc.(string)
 	}
-	q.Set("timeout", strconv.FormatInt(timeout.Milliseconds(), 10))
+	if since != "" {
+		path += "&since=" + url.QueryEscape(since)
+	}
 	var out syncResponse
-	n, err := c.do(ctx, "GET", "/_matrix/client/v3/sync?"+q.Encode(), u.Token, nil, &out, timeout)
+	n, err := c.do(ctx, "GET", path, u.Token, nil, &out, timeout)
 	if err != nil {
 		return nil, n, err
 	}

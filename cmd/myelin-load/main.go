@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"syscall"
@@ -114,6 +115,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.pid, "pid", 0, "homeserver process id on this machine: report its CPU seconds and peak RSS")
 	fs.BoolVar(&cfg.jsonOut, "json", false, "print results as JSON, one object per scenario per line, on stdout")
 	fs.BoolVar(&cfg.quiet, "quiet", false, "no progress lines on stderr")
+	var cpuProfile string
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "write this tool's own CPU profile to this file (it shares the cores with a local server)")
 	fs.BoolVar(&cfg.allowRemote, "allow-remote", false, "allow a homeserver that is not on a loopback address")
 	fs.DurationVar(&cfg.timeout, "timeout", 60*time.Second, "per-request timeout (long-polls add their own timeout)")
 	fs.IntVar(&cfg.users, "users", 0, "register: users to register; join-big-room: users whose join is timed; overload: well-behaved users")
@@ -148,6 +151,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 2
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 2
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	if scen == "" {
 		fs.Usage()

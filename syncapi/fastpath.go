@@ -28,7 +28,10 @@ import (
 //     limit per room, no lazy-loaded member the device was not sent yet. Anything else falls back to the
 //     database path, which stays the reference;
 //   - a request whose since token is current (nothing new in any stream) goes straight
-//     to waiting without building an empty response from the database ("quiet").
+//     to waiting without building an empty response from the database ("quiet");
+//   - a request whose token is behind only by such events (the client came back after
+//     the next message, the common case in a busy room) is answered from the log at
+//     once, by the same rules ("catch-up").
 //
 // The answers use the same event visibility check, filters and formatter as the
 // database path. Positions of the other streams are left at the request's since token,

@@ -111,6 +111,14 @@ func New(ctx context.Context, cfg *config.Config, version string) (*Server, erro
 	syncOut.set(syncSvc)
 	// Push rules copied for an upgraded room reach the user's /sync.
 	pushSvc.SetAccountDataNotifier(syncSvc.OnAccountData)
+	// closeStarted releases what is running so far when a later step fails.
+	closeStarted := func() {
+		rooms.Close()
+		pushSvc.Close()
+		searchSvc.Close()
+		syncSvc.Close()
+		db.Close()
+	}
 	e2ee := keys.New(db, cfg.ServerName)
 	fed, err := federation.NewServer(federation.Deps{Config: cfg, Key: key, Version: version, DB: db, Rooms: rooms,
 		OpenIDUser: func(ctx context.Context, token string) (string, error) {
@@ -118,11 +126,7 @@ func New(ctx context.Context, cfg *config.Config, version string) (*Server, erro
 		},
 		Keys: localKeys{e2ee}, EDUs: syncSvc, Peers: late})
 	if err != nil {
-		rooms.Close()
-		pushSvc.Close()
-		searchSvc.Close()
-		syncSvc.Close()
-		db.Close()
+		closeStarted()
 		return nil, err
 	}
 	// The federation sender queues local events and EDUs for other servers.
@@ -150,11 +154,7 @@ func New(ctx context.Context, cfg *config.Config, version string) (*Server, erro
 		if snd != nil {
 			snd.Close()
 		}
-		rooms.Close()
-		pushSvc.Close()
-		searchSvc.Close()
-		syncSvc.Close()
-		db.Close()
+		closeStarted()
 		return nil, err
 	}
 	client := clientapi.NewServer(clientapi.Deps{

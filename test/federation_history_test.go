@@ -625,6 +625,9 @@ func testFederationBackfillAfterJoin(t *testing.T, engine string) {
 	for i := 1; i <= 23; i++ {
 		body := fmt.Sprintf("old %02d", i)
 		if i == 12 {
+			// Milliseconds apart from both neighbours, so that only event 12 is the
+			// first at or after ts12.
+			time.Sleep(5 * time.Millisecond)
 			ts12 = time.Now().UnixMilli()
 			time.Sleep(5 * time.Millisecond)
 		}

@@ -126,7 +126,7 @@ func (s *Server) stateFrom(ctx context.Context, server spec.ServerName, ver goma
 		return nil, fmt.Errorf("state_ids at %s from %s: %w", eventID, server, err)
 	}
 	all := append(append([]string{}, ids.PDUIDs...), ids.AuthIDs...)
-	found, err := s.rooms.Events(ctx, all)
+	found, err := s.rooms.Events(ctx, append(slices.Clone(all), fetchToo...))
 	if err != nil {
 		return nil, err
 	}
@@ -150,12 +150,6 @@ func (s *Server) stateFrom(ctx context.Context, server spec.ServerName, ver goma
 		}
 		return s.storedState(ctx, ids.PDUIDs)
 	}
-	if len(fetchToo) > 0 {
-		// /state does not carry the event itself.
-		if err := s.storeFetched(ctx, s.fetchEvents(ctx, server, ver, roomID, fetchToo)); err != nil {
-			return nil, err
-		}
-	}
 	var st struct {
 		PDUs      []json.RawMessage `json:"pdus"`
 		AuthChain []json.RawMessage `json:"auth_chain"`
@@ -165,7 +159,19 @@ func (s *Server) stateFrom(ctx context.Context, server spec.ServerName, ver goma
 	}
 	chain := s.parseVerified(ctx, ver, roomID, st.AuthChain)
 	pdus := s.parseVerified(ctx, ver, roomID, st.PDUs)
-	if err := s.storeOutliers(ctx, append(chain, pdus...), found); err != nil {
+	// /state does not carry fetchToo (the event itself): fetched one by one, they are
+	// stored in the same batch, after the state and auth chain they usually need (the
+	// prev event of a gap refers to the state before it: stored first, it would be
+	// dropped for want of its auth events).
+	var extra []string
+	for _, id := range fetchToo {
+		if found[id] == nil {
+			extra = append(extra, id)
+		}
+	}
+	toStore := append(chain, pdus...)
+	toStore = append(toStore, s.fetchEvents(ctx, server, ver, roomID, extra)...)
+	if err := s.storeOutliers(ctx, toStore, found); err != nil {
 		return nil, err
 	}
 	stateIDs := make([]string, 0, len(pdus))

@@ -36,20 +36,21 @@ type fedRoom struct {
 	mu sync.Mutex
 	// events are bob's events the origin serves (by ID); noGap are events whose
 	// /get_missing_events the origin refuses, gapMax limits how many events it gives
-	// for others; stateBefore answers /state_ids.
-	events      map[string]gomatrixserverlib.PDU
-	fetched     map[string]int // /event requests per event ID
-	noGap       map[string]bool
-	gapMax      map[string]int
-	stateBefore map[string]json.RawMessage
-	backfills   int
+	// for others; stateBefore answers /state_ids, fullStateBefore /state.
+	events          map[string]gomatrixserverlib.PDU
+	fetched         map[string]int // /event requests per event ID
+	noGap           map[string]bool
+	gapMax          map[string]int
+	stateBefore     map[string]json.RawMessage
+	fullStateBefore map[string]json.RawMessage
+	backfills       int
 }
 
 func newFedRoom(t testing.TB, engine string, setup func(ctx context.Context, cli *mautrix.Client, roomID id.RoomID)) *fedRoom {
 	t.Helper()
 	ctx := context.Background()
 	f := &fedRoom{o: startFakeOrigin(t), events: map[string]gomatrixserverlib.PDU{}, fetched: map[string]int{}, noGap: map[string]bool{}, gapMax: map[string]int{},
-		stateBefore: map[string]json.RawMessage{}}
+		stateBefore: map[string]json.RawMessage{}, fullStateBefore: map[string]json.RawMessage{}}
 	f.b = harness.Start(t, harness.Options{Engine: engine, Federation: true, NameFromFederationAddr: true})
 	cli, err := mautrix.NewClient(f.b.URL, "", "")
 	if err != nil {
@@ -88,6 +89,7 @@ func newFedRoom(t testing.TB, engine string, setup func(ctx context.Context, cli
 	f.o.mux.HandleFunc("/_matrix/federation/v1/get_missing_events/", f.serveMissing)
 	f.o.mux.HandleFunc("/_matrix/federation/v1/backfill/", f.serveBackfill)
 	f.o.mux.HandleFunc("/_matrix/federation/v1/state_ids/", f.serveStateIDs)
+	f.o.mux.HandleFunc("/_matrix/federation/v1/state/", f.serveState)
 	f.o.mux.HandleFunc("/_matrix/federation/v1/event/", f.serveEvent)
 	return f
 }
@@ -238,6 +240,18 @@ func (f *fedRoom) serveEvent(w http.ResponseWriter, r *http.Request) {
 func (f *fedRoom) serveStateIDs(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	st, ok := f.stateBefore[r.URL.Query().Get("event_id")]
+	f.mu.Unlock()
+	if !ok {
+		writeJSON(w, 404, map[string]string{"errcode": "M_NOT_FOUND", "error": "unknown event"})
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(st)
+}
+
+func (f *fedRoom) serveState(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	st, ok := f.fullStateBefore[r.URL.Query().Get("event_id")]
 	f.mu.Unlock()
 	if !ok {
 		writeJSON(w, 404, map[string]string{"errcode": "M_NOT_FOUND", "error": "unknown event"})
@@ -480,6 +494,112 @@ func testFederationSendGapAndBackfill(t *testing.T, engine string) {
 				t.Fatal("a backfilled event is the newest event of /sync")
 			}
 		}
+	}
+}
+
+// TestFederationSendGapStateFromFullState: the only event of a gap B fetches (a
+// display name change of bob's) has a missing prev event, whose state B mostly lacks:
+// a chain of bob's earlier display names longer than B walks one by one for missing
+// auth events. B takes that state with /state and the prev event itself with /event,
+// storing the prev event after the state it refers to (not before, which dropped it
+// and so rejected the gap event and the pushed message that refer to it): the message
+// is accepted and bob's display name is his latest.
+func TestFederationSendGapStateFromFullState(t *testing.T) {
+	harness.ForEachEngine(t, testFederationSendGapStateFromFullState)
+}
+
+func testFederationSendGapStateFromFullState(t *testing.T, engine string) {
+	ctx := context.Background()
+	f := newFedRoom(t, engine, nil)
+	g1 := f.msg(t, "g1", f.join)
+	if res := f.send(t, f.o, g1); res[g1.EventID()] != "" {
+		t.Fatalf("g1: %v", res)
+	}
+	state, err := f.cli.State(ctx, id.RoomID(f.roomID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	joinRules := state[event.StateJoinRules][""].ID.String()
+	bob := "@bob:" + f.o.name
+	const n = 60
+	names := make([]gomatrixserverlib.PDU, n)
+	prev := g1
+	member := f.join
+	for i := range names {
+		ev := f.o.event(t, f.roomID, "bob", "m.room.member", &bob, map[string]any{"membership": "join", "displayname": fmt.Sprintf("Bob %d", i)},
+			[]string{prev.EventID()}, []string{f.auth[0], f.auth[1], joinRules, member.EventID()}, prev.Depth()+1)
+		names[i] = ev
+		prev, member = ev, ev
+		// Distinct origin_server_ts: resolving bob's membership against the state at g1
+		// orders his names by timestamp (then event ID), so the latest must be latest.
+		time.Sleep(2 * time.Millisecond)
+	}
+	last := names[n-1]
+	m := f.o.event(t, f.roomID, "bob", "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "after the names"},
+		[]string{last.EventID()}, []string{f.auth[0], f.auth[1], last.EventID()}, last.Depth()+1)
+
+	// The state before names[n-2] (the missing prev event of the gap's only event):
+	// B's state at g1 with bob's membership names[n-3], whose auth chain adds the join
+	// and the names before it.
+	room := url.PathEscape(f.roomID)
+	code, ecode, out := f.call(t, f.o, "GET", "/_matrix/federation/v1/state/"+room+"?event_id="+url.QueryEscape(g1.EventID()), nil)
+	if code != 200 {
+		t.Fatalf("state at g1: %d %s", code, ecode)
+	}
+	var pdus, chain []json.RawMessage
+	if err := json.Unmarshal(out["pdus"], &pdus); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(out["auth_chain"], &chain); err != nil {
+		t.Fatal(err)
+	}
+	pduIDs, _ := eventIDsOf(t, out["pdus"])
+	chainIDs, _ := eventIDsOf(t, out["auth_chain"])
+	var st struct {
+		PDUs      []json.RawMessage `json:"pdus"`
+		AuthChain []json.RawMessage `json:"auth_chain"`
+		PDUIDs    []string          `json:"pdu_ids"`
+		AuthIDs   []string          `json:"auth_chain_ids"`
+	}
+	for i, id := range pduIDs {
+		if id != f.join.EventID() {
+			st.PDUs, st.PDUIDs = append(st.PDUs, pdus[i]), append(st.PDUIDs, id)
+		}
+	}
+	st.PDUs, st.PDUIDs = append(st.PDUs, names[n-3].JSON()), append(st.PDUIDs, names[n-3].EventID())
+	for i, id := range chainIDs {
+		if id != f.join.EventID() {
+			st.AuthChain, st.AuthIDs = append(st.AuthChain, chain[i]), append(st.AuthIDs, id)
+		}
+	}
+	for _, ev := range append([]gomatrixserverlib.PDU{f.join}, names[:n-3]...) {
+		st.AuthChain, st.AuthIDs = append(st.AuthChain, ev.JSON()), append(st.AuthIDs, ev.EventID())
+	}
+	ids, _ := json.Marshal(map[string]any{"pdu_ids": st.PDUIDs, "auth_chain_ids": st.AuthIDs})
+	full, _ := json.Marshal(map[string]any{"pdus": st.PDUs, "auth_chain": st.AuthChain})
+	f.mu.Lock()
+	for _, ev := range append(names, m) {
+		f.events[ev.EventID()] = ev
+	}
+	f.gapMax[m.EventID()] = 1
+	f.stateBefore[names[n-2].EventID()] = ids
+	f.fullStateBefore[names[n-2].EventID()] = full
+	f.mu.Unlock()
+
+	if res := f.send(t, f.o, m); res[m.EventID()] != "" {
+		t.Fatalf("message after a gap with a long auth chain: %v", res)
+	}
+	if got := f.bodies(t); len(got) == 0 || got[0] != "after the names" {
+		t.Fatalf("timeline: %v, want the message first", got)
+	}
+	var profile struct {
+		DisplayName string `json:"displayname"`
+	}
+	if err := f.cli.StateEvent(ctx, id.RoomID(f.roomID), event.StateMember, bob, &profile); err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("Bob %d", n-1); profile.DisplayName != want {
+		t.Fatalf("bob's display name: %q, want %q", profile.DisplayName, want)
 	}
 }
 

@@ -410,15 +410,13 @@ func (s *Server) stateAfterPrevs(ctx context.Context, server spec.ServerName, ve
 	return out, nil
 }
 
-// inputPulled gives the roomserver an event fetched to fill a gap: its missing auth
-// events are fetched first; when its prev events are not all in our timeline, the
-// state before it is made from the state after each of them (stateAfterPrevs).
+// inputPulled gives the roomserver an event fetched to fill a gap: when its prev
+// events are not all in our timeline, the state before it is made from the state
+// after each of them (stateAfterPrevs); auth events still missing after that (which
+// usually brings them, with their chain) are fetched then.
 func (s *Server) inputPulled(ctx context.Context, server spec.ServerName, ver gomatrixserverlib.RoomVersion, ev gomatrixserverlib.PDU) (roomserver.InputResult, error) {
 	if have, err := s.knownInTimeline(ctx, []string{ev.EventID()}); err != nil || have {
 		return roomserver.InputResult{EventID: ev.EventID(), AlreadyKnown: have}, err
-	}
-	if err := s.fetchMissingAuth(ctx, server, ver, ev); err != nil {
-		return roomserver.InputResult{}, err
 	}
 	in := roomserver.InputEvent{Kind: roomserver.InputNew, Event: ev}
 	if ok, err := s.knownInTimeline(ctx, ev.PrevEventIDs()); err != nil {
@@ -429,6 +427,9 @@ func (s *Server) inputPulled(ctx context.Context, server spec.ServerName, ver go
 			return roomserver.InputResult{EventID: ev.EventID(), Err: err}, nil
 		}
 		in.PrevStates = states
+	}
+	if err := s.fetchMissingAuth(ctx, server, ver, ev); err != nil {
+		return roomserver.InputResult{}, err
 	}
 	res, err := s.rooms.InputEvents(ctx, []roomserver.InputEvent{in})
 	if err != nil || len(res) != 1 {

@@ -357,17 +357,17 @@ func (s *Server) receivePDU(ctx context.Context, origin spec.ServerName, raw jso
 	} else if err != nil {
 		return id, pduResult{Error: "could not process event"}
 	}
-	// Missing auth events are fetched from the origin (else the event is rejected).
 	// Missing prev events: the origin is asked for the gap (/get_missing_events); a
 	// pushed event whose gap cannot be closed is refused rather than given a state of
 	// the origin's choosing (it would become a forward extremity on its word alone).
+	// Then auth events still missing are fetched from the origin (else the event is
+	// rejected). The gap comes first: its events (often the auth events too, e.g. a
+	// power level change just before) join the timeline, where fetched as auth events
+	// first they would be outliers that the gap could not bring into the timeline.
 	// (Nothing to fetch for an event we already have, e.g. a retransmission.)
 	if have, err := s.knownInTimeline(ctx, []string{id}); err != nil {
 		return id, pduResult{Error: "could not process event"}
 	} else if !have {
-		if err := s.fetchMissingAuth(ctx, origin, ver, ev); err != nil {
-			return id, pduResult{Error: "could not process event"}
-		}
 		if ok, err := s.knownInTimeline(ctx, ev.PrevEventIDs()); err != nil {
 			return id, pduResult{Error: "could not process event"}
 		} else if !ok {
@@ -377,6 +377,9 @@ func (s *Server) receivePDU(ctx context.Context, origin spec.ServerName, raw jso
 			} else if !ok {
 				return id, pduResult{Error: "the event's prev events could not be fetched from the origin"}
 			}
+		}
+		if err := s.fetchMissingAuth(ctx, origin, ver, ev); err != nil {
+			return id, pduResult{Error: "could not process event"}
 		}
 	}
 	res, err := s.inputWithState(ctx, origin, ver, roomserver.InputNew, ev)

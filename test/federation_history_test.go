@@ -497,6 +497,49 @@ func testFederationSendGapAndBackfill(t *testing.T, engine string) {
 	}
 }
 
+// TestFederationSendGapBringsAuthEvent: a pushed message whose missing prev event is
+// also its missing auth event (bob's display name change just before it) is accepted:
+// B fills the gap first, so the name change joins the timeline, instead of fetching it
+// as an auth event first (an outlier, which the gap could then not bring into the
+// timeline, leaving the gap open and the message refused).
+func TestFederationSendGapBringsAuthEvent(t *testing.T) {
+	harness.ForEachEngine(t, testFederationSendGapBringsAuthEvent)
+}
+
+func testFederationSendGapBringsAuthEvent(t *testing.T, engine string) {
+	ctx := context.Background()
+	f := newFedRoom(t, engine, nil)
+	state, err := f.cli.State(ctx, id.RoomID(f.roomID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	joinRules := state[event.StateJoinRules][""].ID.String()
+	bob := "@bob:" + f.o.name
+	name := f.o.event(t, f.roomID, "bob", "m.room.member", &bob, map[string]any{"membership": "join", "displayname": "Bob Renamed"},
+		[]string{f.join.EventID()}, []string{f.auth[0], f.auth[1], joinRules, f.join.EventID()}, f.join.Depth()+1)
+	m := f.o.event(t, f.roomID, "bob", "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "after the rename"},
+		[]string{name.EventID()}, []string{f.auth[0], f.auth[1], name.EventID()}, name.Depth()+1)
+	f.mu.Lock()
+	f.events[name.EventID()] = name
+	f.events[m.EventID()] = m
+	f.mu.Unlock()
+	if res := f.send(t, f.o, m); res[m.EventID()] != "" {
+		t.Fatalf("message after a missing name change: %v", res)
+	}
+	if got := f.bodies(t); len(got) == 0 || got[0] != "after the rename" {
+		t.Fatalf("timeline: %v, want the message first", got)
+	}
+	var profile struct {
+		DisplayName string `json:"displayname"`
+	}
+	if err := f.cli.StateEvent(ctx, id.RoomID(f.roomID), event.StateMember, bob, &profile); err != nil {
+		t.Fatal(err)
+	}
+	if profile.DisplayName != "Bob Renamed" {
+		t.Fatalf("bob's display name: %q, want the name change of the gap", profile.DisplayName)
+	}
+}
+
 // TestFederationSendGapStateFromFullState: the only event of a gap B fetches (a
 // display name change of bob's) has a missing prev event, whose state B mostly lacks:
 // a chain of bob's earlier display names longer than B walks one by one for missing

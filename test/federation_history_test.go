@@ -654,19 +654,7 @@ func TestFederationRemoteProfileDirectoryHierarchy(t *testing.T) {
 	ctx := context.Background()
 	a := harness.Start(t, harness.Options{Federation: true, NameFromFederationAddr: true})
 	b := harness.Start(t, harness.Options{Engine: "postgres", Federation: true, NameFromFederationAddr: true})
-	login := func(s *harness.Server, name string) *mautrix.Client {
-		cli, err := mautrix.NewClient(s.URL, "", "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		reg, err := cli.RegisterDummy(ctx, &mautrix.ReqRegister[any]{Username: name, Password: "correct horse battery"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cli.SetCredentials(reg.UserID, reg.AccessToken)
-		return cli
-	}
-	alice, bob := login(a, "remotealice"), login(b, "remotebob")
+	alice, bob := udRegister(t, a, "remotealice"), udRegister(t, b, "remotebob")
 	if err := bob.SetDisplayName(ctx, "Bob Remote"); err != nil {
 		t.Fatal(err)
 	}
@@ -765,19 +753,7 @@ func testFederationBackfillAfterJoin(t *testing.T, engine string) {
 	ctx := context.Background()
 	a := harness.Start(t, harness.Options{Engine: engine, Federation: true, NameFromFederationAddr: true})
 	b := harness.Start(t, harness.Options{Federation: true, NameFromFederationAddr: true})
-	login := func(s *harness.Server, name string) *mautrix.Client {
-		cli, err := mautrix.NewClient(s.URL, "", "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		reg, err := cli.RegisterDummy(ctx, &mautrix.ReqRegister[any]{Username: name, Password: "correct horse battery"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cli.SetCredentials(reg.UserID, reg.AccessToken)
-		return cli
-	}
-	alice, bob := login(a, "bfalice"), login(b, "bfbob")
+	alice, bob := udRegister(t, a, "bfalice"), udRegister(t, b, "bfbob")
 	room, err := bob.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Old room"})
 	if err != nil {
 		t.Fatal(err)

@@ -13,30 +13,18 @@
 //     writes; a new device of Alice rehydrates and reads Bob's message.
 // Usage: node e2ee.mjs <homeserver URL>
 import "./polyfill.mjs";
-import { createClient, ClientEvent, RoomEvent, RoomMemberEvent, MatrixEventEvent } from "matrix-js-sdk";
+import { createClient, ClientEvent, RoomEvent, RoomMemberEvent } from "matrix-js-sdk";
+import { register as registerAt, started as startedWith, waitFor, encEvents, clearBodies, waitDecrypted } from "./e2ee_lib.mjs";
 import assert from "node:assert/strict";
 
 const baseUrl = process.argv[2];
-const stamp = Date.now();
 const step = (s) => process.stdout.write(`[${new Date().toISOString()}] ${s}\n`);
 // The SDK logs every request at debug/info level; keep warnings and errors unless asked.
 if (!process.env.E2EE_DEBUG) console.debug = console.info = console.log = () => {};
 // Keep the run bounded whatever happens.
 setTimeout(() => { console.error("e2ee.mjs: overall timeout"); process.exit(2); }, 150000).unref();
 
-async function register(name) {
-  const anon = createClient({ baseUrl });
-  const username = `${name}-${stamp}`;
-  const password = "pw-" + username;
-  let reg;
-  try {
-    reg = await anon.registerRequest({ username, password });
-  } catch (e) {
-    reg = await anon.registerRequest({ username, password, auth: { type: "m.login.dummy", session: e.data.session } });
-  }
-  return { ...reg, password };
-}
-
+const register = (name) => registerAt(baseUrl, name);
 // Secret storage keys a client may use, keyed by key ID (filled when Alice creates one).
 const ssKeys = new Map();
 let lastSSKey = null;
@@ -50,36 +38,7 @@ const cryptoCallbacks = {
   },
   cacheSecretStorageKey: (keyId, _info, key) => { ssKeys.set(keyId, key); },
 };
-
-async function started(reg) {
-  const c = createClient({ baseUrl, userId: reg.user_id, accessToken: reg.access_token, deviceId: reg.device_id, cryptoCallbacks });
-  await c.initRustCrypto({ useIndexedDB: false });
-  const ready = new Promise((resolve) => {
-    const onSync = (state) => {
-      if (state === "PREPARED" || state === "SYNCING") {
-        c.removeListener(ClientEvent.Sync, onSync);
-        resolve();
-      }
-    };
-    c.on(ClientEvent.Sync, onSync);
-  });
-  await c.startClient({ initialSyncLimit: 30 });
-  await ready;
-  return c;
-}
-
-function waitFor(what, emitter, events, check, ms = 30000) {
-  return new Promise((resolve, reject) => {
-    let done = false;
-    const finish = (err) => { if (done) return; done = true; clearTimeout(timer); clearInterval(poll); for (const e of events) emitter.removeListener(e, handler); err ? reject(err) : resolve(); };
-    const timer = setTimeout(() => finish(new Error("timed out waiting for " + what)), ms);
-    const handler = () => { try { if (check()) finish(); } catch (e) { finish(e); } };
-    // Some state (decryption results) changes without an event on this emitter: poll too.
-    const poll = setInterval(handler, 250);
-    for (const e of events) emitter.on(e, handler);
-    handler();
-  });
-}
+const started = (reg) => startedWith({ baseUrl, ...reg }, cryptoCallbacks);
 
 async function until(what, check, explain, ms = 15000) {
   const deadline = Date.now() + ms;
@@ -93,11 +52,6 @@ async function queryKeys(reg, userId) {
   return res.json();
 }
 
-const encEvents = (c, roomId) => (c.getRoom(roomId)?.getLiveTimeline().getEvents() ?? []).filter((e) => e.isEncrypted());
-const clearBodies = (c, roomId) => encEvents(c, roomId).filter((e) => !e.isDecryptionFailure() && e.getClearContent()).map((e) => e.getClearContent().body);
-async function waitDecrypted(c, roomId, body, who) {
-  await waitFor(`${who} decrypts "${body}"`, c, [RoomEvent.Timeline, MatrixEventEvent.Decrypted], () => clearBodies(c, roomId).includes(body));
-}
 async function waitJoined(c, roomId, userId, who) {
   await waitFor(`${who} sees ${userId} joined`, c, [RoomMemberEvent.Membership, ClientEvent.Room], () => c.getRoom(roomId)?.getMember(userId)?.membership === "join");
 }

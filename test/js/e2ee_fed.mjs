@@ -5,62 +5,18 @@
 // Olm to-device room keys all travel over federation between A and B.
 // Usage: node e2ee_fed.mjs <A's client URL> <B's client URL>
 import "./polyfill.mjs";
-import { createClient, ClientEvent, RoomEvent, RoomMemberEvent, MatrixEventEvent } from "matrix-js-sdk";
+import { createClient, ClientEvent, RoomEvent, RoomMemberEvent } from "matrix-js-sdk";
+import { register, started, waitFor as waitForWithin, encEvents, waitDecrypted as waitDecryptedWithin } from "./e2ee_lib.mjs";
 import assert from "node:assert/strict";
 
 const [urlA, urlB] = process.argv.slice(2);
-const stamp = Date.now();
 const step = (s) => process.stdout.write(`[${new Date().toISOString()}] ${s}\n`);
 if (!process.env.E2EE_DEBUG) console.debug = console.info = console.log = () => {};
 setTimeout(() => { console.error("e2ee_fed.mjs: overall timeout"); process.exit(2); }, 150000).unref();
 
-async function register(baseUrl, name) {
-  const anon = createClient({ baseUrl });
-  const username = `${name}-${stamp}`;
-  const password = "pw-" + username;
-  let reg;
-  try {
-    reg = await anon.registerRequest({ username, password });
-  } catch (e) {
-    reg = await anon.registerRequest({ username, password, auth: { type: "m.login.dummy", session: e.data.session } });
-  }
-  return { ...reg, baseUrl };
-}
-
-async function started(reg) {
-  const c = createClient({ baseUrl: reg.baseUrl, userId: reg.user_id, accessToken: reg.access_token, deviceId: reg.device_id });
-  await c.initRustCrypto({ useIndexedDB: false });
-  const ready = new Promise((resolve) => {
-    const onSync = (state) => {
-      if (state === "PREPARED" || state === "SYNCING") {
-        c.removeListener(ClientEvent.Sync, onSync);
-        resolve();
-      }
-    };
-    c.on(ClientEvent.Sync, onSync);
-  });
-  await c.startClient({ initialSyncLimit: 30 });
-  await ready;
-  return c;
-}
-
-function waitFor(what, emitter, events, check, ms = 45000) {
-  return new Promise((resolve, reject) => {
-    let done = false;
-    const finish = (err) => { if (done) return; done = true; clearTimeout(timer); clearInterval(poll); for (const e of events) emitter.removeListener(e, handler); err ? reject(err) : resolve(); };
-    const timer = setTimeout(() => finish(new Error("timed out waiting for " + what)), ms);
-    const handler = () => { try { if (check()) finish(); } catch (e) { finish(e); } };
-    const poll = setInterval(handler, 250);
-    for (const e of events) emitter.on(e, handler);
-    handler();
-  });
-}
-
-const encEvents = (c, roomId) => (c.getRoom(roomId)?.getLiveTimeline().getEvents() ?? []).filter((e) => e.isEncrypted());
-const clearBodies = (c, roomId) => encEvents(c, roomId).filter((e) => !e.isDecryptionFailure() && e.getClearContent()).map((e) => e.getClearContent().body);
-async function waitDecrypted(c, roomId, body, who) {
-  await waitFor(`${who} decrypts "${body}"`, c, [RoomEvent.Timeline, MatrixEventEvent.Decrypted], () => clearBodies(c, roomId).includes(body));
-}
+// Federation is slower than one server: wait up to 45 s.
+const waitFor = (what, emitter, events, check, ms = 45000) => waitForWithin(what, emitter, events, check, ms);
+const waitDecrypted = (c, roomId, body, who) => waitDecryptedWithin(c, roomId, body, who, 45000);
 
 step("register alice on A, bob on B");
 const aliceReg = await register(urlA, "alice");

@@ -1,0 +1,63 @@
+// Helpers shared by the end-to-end encryption scenarios (e2ee.mjs, e2ee_fed.mjs): users,
+// clients with the Rust crypto running their normal sync loop, and waiting for what a
+// client decrypts.
+import { createClient, ClientEvent, RoomEvent, MatrixEventEvent } from "matrix-js-sdk";
+
+const stamp = Date.now();
+
+// register creates a user on the homeserver at baseUrl (dummy auth when it is asked for)
+// and returns the registration answer with the password and baseUrl.
+export async function register(baseUrl, name) {
+  const anon = createClient({ baseUrl });
+  const username = `${name}-${stamp}`;
+  const password = "pw-" + username;
+  let reg;
+  try {
+    reg = await anon.registerRequest({ username, password });
+  } catch (e) {
+    reg = await anon.registerRequest({ username, password, auth: { type: "m.login.dummy", session: e.data.session } });
+  }
+  return { ...reg, password, baseUrl };
+}
+
+// started returns a client for a logged-in device (reg: baseUrl, user_id, access_token,
+// device_id) with its crypto initialised and its first sync done.
+export async function started(reg, cryptoCallbacks) {
+  const c = createClient({ baseUrl: reg.baseUrl, userId: reg.user_id, accessToken: reg.access_token, deviceId: reg.device_id, cryptoCallbacks });
+  await c.initRustCrypto({ useIndexedDB: false });
+  const ready = new Promise((resolve) => {
+    const onSync = (state) => {
+      if (state === "PREPARED" || state === "SYNCING") {
+        c.removeListener(ClientEvent.Sync, onSync);
+        resolve();
+      }
+    };
+    c.on(ClientEvent.Sync, onSync);
+  });
+  await c.startClient({ initialSyncLimit: 30 });
+  await ready;
+  return c;
+}
+
+// waitFor resolves once check() is true, re-checked on the emitter's events and every
+// 250 ms (some state, like decryption results, changes without an event on it).
+export function waitFor(what, emitter, events, check, ms = 30000) {
+  return new Promise((resolve, reject) => {
+    let done = false;
+    const finish = (err) => { if (done) return; done = true; clearTimeout(timer); clearInterval(poll); for (const e of events) emitter.removeListener(e, handler); err ? reject(err) : resolve(); };
+    const timer = setTimeout(() => finish(new Error("timed out waiting for " + what)), ms);
+    const handler = () => { try { if (check()) finish(); } catch (e) { finish(e); } };
+    const poll = setInterval(handler, 250);
+    for (const e of events) emitter.on(e, handler);
+    handler();
+  });
+}
+
+// The encrypted events of a room's live timeline, and the bodies decrypted so far.
+export const encEvents = (c, roomId) => (c.getRoom(roomId)?.getLiveTimeline().getEvents() ?? []).filter((e) => e.isEncrypted());
+export const clearBodies = (c, roomId) => encEvents(c, roomId).filter((e) => !e.isDecryptionFailure() && e.getClearContent()).map((e) => e.getClearContent().body);
+
+// waitDecrypted resolves once the client has decrypted a message with this body.
+export async function waitDecrypted(c, roomId, body, who, ms = 30000) {
+  await waitFor(`${who} decrypts "${body}"`, c, [RoomEvent.Timeline, MatrixEventEvent.Decrypted], () => clearBodies(c, roomId).includes(body), ms);
+}

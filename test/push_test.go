@@ -55,7 +55,7 @@ func TestPushRulesAPI(t *testing.T) {
 			t.Fatalf("default override rules: %v", over)
 		}
 		under := prRuleIDs(t, global, "underride")
-		if fmt.Sprint(under) != "[.m.rule.call .m.rule.room_one_to_one .m.rule.encrypted_room_one_to_one "+
+		if fmt.Sprint(under) != "[.m.rule.call .m.rule.encrypted_room_one_to_one .m.rule.room_one_to_one "+
 			".org.matrix.msc3930.rule.poll_start_one_to_one .org.matrix.msc3930.rule.poll_end_one_to_one "+
 			".m.rule.message .m.rule.encrypted .org.matrix.msc3930.rule.poll_start .org.matrix.msc3930.rule.poll_end]" {
 			t.Fatalf("default underride rules: %v", under)

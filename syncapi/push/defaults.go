@@ -93,12 +93,13 @@ func DefaultRules(userID string) *Ruleset {
 		Underride: []*Rule{
 			rule(KindUnderride, ".m.rule.call", true, acts(actNotify, actSoundRing),
 				match("type", "m.call.invite")),
-			rule(KindUnderride, ".m.rule.room_one_to_one", true, acts(actNotify, actSoundDef),
-				Condition{Kind: CondRoomMemberCount, Is: "2"},
-				match("type", "m.room.message")),
+			// The spec's order (clients such as matrix-js-sdk check it).
 			rule(KindUnderride, ".m.rule.encrypted_room_one_to_one", true, acts(actNotify, actSoundDef),
 				Condition{Kind: CondRoomMemberCount, Is: "2"},
 				match("type", "m.room.encrypted")),
+			rule(KindUnderride, ".m.rule.room_one_to_one", true, acts(actNotify, actSoundDef),
+				Condition{Kind: CondRoomMemberCount, Is: "2"},
+				match("type", "m.room.message")),
 			// Polls started and ended notify like messages (MSC3930).
 			rule(KindUnderride, ".org.matrix.msc3930.rule.poll_start_one_to_one", true, acts(actNotify, actSoundDef),
 				Condition{Kind: CondRoomMemberCount, Is: "2"},

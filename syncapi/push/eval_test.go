@@ -166,7 +166,7 @@ func TestDefaultRuleListMatchesSpec(t *testing.T) {
 			".m.rule.tombstone", ".m.rule.reaction", ".m.rule.room.server_acl", ".m.rule.suppress_edits",
 			".org.matrix.msc3930.rule.poll_response"},
 		KindContent: {".m.rule.contains_user_name"},
-		KindUnderride: {".m.rule.call", ".m.rule.room_one_to_one", ".m.rule.encrypted_room_one_to_one",
+		KindUnderride: {".m.rule.call", ".m.rule.encrypted_room_one_to_one", ".m.rule.room_one_to_one",
 			".org.matrix.msc3930.rule.poll_start_one_to_one", ".org.matrix.msc3930.rule.poll_end_one_to_one",
 			".m.rule.message", ".m.rule.encrypted", ".org.matrix.msc3930.rule.poll_start", ".org.matrix.msc3930.rule.poll_end"},
 	}

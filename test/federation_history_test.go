@@ -277,6 +277,27 @@ func (f *fedRoom) bodies(t *testing.T) []string {
 	return out
 }
 
+// expectAfterGap pushes m, whose prev events A lacks, and checks that A accepted it,
+// shows it first in the timeline and took the state of the gap: user's display name.
+func (f *fedRoom) expectAfterGap(t *testing.T, m gomatrixserverlib.PDU, body, user, displayName string) {
+	t.Helper()
+	if res := f.send(t, f.o, m); res[m.EventID()] != "" {
+		t.Fatalf("%q after a gap: %v", body, res)
+	}
+	if got := f.bodies(t); len(got) == 0 || got[0] != body {
+		t.Fatalf("timeline: %v, want %q first", got, body)
+	}
+	var profile struct {
+		DisplayName string `json:"displayname"`
+	}
+	if err := f.cli.StateEvent(context.Background(), id.RoomID(f.roomID), event.StateMember, user, &profile); err != nil {
+		t.Fatal(err)
+	}
+	if profile.DisplayName != displayName {
+		t.Fatalf("%s's display name: %q, want %q from the gap's state", user, profile.DisplayName, displayName)
+	}
+}
+
 // eventIDsOf parses v11 PDUs and returns their IDs (and bodies, "" when redacted).
 func eventIDsOf(t *testing.T, raws json.RawMessage) (ids, bodies []string) {
 	t.Helper()
@@ -523,21 +544,7 @@ func testFederationSendGapBringsAuthEvent(t *testing.T, engine string) {
 	f.events[name.EventID()] = name
 	f.events[m.EventID()] = m
 	f.mu.Unlock()
-	if res := f.send(t, f.o, m); res[m.EventID()] != "" {
-		t.Fatalf("message after a missing name change: %v", res)
-	}
-	if got := f.bodies(t); len(got) == 0 || got[0] != "after the rename" {
-		t.Fatalf("timeline: %v, want the message first", got)
-	}
-	var profile struct {
-		DisplayName string `json:"displayname"`
-	}
-	if err := f.cli.StateEvent(ctx, id.RoomID(f.roomID), event.StateMember, bob, &profile); err != nil {
-		t.Fatal(err)
-	}
-	if profile.DisplayName != "Bob Renamed" {
-		t.Fatalf("bob's display name: %q, want the name change of the gap", profile.DisplayName)
-	}
+	f.expectAfterGap(t, m, "after the rename", bob, "Bob Renamed")
 }
 
 // TestFederationSendGapStateFromFullState: the only event of a gap B fetches (a
@@ -629,21 +636,7 @@ func testFederationSendGapStateFromFullState(t *testing.T, engine string) {
 	f.fullStateBefore[names[n-2].EventID()] = full
 	f.mu.Unlock()
 
-	if res := f.send(t, f.o, m); res[m.EventID()] != "" {
-		t.Fatalf("message after a gap with a long auth chain: %v", res)
-	}
-	if got := f.bodies(t); len(got) == 0 || got[0] != "after the names" {
-		t.Fatalf("timeline: %v, want the message first", got)
-	}
-	var profile struct {
-		DisplayName string `json:"displayname"`
-	}
-	if err := f.cli.StateEvent(ctx, id.RoomID(f.roomID), event.StateMember, bob, &profile); err != nil {
-		t.Fatal(err)
-	}
-	if want := fmt.Sprintf("Bob %d", n-1); profile.DisplayName != want {
-		t.Fatalf("bob's display name: %q, want %q", profile.DisplayName, want)
-	}
+	f.expectAfterGap(t, m, "after the names", bob, fmt.Sprintf("Bob %d", n-1))
 }
 
 // TestFederationRemoteProfileDirectoryHierarchy: users of A read profiles of B's users,

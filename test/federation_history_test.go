@@ -298,6 +298,32 @@ func (f *fedRoom) expectAfterGap(t *testing.T, m gomatrixserverlib.PDU, body, us
 	}
 }
 
+// pageBackToStart pages /messages backwards from the end of a room in pages of pageSize
+// until the end token runs out (at most maxPages pages) and returns the message bodies
+// oldest first, and whether the room's create event was among the events.
+func pageBackToStart(t *testing.T, cli *mautrix.Client, roomID id.RoomID, pageSize, maxPages int) (bodies []string, sawCreate bool) {
+	t.Helper()
+	from := ""
+	for page := 0; page < maxPages; page++ {
+		msgs, err := cli.Messages(context.Background(), roomID, from, "", mautrix.DirectionBackward, nil, pageSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range msgs.Chunk {
+			sawCreate = sawCreate || ev.Type.Type == "m.room.create"
+			if body, ok := ev.Content.Raw["body"].(string); ok {
+				bodies = append(bodies, body)
+			}
+		}
+		if msgs.End == "" {
+			break
+		}
+		from = msgs.End
+	}
+	slices.Reverse(bodies)
+	return bodies, sawCreate
+}
+
 // eventIDsOf parses v11 PDUs and returns their IDs (and bodies, "" when redacted).
 func eventIDsOf(t *testing.T, raws json.RawMessage) (ids, bodies []string) {
 	t.Helper()
@@ -787,26 +813,7 @@ func testFederationBackfillAfterJoin(t *testing.T, engine string) {
 		t.Fatalf("context of the remote event on A: %d %v", code, body)
 	}
 	// Paginate back 5 at a time until the end.
-	var got []string
-	from := ""
-	sawCreate := false
-	for page := 0; page < 30; page++ {
-		msgs, err := alice.Messages(ctx, room.RoomID, from, "", mautrix.DirectionBackward, nil, 5)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, ev := range msgs.Chunk {
-			sawCreate = sawCreate || ev.Type.Type == "m.room.create"
-			if body, ok := ev.Content.Raw["body"].(string); ok {
-				got = append(got, body)
-			}
-		}
-		if msgs.End == "" {
-			break
-		}
-		from = msgs.End
-	}
-	slices.Reverse(got)
+	got, sawCreate := pageBackToStart(t, alice, room.RoomID, 5, 30)
 	if !slices.Equal(got, want) {
 		t.Fatalf("history seen on A:\n%v\nwant\n%v", got, want)
 	}
@@ -832,24 +839,7 @@ func testFederationBackfillAfterJoin(t *testing.T, engine string) {
 	if _, err := alice.JoinRoom(ctx, long.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{b.ServerName}}); err != nil {
 		t.Fatal(err)
 	}
-	var gotLong []string
-	from = ""
-	for page := 0; page < 10; page++ {
-		msgs, err := alice.Messages(ctx, long.RoomID, from, "", mautrix.DirectionBackward, nil, 200)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, ev := range msgs.Chunk {
-			if body, ok := ev.Content.Raw["body"].(string); ok {
-				gotLong = append(gotLong, body)
-			}
-		}
-		if msgs.End == "" {
-			break
-		}
-		from = msgs.End
-	}
-	slices.Reverse(gotLong)
+	gotLong, _ := pageBackToStart(t, alice, long.RoomID, 200, 10)
 	if !slices.Equal(gotLong, wantLong) {
 		t.Fatalf("long history seen on A: %d messages, want %d:\n%v", len(gotLong), len(wantLong), gotLong)
 	}

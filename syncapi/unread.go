@@ -10,10 +10,11 @@ import (
 // has counts that include that event.
 type RoomUnreadCounter interface {
 	UnreadCounter
-	// WaitCounted blocks until the events up to stream position pos are counted, or
-	// ctx ends. Counting is evaluating the event's push rules (counts are kept in
-	// memory), not writing its notifications: it normally returns within a millisecond.
-	WaitCounted(ctx context.Context, pos int64) error
+	// WaitCounted blocks until the events up to stream position pos are counted, for
+	// at most within, or until ctx ends. Counting is evaluating the event's push rules
+	// (counts are kept in memory), not writing its notifications: it normally returns
+	// within a millisecond, and at once when the events are already counted.
+	WaitCounted(ctx context.Context, pos int64, within time.Duration) error
 }
 
 // countWait bounds how long an answer waits for the counts of the events it carries:
@@ -24,8 +25,6 @@ const countWait = 250 * time.Millisecond
 // room is at upTo, once the push service has counted that event.
 func (s *Service) roomUnread(ctx context.Context, rc RoomUnreadCounter, userID, roomID string, upTo int64,
 	threads bool) (UnreadCounts, error) {
-	wctx, cancel := context.WithTimeout(ctx, countWait)
-	_ = rc.WaitCounted(wctx, upTo) // past the bound, counts are read as they are
-	cancel()
+	_ = rc.WaitCounted(ctx, upTo, countWait) // past the bound, counts are read as they are
 	return rc.UnreadCounts(ctx, userID, roomID, threads)
 }

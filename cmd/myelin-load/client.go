@@ -110,9 +110,17 @@ func (c *client) do(ctx context.Context, method, path, token string, body any, o
 			return 0, err
 		}
 	}
-	for attempt := 0; ; attempt++ {
-		n, retryAfter, err := c.once(ctx, method, path, token, payload, out, extraTimeout)
-		if retryAfter <= 0 || attempt >= 5 {
+	return c.retrying(ctx, func() (int, time.Duration, error) {
+		return c.once(ctx, method, path, token, payload, out, extraTimeout)
+	})
+}
+
+// retrying runs one request attempt after another while the server answers 429, at
+// most 5 retries, waiting what it asks (at most 5 s).
+func (c *client) retrying(ctx context.Context, attempt func() (int, time.Duration, error)) (int, error) {
+	for i := 0; ; i++ {
+		n, retryAfter, err := attempt()
+		if retryAfter <= 0 || i >= 5 {
 			return n, err
 		}
 		c.rateLimited.Add(1)
@@ -159,17 +167,23 @@ func (c *client) once(ctx context.Context, method, path, token string, payload [
 		}
 		return len(raw), 0, err
 	}
-	if resp.StatusCode/100 != 2 {
+	return decodeAnswer(resp.StatusCode, raw, out)
+}
+
+// decodeAnswer turns an answer's status and body into out, or into an apiError (with
+// the wait a 429 asks for).
+func decodeAnswer(status int, raw []byte, out any) (int, time.Duration, error) {
+	if status/100 != 2 {
 		var eb map[string]any
 		_ = json.Unmarshal(raw, &eb)
 		code, _ := eb["errcode"].(string)
 		msg, _ := eb["error"].(string)
-		kind := "http_" + strconv.Itoa(resp.StatusCode)
+		kind := "http_" + strconv.Itoa(status)
 		if code != "" {
 			kind += "_" + code
 		}
-		ae := &apiError{Kind: kind, Status: resp.StatusCode, Msg: msg, Body: eb}
-		if resp.StatusCode == http.StatusTooManyRequests {
+		ae := &apiError{Kind: kind, Status: status, Msg: msg, Body: eb}
+		if status == http.StatusTooManyRequests {
 			ra := time.Second
 			if ms, ok := eb["retry_after_ms"].(float64); ok && ms > 0 {
 				ra = time.Duration(ms) * time.Millisecond
@@ -178,9 +192,12 @@ func (c *client) once(ctx context.Context, method, path, token string, payload [
 		}
 		return len(raw), 0, ae
 	}
+	if a, ok := out.(arrivalRecorder); ok {
+		a.arrivedAt(time.Now())
+	}
 	if out != nil && len(raw) > 0 {
 		if err := json.Unmarshal(raw, out); err != nil {
-			return len(raw), 0, &apiError{Kind: "bad_json", Status: resp.StatusCode, Msg: err.Error()}
+			return len(raw), 0, &apiError{Kind: "bad_json", Status: status, Msg: err.Error()}
 		}
 	}
 	return len(raw), 0, nil
@@ -284,7 +301,13 @@ const (
 )
 
 // syncResponse holds the parts of /sync the scenarios read.
+// arrivalRecorder is a response that keeps when its body was read, before decoding:
+// latency is measured to the arrival of the answer, not to the end of the tool's own
+// decoding (which waits for a core while hundreds of answers arrive at once).
+type arrivalRecorder interface{ arrivedAt(time.Time) }
+
 type syncResponse struct {
+	arrived   time.Time
 	NextBatch string `json:"next_batch"`
 	Rooms     struct {
 		Join map[string]struct {
@@ -327,6 +350,11 @@ func (c *client) loadSeq(ev event) (int64, bool) {
 }
 
 func (c *client) sync(ctx context.Context, u *user, since, filter string, timeout time.Duration) (*syncResponse, int, error) {
+	return c.pollSync(ctx, nil, u, since, filter, timeout)
+}
+
+// pollSync is sync over pc, the caller's own connection (nil: net/http).
+func (c *client) pollSync(ctx context.Context, pc *pollConn, u *user, since, filter string, timeout time.Duration) (*syncResponse, int, error) {
 	path := "/_matrix/client/v3/sync?timeout=" + strconv.FormatInt(timeout.Milliseconds(), 10)
 	if filter != "" {
 		// Escaped once: fanout listeners send the same long filter with every poll.
@@ -340,12 +368,26 @@ func (c *client) sync(ctx context.Context, u *user, since, filter string, timeou
 		path += "&since=" + url.QueryEscape(since)
 	}
 	var out syncResponse
-	n, err := c.do(ctx, "GET", path, u.Token, nil, &out, timeout)
+	var n int
+	var err error
+	if pc == nil {
+		n, err = c.do(ctx, "GET", path, u.Token, nil, &out, timeout)
+	} else {
+		n, err = c.retrying(ctx, func() (int, time.Duration, error) {
+			status, raw, err := pc.get(ctx, path, u.Token, c.timeout+timeout)
+			if err != nil {
+				return 0, 0, err
+			}
+			return decodeAnswer(status, raw, &out)
+		})
+	}
 	if err != nil {
 		return nil, n, err
 	}
 	return &out, n, nil
 }
+
+func (r *syncResponse) arrivedAt(t time.Time) { r.arrived = t }
 
 type messagesResponse struct {
 	Chunk []event `json:"chunk"`

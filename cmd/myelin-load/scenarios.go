@@ -405,10 +405,15 @@ func (e *env) fanout() error {
 			defer wg.Done()
 			seen := make([]bool, M)
 			tok := since[li]
+			pc := newPollConn(e.c.hs)
+			defer func() {
+				if pc != nil && pc.conn != nil {
+					_ = pc.conn.Close()
+				}
+			}()
 			// Bounded: stops on cancel, when every message arrived, or after this many polls.
 			for polls := 0; polls < 10*M+100 && lctx.Err() == nil; polls++ {
-				resp, _, err := e.c.sync(lctx, listeners[li], tok, filter, 30*time.Second)
-				arrived := time.Now()
+				resp, _, err := e.c.pollSync(lctx, pc, listeners[li], tok, filter, 30*time.Second)
 				if err != nil {
 					if lctx.Err() != nil {
 						return
@@ -434,7 +439,7 @@ func (e *env) fanout() error {
 					mu.Lock()
 					st := starts[seq]
 					mu.Unlock()
-					d := arrived.Sub(st)
+					d := resp.arrived.Sub(st)
 					e.rec.latency(d)
 					perLat[li] = append(perLat[li], float64(d.Microseconds())/1000)
 					got[li]++

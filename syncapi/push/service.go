@@ -375,7 +375,21 @@ func (s *Service) WaitEvaluated(ctx context.Context, pos int64) error {
 	return s.waitPos(ctx, pos, &s.evalPos)
 }
 
+// Evaluated reports whether the event at stream position pos (and every earlier one)
+// is evaluated.
+func (s *Service) Evaluated(pos int64) bool {
+	s.doneMu.Lock()
+	defer s.doneMu.Unlock()
+	return s.evalPos >= pos
+}
+
 func (s *Service) waitPos(ctx context.Context, pos int64, at *int64) error {
+	s.doneMu.Lock()
+	done := *at >= pos
+	s.doneMu.Unlock()
+	if done {
+		return nil
+	}
 	stop := context.AfterFunc(ctx, func() {
 		s.doneMu.Lock()
 		s.doneCond.Broadcast()

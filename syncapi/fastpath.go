@@ -334,6 +334,25 @@ type keyCounts struct {
 	fallback []string
 }
 
+// quietAnswer is the answer to a request with nothing new after its since token (the
+// token again, with the device's key counts), or nil when there is news or the fast
+// path cannot tell.
+func (s *Service) quietAnswer(ctx context.Context, req Request) (*Response, error) {
+	ur, err := s.userRooms(ctx, req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if quiet, err := s.quiet(ctx, req, *req.Since, ur); !quiet || err != nil {
+		return nil, err
+	}
+	kc, err := s.cachedKeyCounts(ctx, req.UserID, req.DeviceID)
+	if err != nil {
+		return nil, err
+	}
+	s.counters.quiet.Add(1)
+	return &Response{NextBatch: req.Since.String(), OTKCounts: kc.otk, FallbackKeyTypes: kc.fallback, next: *req.Since}, nil
+}
+
 // cachedKeyCounts returns the device's one-time key counts and unused fallback key
 // types. Uploads wake the user; claims by others do not, so a count may be up to
 // cacheTTL old (the next database build refreshes it).

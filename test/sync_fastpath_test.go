@@ -397,3 +397,55 @@ func TestSyncFastPathCatchUp(t *testing.T) {
 		}
 	})
 }
+
+// TestSyncQuietPoll: a timeout=0 poll with nothing new answers from memory with the
+// same token and the device's key counts; anything new for the user (a message, a
+// typing notification, a to-device message) still comes down at once.
+func TestSyncQuietPoll(t *testing.T) {
+	forEachSyncEngine(t, func(t *testing.T, e *syncEnv) {
+		ctx := context.Background()
+		alice, bob := e.register("alice"), e.register("bob")
+		roomID := e.sharedRoom(alice, bob)
+		since := doSync(t, bob, mautrix.ReqSync{}).NextBatch
+		since = doSync(t, bob, mautrix.ReqSync{Since: since}).NextBatch // presence of the first sync
+
+		before := e.srv.Sync.FastPathStats()
+		var raw map[string]any
+		u := bob.BuildClientURL("v3", "sync") + "?timeout=0&set_presence=online&since=" + url.QueryEscape(since)
+		if _, err := bob.MakeRequest(ctx, http.MethodGet, u, nil, &raw); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := raw["device_one_time_keys_count"].(map[string]any); raw["next_batch"] != since || raw["rooms"] != nil || !ok {
+			t.Fatalf("quiet poll from %q = %v", since, raw)
+		}
+		if got := e.srv.Sync.FastPathStats(); got.Quiet <= before.Quiet || got.Built != before.Built {
+			t.Errorf("the quiet poll read the database: %+v → %+v", before, got)
+		}
+
+		e.send(alice, roomID, "news")
+		r := doSync(t, bob, mautrix.ReqSync{Since: since})
+		if jr := r.Rooms.Join[id.RoomID(roomID)]; jr == nil || !slices.Equal(timelineBodies(jr.Timeline.Events), []string{"news"}) {
+			t.Fatalf("poll after a message = %+v", r.Rooms.Join)
+		}
+		since = r.NextBatch
+
+		if _, err := alice.UserTyping(ctx, id.RoomID(roomID), true, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		r = doSync(t, bob, mautrix.ReqSync{Since: since})
+		if jr := r.Rooms.Join[id.RoomID(roomID)]; jr == nil || len(jr.Ephemeral.Events) == 0 {
+			t.Fatalf("poll after typing = %+v", r.Rooms.Join)
+		}
+		since = r.NextBatch
+
+		_, err := alice.SendToDevice(ctx, event.NewEventType("org.example.ping"), &mautrix.ReqSendToDevice{
+			Messages: map[id.UserID]map[id.DeviceID]*event.Content{bob.UserID: {bob.DeviceID: {Raw: map[string]any{"n": 1}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r = doSync(t, bob, mautrix.ReqSync{Since: since})
+		if len(r.ToDevice.Events) != 1 {
+			t.Fatalf("poll after a to-device message: %d to-device events", len(r.ToDevice.Events))
+		}
+	})
+}

@@ -3,7 +3,9 @@ package storage
 import (
 	"cmp"
 	"context"
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -480,4 +482,29 @@ func PruneNotifications(ctx context.Context, db *DB, olderThanTS int64) (int64, 
 			return deleted, nil
 		}
 	}
+}
+
+// PushPosition returns the stream position up to which the push service evaluated room
+// events and committed their notifications and pushes; ok is false before the service
+// first started.
+func PushPosition(ctx context.Context, q Querier) (pos int64, ok bool, err error) {
+	err = q.QueryRowContext(ctx, `SELECT stream_pos FROM push_position WHERE id = 1`).Scan(&pos)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("push position: %w", err)
+	}
+	return pos, true, nil
+}
+
+// SetPushPosition records the push service's position; call it in the transaction that
+// commits the notifications and pushes of the events up to pos. It never moves back.
+func SetPushPosition(ctx context.Context, q Querier, pos int64) error {
+	if _, err := q.ExecContext(ctx, `INSERT INTO push_position (id, stream_pos) VALUES (1, $1)
+		ON CONFLICT (id) DO UPDATE SET stream_pos = excluded.stream_pos
+		WHERE excluded.stream_pos > push_position.stream_pos`, pos); err != nil {
+		return fmt.Errorf("set push position %d: %w", pos, err)
+	}
+	return nil
 }

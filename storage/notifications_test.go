@@ -239,3 +239,22 @@ func TestNotificationEncoding(t *testing.T) {
 		}
 	})
 }
+
+// TestPushPosition: absent until first stored, then only moves forward (a late write of
+// an older position must not make the push service evaluate events twice).
+func TestPushPosition(t *testing.T) {
+	storagetest.ForEachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		if pos, ok, err := storage.PushPosition(ctx, db); err != nil || ok || pos != 0 {
+			t.Fatalf("fresh database: %d %v %v", pos, ok, err)
+		}
+		for _, p := range []int64{10, 25, 20} {
+			if err := db.WithTx(ctx, func(tx *storage.Tx) error { return storage.SetPushPosition(ctx, tx, p) }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if pos, ok, err := storage.PushPosition(ctx, db); err != nil || !ok || pos != 25 {
+			t.Fatalf("after 10, 25, 20: %d %v %v, want 25", pos, ok, err)
+		}
+	})
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,6 +28,39 @@ type fakeRooms struct {
 	// [from, to) (to 0: still joined), so Members depends on AtStream.
 	joined       map[*roomserver.Event][2]int64
 	membersCalls int
+	// stream is the room event stream (events in stream order, up to streamPos): what
+	// the service catches up from at start.
+	streamMu  sync.Mutex
+	stream    []*roomserver.Event
+	streamPos int64
+}
+
+// commit appends events to the stream (their StreamPos set) and moves its position.
+func (f *fakeRooms) commit(evs ...*roomserver.Event) {
+	f.streamMu.Lock()
+	defer f.streamMu.Unlock()
+	for _, ev := range evs {
+		f.stream = append(f.stream, ev)
+		f.streamPos = max(f.streamPos, ev.StreamPos)
+	}
+}
+
+func (f *fakeRooms) StreamPosition() int64 {
+	f.streamMu.Lock()
+	defer f.streamMu.Unlock()
+	return f.streamPos
+}
+
+func (f *fakeRooms) EventsInStream(_ context.Context, from, to int64, limit int) ([]*roomserver.Event, error) {
+	f.streamMu.Lock()
+	defer f.streamMu.Unlock()
+	var out []*roomserver.Event
+	for _, ev := range f.stream {
+		if ev.StreamPos > from && ev.StreamPos <= to && len(out) < limit {
+			out = append(out, ev)
+		}
+	}
+	return out, nil
 }
 
 func newFakeRooms(tb testing.TB, n int) *fakeRooms {

@@ -62,14 +62,16 @@ type gatewayDevice struct {
 	Tweaks    map[string]json.RawMessage `json:"tweaks,omitempty"`
 }
 
-// enqueuePushes stores one pending push per pusher (of those given) of each user the
-// evaluated event notifies, and wakes the sender.
-func (s *Service) enqueuePushes(ctx context.Context, e *evaluation, allPushers []storage.Pusher) error {
+// pendingPush is a push to queue: a push_queue row.
+type pendingPush struct {
+	pusherID int64
+	payload  json.RawMessage
+}
+
+// pushesOf builds one push per pusher (of those given) of each user the evaluated event
+// notifies who has not read it yet (readOf: notified user → read).
+func (s *Service) pushesOf(ctx context.Context, e *evaluation, readOf map[string]bool, allPushers []storage.Pusher) ([]pendingPush, error) {
 	ev, pev, rc, actionsOf := e.out.Event, e.pev, e.rc, e.actionsOf
-	readOf := map[string]bool{}
-	for _, n := range e.notes {
-		readOf[n.UserID] = n.Read
-	}
 	var pushers []storage.Pusher
 	for _, p := range allPushers {
 		if _, notified := readOf[p.UserID]; notified {
@@ -77,7 +79,7 @@ func (s *Service) enqueuePushes(ctx context.Context, e *evaluation, allPushers [
 		}
 	}
 	if len(pushers) == 0 {
-		return nil
+		return nil, nil
 	}
 	roomID := ev.RoomID().String()
 	sender := string(ev.SenderID())
@@ -106,45 +108,36 @@ func (s *Service) enqueuePushes(ctx context.Context, e *evaluation, allPushers [
 		base.RoomAlias = c.Alias
 	}
 	unread := map[string]int{}
-	queued := 0
-	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
-		for _, p := range pushers {
-			if readOf[p.UserID] {
-				continue
-			}
-			n, ok := unread[p.UserID]
-			if !ok {
-				var err error
-				if n, err = s.totalUnread(ctx, p.UserID); err != nil {
-					return err
-				}
-				unread[p.UserID] = n
-			}
-			a := actionsOf[p.UserID]
-			note := base
-			note.Counts = gatewayCounts{Unread: n}
-			note.Prio = "low"
-			if a.Highlight || pev.MemberCount == 2 {
-				note.Prio = "high"
-			}
-			if ev.StateKey() != nil && *ev.StateKey() == p.UserID {
-				note.UserIsTarget = true
-			}
-			payload, err := json.Marshal(queuedPayload{Notification: note, Tweaks: a.Tweaks})
-			if err != nil {
-				return err
-			}
-			if err := storage.EnqueuePush(ctx, tx, p.ID, payload); err != nil {
-				return err
-			}
-			queued++
+	var out []pendingPush
+	for _, p := range pushers {
+		if readOf[p.UserID] {
+			continue
 		}
-		return nil
-	})
-	if err == nil && queued > 0 {
-		s.sender.Wake()
+		n, ok := unread[p.UserID]
+		if !ok {
+			var err error
+			if n, err = s.totalUnread(ctx, p.UserID); err != nil {
+				return nil, err
+			}
+			unread[p.UserID] = n
+		}
+		a := actionsOf[p.UserID]
+		note := base
+		note.Counts = gatewayCounts{Unread: n}
+		note.Prio = "low"
+		if a.Highlight || pev.MemberCount == 2 {
+			note.Prio = "high"
+		}
+		if ev.StateKey() != nil && *ev.StateKey() == p.UserID {
+			note.UserIsTarget = true
+		}
+		payload, err := json.Marshal(queuedPayload{Notification: note, Tweaks: a.Tweaks})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, pendingPush{pusherID: p.ID, payload: payload})
 	}
-	return err
+	return out, nil
 }
 
 // enqueueBadge queues a counts-only notification to each of a user's pushers, so that

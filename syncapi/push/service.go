@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,6 +28,10 @@ type Rooms interface {
 	StateEventAt(ctx context.Context, eventID, eventType, stateKey string, after bool) (*roomserver.Event, error)
 	RoomVersion(ctx context.Context, roomID string) (gomatrixserverlib.RoomVersion, error)
 	Events(ctx context.Context, eventIDs []string) (map[string]*roomserver.Event, error)
+	// StreamPosition and EventsInStream read the room event stream: the service catches
+	// up from them at start (what was committed but not evaluated before a crash).
+	StreamPosition() int64
+	EventsInStream(ctx context.Context, from, to int64, limit int) ([]*roomserver.Event, error)
 }
 
 // Service evaluates push rules for new events, keeps the notification records and
@@ -65,8 +71,16 @@ type Service struct {
 	evalPos  int64
 	donePos  int64
 
+	// writeDelay holds every notification write back (a test hook, see New).
+	writeDelay time.Duration
+
 	sender *Sender
 }
+
+// writeDelayEnv names a test hook: a duration by which the writer holds back every
+// write of notifications, so that the end-to-end crash test can kill the process
+// between evaluation and commit. Unset (or empty) in production.
+const writeDelayEnv = "MYELIN_TEST_PUSH_WRITE_DELAY"
 
 // New builds the service; Start runs it.
 func New(db *storage.DB, rooms Rooms, cfg *config.Config) *Service {
@@ -86,13 +100,27 @@ func New(db *storage.DB, rooms Rooms, cfg *config.Config) *Service {
 	s.rules.entries = map[string]cachedRules{}
 	s.roomCtx = newContextCache()
 	s.sender = NewSender(db, cfg.Push)
+	if d, err := time.ParseDuration(os.Getenv(writeDelayEnv)); err == nil && d > 0 {
+		s.writeDelay = d
+		s.log.WithField("delay", d).Warn("push notification writes are held back (test hook " + writeDelayEnv + ")")
+	}
 	return s
 }
 
 // Start runs the evaluation worker, the pruning of old notifications and the pusher
-// sender until Close.
+// sender until Close. The worker first catches up: it evaluates the events committed
+// after the stored push position (those a crash left unevaluated or unwritten), then
+// the live events from OnNewEvent that come after them. Call Start once the service
+// receives the roomserver's output, so that no event falls between the two.
 func (s *Service) Start(ctx context.Context) {
-	go s.run(context.WithoutCancel(ctx))
+	// The position is read (on the first start: taken from the stream and stored) here,
+	// so that the events committed after Start returns are evaluated; on an error the
+	// worker retries.
+	start, err := s.loadPosition(ctx)
+	if err != nil {
+		s.log.WithError(err).Error("cannot read the push position; retrying")
+	}
+	go s.run(context.WithoutCancel(ctx), start, err == nil)
 	go s.write(context.WithoutCancel(ctx))
 	go s.prune(ctx)
 	s.sender.Start(ctx)
@@ -187,9 +215,10 @@ type written struct {
 	upTo  int64
 }
 
-// run is the evaluator: it evaluates queued events at once, in stream order, counts
-// their notifications in memory and hands them to the writer.
-func (s *Service) run(ctx context.Context) {
+// run is the evaluator: after catching up with the stream, it evaluates queued events
+// at once, in stream order, counts their notifications in memory and hands them to the
+// writer.
+func (s *Service) run(ctx context.Context, start int64, loaded bool) {
 	defer close(s.stopped)
 	defer func() {
 		s.wmu.Lock()
@@ -197,6 +226,21 @@ func (s *Service) run(ctx context.Context) {
 		s.wmu.Unlock()
 		s.signalWriter()
 	}()
+	for !loaded {
+		if !s.sleepUnlessClosed(time.Second) {
+			return
+		}
+		var err error
+		if start, err = s.loadPosition(ctx); err != nil {
+			s.log.WithError(err).Error("cannot read the push position; retrying")
+		} else {
+			loaded = true
+		}
+	}
+	pos, ok := s.catchUp(ctx, start)
+	if !ok {
+		return // closed meanwhile: the next start catches up from the stored position
+	}
 	for {
 		s.mu.Lock()
 		n, closed := min(len(s.queue), maxEvalBatch), s.closed
@@ -213,17 +257,113 @@ func (s *Service) run(ctx context.Context) {
 			<-s.wake
 			continue
 		}
-		evals := s.evaluateBatch(ctx, batch)
-		upTo := batch[n-1].StreamPos
-		s.wmu.Lock()
-		s.wqueue = append(s.wqueue, written{evals: evals, upTo: upTo})
-		s.wmu.Unlock()
-		s.signalWriter()
-		s.doneMu.Lock()
-		s.evalPos = max(s.evalPos, upTo)
-		s.doneCond.Broadcast()
-		s.doneMu.Unlock()
+		// Events queued while catching up were read from the stream already. Out-of-band
+		// memberships (an invite from another server) are not in the stream: only those
+		// from before this start were evaluated.
+		batch = slices.DeleteFunc(batch, func(out roomserver.OutputEvent) bool {
+			return out.StreamPos <= pos && !(out.OutOfBand && out.StreamPos > start)
+		})
+		if len(batch) == 0 {
+			continue
+		}
+		pos = max(pos, batch[len(batch)-1].StreamPos)
+		s.evaluateAndHandOver(ctx, batch, pos)
 	}
+}
+
+// evaluateAndHandOver evaluates a batch of events and hands the evaluations to the
+// writer, with upTo, the stream position the write reaches.
+func (s *Service) evaluateAndHandOver(ctx context.Context, batch []roomserver.OutputEvent, upTo int64) {
+	evals := s.evaluateBatch(ctx, batch)
+	s.wmu.Lock()
+	s.wqueue = append(s.wqueue, written{evals: evals, upTo: upTo})
+	s.wmu.Unlock()
+	s.signalWriter()
+	s.doneMu.Lock()
+	s.evalPos = max(s.evalPos, upTo)
+	s.doneCond.Broadcast()
+	s.doneMu.Unlock()
+}
+
+func (s *Service) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// sleepUnlessClosed waits d (after a database error), or less when Close is called; it
+// reports whether the service is still open.
+func (s *Service) sleepUnlessClosed(d time.Duration) bool {
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if s.isClosed() {
+			return false
+		}
+	}
+	return !s.isClosed()
+}
+
+// loadPosition returns the stored push position. On the first start it takes the
+// stream's current position (history is not evaluated) and stores it at once, so that
+// a crash before the first write does not move the start later.
+func (s *Service) loadPosition(ctx context.Context) (int64, error) {
+	pos, stored, err := storage.PushPosition(ctx, s.db)
+	if err != nil || stored {
+		return pos, err
+	}
+	pos = s.rooms.StreamPosition()
+	if err := s.db.WithTx(ctx, func(tx *storage.Tx) error { return storage.SetPushPosition(ctx, tx, pos) }); err != nil {
+		return 0, err
+	}
+	return pos, nil
+}
+
+// catchUp evaluates, in stream order, the room events committed after the stored push
+// position start, up to the stream's position once done, which it returns. Their
+// notifications are written like those of live events, with the position. It returns
+// ok false when the service is closed meanwhile.
+func (s *Service) catchUp(ctx context.Context, start int64) (pos int64, ok bool) {
+	pos = start
+	s.doneMu.Lock()
+	s.evalPos, s.donePos = max(s.evalPos, pos), max(s.donePos, pos)
+	s.doneCond.Broadcast()
+	s.doneMu.Unlock()
+	events := 0
+	for {
+		if s.isClosed() {
+			return pos, false
+		}
+		target := s.rooms.StreamPosition()
+		if pos >= target {
+			break
+		}
+		evs, err := s.rooms.EventsInStream(ctx, pos, target, maxEvalBatch)
+		if err != nil {
+			s.log.WithError(err).Error("cannot read the events to evaluate after a restart; retrying")
+			if !s.sleepUnlessClosed(time.Second) {
+				return pos, false
+			}
+			continue
+		}
+		next := target
+		if len(evs) == maxEvalBatch {
+			next = evs[len(evs)-1].StreamPos
+		}
+		batch := make([]roomserver.OutputEvent, 0, len(evs))
+		for _, ev := range evs {
+			// Whether the room's state changed is not stored: a state event, or a merge
+			// of forks (which may have resolved state), drops the cached room context.
+			out := roomserver.OutputEvent{Event: ev, StreamPos: ev.StreamPos, StateChanged: ev.StateKey() != nil || len(ev.PrevEventIDs()) > 1}
+			s.noteLocalJoin(out)
+			batch = append(batch, out)
+		}
+		s.evaluateAndHandOver(ctx, batch, next)
+		events += len(batch)
+		pos = next
+	}
+	if events > 0 {
+		s.log.WithFields(logrus.Fields{"events": events, "from": start, "to": pos}).Info("evaluated the events committed before the restart")
+	}
+	return pos, true
 }
 
 func (s *Service) signalWriter() {
@@ -233,11 +373,19 @@ func (s *Service) signalWriter() {
 	}
 }
 
+// positionLinger is the longest the writer leaves the stored push position behind when
+// the events evaluated since notified nobody (no rows to commit with it): after a
+// crash, at most that much of such events is evaluated again, and a server whose
+// events notify nobody does not commit for each of them.
+const positionLinger = time.Second
+
 // write is the writer: it commits the notification rows of evaluated events, many
-// events per transaction, and queues their pushes.
+// events per transaction, with their pushes and the push position.
 func (s *Service) write(ctx context.Context) {
 	defer close(s.wstopped)
-	var last time.Time
+	var last, lastSave time.Time
+	// saved is the position last written; reached, the position of the last batch.
+	var saved, reached int64
 	pending := func() (evals int, items int, closed bool) {
 		s.wmu.Lock()
 		defer s.wmu.Unlock()
@@ -249,6 +397,22 @@ func (s *Service) write(ctx context.Context) {
 	for {
 		evals, items, closed := pending()
 		if items == 0 {
+			if reached > saved {
+				// Batches without notifications left the position behind: store it
+				// when it is due, or now when closing.
+				if wait := positionLinger - time.Since(lastSave); closed || wait <= 0 {
+					_ = s.writeEvaluations(ctx, nil, reached)
+					saved, lastSave = reached, time.Now()
+				} else {
+					t := time.NewTimer(wait)
+					select {
+					case <-s.wwake:
+					case <-t.C:
+					}
+					t.Stop()
+				}
+				continue
+			}
 			if closed {
 				return
 			}
@@ -282,7 +446,15 @@ func (s *Service) write(ctx context.Context) {
 		}
 		s.wmu.Unlock()
 		last = time.Now()
-		s.writeEvaluations(ctx, batch)
+		reached = max(reached, upTo)
+		if len(batch) > 0 || closed || time.Since(lastSave) >= positionLinger {
+			if len(batch) > 0 && s.writeDelay > 0 {
+				time.Sleep(s.writeDelay)
+			}
+			// Errors are logged; the events are not evaluated again (as before a crash).
+			_ = s.writeEvaluations(ctx, batch, upTo)
+			saved, lastSave = reached, time.Now()
+		}
 		s.doneMu.Lock()
 		s.donePos = max(s.donePos, upTo)
 		s.doneCond.Broadcast()
@@ -290,8 +462,8 @@ func (s *Service) write(ctx context.Context) {
 	}
 }
 
-// retry runs fn up to three times: transient database errors are retried; the work
-// is idempotent (a replayed write stores the same sets, skipped by their key).
+// retry runs fn up to three times: transient database errors are retried; each try is
+// a whole transaction (a failed one wrote nothing).
 func retry(fn func() error) error {
 	err := fn()
 	for attempt := 1; err != nil && attempt < 3; attempt++ {
@@ -304,7 +476,7 @@ func retry(fn func() error) error {
 // processBatch evaluates new events and writes their notifications (what the
 // evaluator and the writer do, synchronously).
 func (s *Service) processBatch(ctx context.Context, batch []roomserver.OutputEvent) {
-	s.writeEvaluations(ctx, s.evaluateBatch(ctx, batch))
+	_ = s.writeEvaluations(ctx, s.evaluateBatch(ctx, batch), batch[len(batch)-1].StreamPos)
 }
 
 // evaluateBatch evaluates new events, in stream order, and counts their notifications
@@ -335,32 +507,55 @@ func (s *Service) logEventError(err error, out roomserver.OutputEvent, what stri
 	s.log.WithError(err).WithFields(logrus.Fields{"room_id": out.Event.RoomID().String(), "event_id": out.Event.EventID()}).Error(what)
 }
 
-// writeEvaluations commits the notification rows of evaluated events in one
-// transaction, then queues their pushes.
-func (s *Service) writeEvaluations(ctx context.Context, evals []*evaluation) {
-	if len(evals) == 0 {
-		return
+// writeEvaluations commits the notification rows of evaluated events, their pushes
+// and the push position upTo (the stream position of the last event evaluated, with
+// or without notifications) in one transaction: after a crash, the events after the
+// stored position are evaluated again and nothing before it is, so each event's
+// notifications and pushes are stored once. Errors are logged and returned.
+func (s *Service) writeEvaluations(ctx context.Context, evals []*evaluation, upTo int64) error {
+	// Before the transaction and the store lock: building a push reads the user's
+	// unread count, which may load it from the database.
+	pushes, err := s.preparePushes(ctx, evals)
+	if err != nil {
+		// The notifications are kept all the same.
+		s.logEventError(err, evals[0].out, fmt.Sprintf("building the pushes of %d events failed", len(evals)))
+		pushes = nil
 	}
 	m := s.unread
 	m.store.Lock()
-	err := retry(func() error {
+	err = retry(func() error {
 		return s.db.WithTx(ctx, func(tx *storage.Tx) error {
-			var all []storage.Notification
-			for _, e := range evals {
-				all = append(all, e.notes...)
+			if len(evals) > 0 {
+				var all []storage.Notification
+				for _, e := range evals {
+					all = append(all, e.notes...)
+				}
+				if err := storage.InsertNotifications(ctx, tx, all); err != nil {
+					return err
+				}
 			}
-			return storage.InsertNotifications(ctx, tx, all)
+			for _, p := range pushes {
+				if err := storage.EnqueuePush(ctx, tx, p.pusherID, p.payload); err != nil {
+					return err
+				}
+			}
+			return storage.SetPushPosition(ctx, tx, upTo)
 		})
 	})
 	m.committed(evals)
 	m.store.Unlock()
 	if err != nil {
-		s.logEventError(err, evals[0].out, fmt.Sprintf("recording the notifications of %d events failed", len(evals)))
-		return
+		if len(evals) > 0 {
+			s.logEventError(err, evals[0].out, fmt.Sprintf("recording the notifications of %d events failed", len(evals)))
+		} else {
+			s.log.WithError(err).Error("storing the push position failed")
+		}
+		return err
 	}
-	if err := s.queuePushes(ctx, evals); err != nil {
-		s.logEventError(err, evals[0].out, fmt.Sprintf("queueing the pushes of %d events failed", len(evals)))
+	if len(pushes) > 0 {
+		s.sender.Wake()
 	}
+	return nil
 }
 
 // WaitFor blocks until the notifications of the event at stream position pos (and of
@@ -565,19 +760,15 @@ func (s *Service) process(ctx context.Context, out roomserver.OutputEvent) error
 		}
 	}
 	e, err := s.evaluate(ctx, newContextCache(), out)
-	if err != nil || e == nil {
-		return err
-	}
-	s.unread.evaluated(e)
-	m := s.unread
-	m.store.Lock()
-	err = s.db.WithTx(ctx, func(tx *storage.Tx) error { return storage.InsertNotifications(ctx, tx, e.notes) })
-	m.committed([]*evaluation{e})
-	m.store.Unlock()
 	if err != nil {
 		return err
 	}
-	return s.queuePushes(ctx, []*evaluation{e})
+	var evals []*evaluation
+	if e != nil {
+		s.unread.evaluated(e)
+		evals = append(evals, e)
+	}
+	return s.writeEvaluations(ctx, evals, out.StreamPos)
 }
 
 // evaluate runs every target user's push rules on a new event; nil when nobody is
@@ -625,9 +816,12 @@ func (s *Service) evaluate(ctx context.Context, cache *contextCache, out roomser
 	return e, nil
 }
 
-// queuePushes queues pushes for the users notified by evaluated events who have
-// pushers.
-func (s *Service) queuePushes(ctx context.Context, evals []*evaluation) error {
+// preparePushes builds the pushes for the users notified by evaluated events who have
+// pushers (the caller stores them with the notifications).
+func (s *Service) preparePushes(ctx context.Context, evals []*evaluation) ([]pendingPush, error) {
+	if len(evals) == 0 {
+		return nil, nil
+	}
 	var users []string
 	seen := map[string]bool{}
 	for _, e := range evals {
@@ -640,7 +834,7 @@ func (s *Service) queuePushes(ctx context.Context, evals []*evaluation) error {
 	}
 	pushers, err := storage.PushersOfUsers(ctx, s.db, users)
 	if err != nil || len(pushers) == 0 {
-		return err
+		return nil, err
 	}
 	// Receipts that arrived before the evaluation already read the event: no push.
 	from := map[string]int64{}
@@ -653,28 +847,31 @@ func (s *Service) queuePushes(ctx context.Context, evals []*evaluation) error {
 	receipts := map[string][]storage.ReadReceipt{}
 	for room, pos := range from {
 		if receipts[room], err = storage.ReceiptsAtOrAfter(ctx, s.db, room, pos); err != nil {
-			return err
+			return nil, err
 		}
 	}
+	var out []pendingPush
 	for _, e := range evals {
-		for i := range e.notes {
-			n := &e.notes[i]
-			n.Read = false
+		// The notes are not changed: unread loads read them (pending) meanwhile.
+		readOf := make(map[string]bool, len(e.notes))
+		for _, n := range e.notes {
+			read := false
 			for _, r := range receipts[n.RoomID] {
 				if r.UserID == n.UserID && r.StreamPos >= n.StreamPos &&
 					(r.ThreadID == "" || (r.ThreadID == "main" && e.threadID == "") || (e.threadID != "" && r.ThreadID == e.threadID)) {
-					n.Read = true
+					read = true
 					break
 				}
 			}
+			readOf[n.UserID] = read
 		}
-	}
-	for _, e := range evals {
-		if err := s.enqueuePushes(ctx, e, pushers); err != nil {
-			return err
+		ps, err := s.pushesOf(ctx, e, readOf, pushers)
+		if err != nil {
+			return nil, err
 		}
+		out = append(out, ps...)
 	}
-	return nil
+	return out, nil
 }
 
 // rulesCache keeps compiled rulesets. Entries expire after rulesTTL so that changes

@@ -65,7 +65,9 @@ func TestCountsBeforeCommitAndAfterRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 		want("alice after reading the main timeline", counts(s, alice), 2, 1, 0, 0, 2, 1)
-		s.writeEvaluations(ctx, evals)
+		if err := s.writeEvaluations(ctx, evals, threadMention.StreamPos); err != nil {
+			t.Fatal(err)
+		}
 		want("alice after the write", counts(s, alice), 2, 1, 0, 0, 2, 1)
 
 		// Restart: a new service counts from the database.

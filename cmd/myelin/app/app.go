@@ -97,10 +97,12 @@ func New(ctx context.Context, cfg *config.Config, version string) (*Server, erro
 		return nil, fmt.Errorf("start roomserver: %w", err)
 	}
 	// Push rules are evaluated for every new event; the push service also gives /sync
-	// its unread counts and hears of read receipts.
+	// its unread counts and hears of read receipts. It receives events before it starts:
+	// it first catches up with the stream from its stored position, then goes on with
+	// the events received (none may fall between the two).
 	pushSvc := push.New(db, rooms, cfg)
-	pushSvc.Start(context.Background())
 	pushOut.set(pushSvc)
+	pushSvc.Start(context.Background())
 	// Full-text search follows the event stream in batches (woken, never blocking).
 	searchSvc := searchapi.New(db, rooms)
 	searchSvc.Start()

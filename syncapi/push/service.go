@@ -526,9 +526,16 @@ func (s *Service) writeEvaluations(ctx context.Context, evals []*evaluation, upT
 	err = retry(func() error {
 		return s.db.WithTx(ctx, func(tx *storage.Tx) error {
 			if len(evals) > 0 {
-				var all []storage.Notification
-				for _, e := range evals {
-					all = append(all, e.notes...)
+				all := evals[0].notes
+				if len(evals) > 1 {
+					n := 0
+					for _, e := range evals {
+						n += len(e.notes)
+					}
+					all = make([]storage.Notification, 0, n)
+					for _, e := range evals {
+						all = append(all, e.notes...)
+					}
 				}
 				if err := storage.InsertNotifications(ctx, tx, all); err != nil {
 					return err

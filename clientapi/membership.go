@@ -245,8 +245,15 @@ func (s *Server) getJoinedRooms(r *http.Request) (any, error) {
 
 // parseAt reads the "at" parameter of /members: a pagination token of /messages or a
 // stream position (as /sync's next_batch carries it, optionally prefixed with "s").
+// The prev_batch of a /sync timeline that starts with the room's create event names
+// the point before the room existed, where there are no members; it carries the
+// position of that /sync answer, and the members there are the answer (as Synapse,
+// whose prev_batch for such a timeline is the answer's position).
 func parseAt(at string) (int64, error) {
 	if p, err := roomserver.ParsePosition(at); err == nil {
+		if p.SyncStream > 0 {
+			return p.SyncStream, nil
+		}
 		return max(p.Stream, 1), nil
 	}
 	digits := strings.TrimPrefix(at, "s")

@@ -230,6 +230,8 @@ func FuzzParsePosition(f *testing.F) {
 	f.Add(End.String(), int64(math.MaxInt64), int64(math.MaxInt64))
 	f.Add("t-1_2", int64(-1), int64(2))
 	f.Add("t1_2_3", int64(1), int64(-2))
+	f.Add("t1_2_2_9", int64(1), int64(2))
+	f.Add("t1_2_2_0", int64(1), int64(2))
 	f.Add("t+1_02", int64(7), int64(8))
 	f.Add("s1_2", int64(0), int64(1))
 	f.Add("t99999999999999999999_1", int64(1), int64(1))

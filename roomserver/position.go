@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
 	"github.com/myelin-chat/myelin/storage/roomstore"
 )
 
@@ -22,6 +24,12 @@ type Position struct {
 	// by depth; forwards they are (Depth, Stream).
 	Bounded   bool
 	MaxStream int64
+	// SyncStream, on the start of a /sync timeline that begins with the room's create
+	// event (see SyncPrevBatch), is the stream position of that /sync answer. No member
+	// state exists before a room's first event, so /members?at= reads the members at
+	// the answer's point instead (what the client was shown with the token); pagination
+	// ignores it.
+	SyncStream int64
 }
 
 // syncStart reports whether a bounded position is the start of a /sync timeline
@@ -38,6 +46,17 @@ func PrevBatch(first *Event) Position {
 	return Position{Depth: first.Depth(), Stream: first.StreamPos - 1, Bounded: true, MaxStream: first.StreamPos - 1}
 }
 
+// SyncPrevBatch is PrevBatch for a /sync answer at stream position syncStream: when the
+// timeline starts with the room's create event, the token also carries syncStream (see
+// Position.SyncStream).
+func SyncPrevBatch(first *Event, syncStream int64) Position {
+	p := PrevBatch(first)
+	if first.Type() == spec.MRoomCreate && first.StateKey() != nil && *first.StateKey() == "" {
+		p.SyncStream = syncStream
+	}
+	return p
+}
+
 // Start is the gap before every event of a room.
 var Start = Position{}
 
@@ -45,8 +64,11 @@ var Start = Position{}
 var End = Position{Depth: math.MaxInt64, Stream: math.MaxInt64}
 
 // String renders the position as a pagination token: "t<depth>_<stream>", with
-// "_<max stream>" when bounded.
+// "_<max stream>" when bounded, and "_<sync stream>" after that when set.
 func (p Position) String() string {
+	if p.Bounded && p.SyncStream > 0 {
+		return fmt.Sprintf("t%d_%d_%d_%d", p.Depth, p.Stream, p.MaxStream, p.SyncStream)
+	}
 	if p.Bounded {
 		return fmt.Sprintf("t%d_%d_%d", p.Depth, p.Stream, p.MaxStream)
 	}
@@ -72,11 +94,19 @@ func ParsePosition(s string) (Position, error) {
 	}
 	p := Position{Depth: depth, Stream: stream}
 	if bounded {
+		maxSt, syncSt, hasSync := strings.Cut(maxSt, "_")
 		m, err := strconv.ParseInt(maxSt, 10, 64)
 		if err != nil {
 			return Position{}, fmt.Errorf("invalid position %q", s)
 		}
 		p.Bounded, p.MaxStream = true, m
+		if hasSync {
+			n, err := strconv.ParseInt(syncSt, 10, 64)
+			if err != nil || n <= 0 {
+				return Position{}, fmt.Errorf("invalid position %q", s)
+			}
+			p.SyncStream = n
+		}
 	}
 	return p, nil
 }

@@ -535,7 +535,7 @@ func (s *Service) fastAnswer(ctx context.Context, req Request, base Token, ur *u
 			}
 		}
 		jr := &JoinedRoom{Ephemeral: EventList{Events: []any{}}, AccountData: EventList{Events: []any{}}}
-		jr.Timeline.PrevBatch = roomserver.PrevBatch(evs[0]).String()
+		jr.Timeline.PrevBatch = roomserver.SyncPrevBatch(evs[0], top).String()
 		if jr.Timeline.Events, err = req.Format(ctx, evs); err != nil {
 			return nil, base, false, err
 		}

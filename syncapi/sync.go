@@ -739,7 +739,7 @@ func (s *Service) roomWindow(ctx context.Context, st *syncState, roomID string, 
 	tl.Limited = limited
 	if len(evs) > 0 {
 		first := evs[0]
-		tl.PrevBatch = roomserver.PrevBatch(first).String()
+		tl.PrevBatch = roomserver.SyncPrevBatch(first, to).String()
 	} else {
 		pos, err := s.rooms.PositionAtStream(ctx, roomID, to)
 		if err != nil {

@@ -250,3 +250,87 @@ func TestMembershipLifecycle(t *testing.T) {
 		}
 	})
 }
+
+// TestMembersAtSyncPrevBatch: /members?at= the prev_batch of a /sync timeline
+// (Complement's TestGetRoomMembersAtPoint). A timeline that starts with the room's
+// create event has no members before it, so its prev_batch names the members the
+// /sync answer was made at: alice alone, not bob who joined later. Paginating from
+// that token still finds nothing older than the create event, and a timeline that
+// starts later gives the members at its start, with the events before it paginable.
+func TestMembersAtSyncPrevBatch(t *testing.T) {
+	harness.ForEachEngine(t, func(t *testing.T, engine string) {
+		ctx := context.Background()
+		s := harness.Start(t, harness.Options{Engine: engine})
+		alice := udRegister(t, s, "alice")
+		bob := udRegister(t, s, "bob")
+		room := rmCreate(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if _, err := alice.SendText(ctx, room, "Hello world!"); err != nil {
+			t.Fatal(err)
+		}
+		sync, err := alice.FullSyncRequest(ctx, mautrix.ReqSync{Timeout: 0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		whole := sync.Rooms.Join[room].Timeline
+		if len(whole.Events) == 0 || whole.Events[0].Type != event.StateCreate || whole.Limited {
+			t.Fatalf("the first sync's timeline does not hold the whole room: %+v", whole)
+		}
+		if _, err := bob.JoinRoomByID(ctx, room); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.SendText(ctx, room, "Hello back"); err != nil {
+			t.Fatal(err)
+		}
+		members := func(at string) []string {
+			t.Helper()
+			resp, err := alice.Members(ctx, room, mautrix.ReqMembers{At: at})
+			if err != nil {
+				t.Fatalf("members at %q: %v", at, err)
+			}
+			var out []string
+			for _, ev := range resp.Chunk {
+				if ev.RoomID != room {
+					t.Fatalf("member event of another room: %+v", ev)
+				}
+				out = append(out, *ev.StateKey+"="+ev.Content.Raw["membership"].(string))
+			}
+			sort.Strings(out)
+			return out
+		}
+		want := []string{alice.UserID.String() + "=join"}
+		if got := members(whole.PrevBatch); len(got) != 1 || got[0] != want[0] {
+			t.Fatalf("members at the first sync's prev_batch %q: %v, want %v", whole.PrevBatch, got, want)
+		}
+		// Nothing precedes the create event; forwards the page starts with it.
+		older, err := alice.Messages(ctx, room, whole.PrevBatch, "", mautrix.DirectionBackward, nil, 10)
+		if err != nil || len(older.Chunk) != 0 {
+			t.Fatalf("events before the create event: %+v %v", older, err)
+		}
+		newer, err := alice.Messages(ctx, room, whole.PrevBatch, "", mautrix.DirectionForward, nil, 3)
+		if err != nil || len(newer.Chunk) == 0 || newer.Chunk[0].Type != event.StateCreate {
+			t.Fatalf("paging forward from the first sync's prev_batch: %+v %v", newer, err)
+		}
+
+		// A timeline of bob's join and message: the members at its start are alice alone,
+		// and back-pagination continues with alice's message.
+		sync, err = alice.FullSyncRequest(ctx, mautrix.ReqSync{Timeout: 0, FilterID: `{"room":{"timeline":{"limit":2}}}`})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tail := sync.Rooms.Join[room].Timeline
+		if len(tail.Events) != 2 || tail.Events[0].Type != event.StateMember || !tail.Limited {
+			t.Fatalf("a two-event timeline: %+v", tail)
+		}
+		if got := members(tail.PrevBatch); len(got) != 1 || got[0] != want[0] {
+			t.Fatalf("members at a limited timeline's prev_batch: %v, want %v", got, want)
+		}
+		older, err = alice.Messages(ctx, room, tail.PrevBatch, "", mautrix.DirectionBackward, nil, 1)
+		if err != nil || len(older.Chunk) != 1 || older.Chunk[0].Content.Raw["body"] != "Hello world!" {
+			t.Fatalf("paging back from a limited timeline: %+v %v", older, err)
+		}
+		// And the members now include bob.
+		if got := members(""); len(got) != 2 {
+			t.Fatalf("members now: %v", got)
+		}
+	})
+}

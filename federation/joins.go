@@ -17,6 +17,7 @@ import (
 
 	"github.com/myelin-chat/myelin/clientapi/httputil"
 	"github.com/myelin-chat/myelin/roomserver"
+	"github.com/myelin-chat/myelin/storage"
 )
 
 // Memberships changes the memberships of local users, through other servers when the
@@ -134,6 +135,9 @@ func (m *Memberships) Join(ctx context.Context, req roomserver.MembershipRequest
 		if len(others) == 0 {
 			return nil, err
 		}
+		// The user may have joined the allowed room here a moment ago: the server asked
+		// must have that join to authorise this one, so ours go out first.
+		m.waitDelivered(ctx, others[0], m.s.members.StreamPosition())
 		return m.remoteJoin(ctx, req, others, true)
 	}
 	if err := m.enabled(); err != nil {
@@ -144,6 +148,45 @@ func (m *Memberships) Join(ctx context.Context, req roomserver.MembershipRequest
 		return nil, httputil.NotFound("No known server to join room %s through", req.RoomID)
 	}
 	return m.remoteJoin(ctx, req, servers, false)
+}
+
+// deliveryWait bounds how long a join waits for the federation sender (waitDelivered).
+var deliveryWait = 3 * time.Second
+
+// waitDelivered waits until the federation sender has queued the events before stream
+// position pos and delivered to server what it had queued for it then, or deliveryWait
+// passed (a server that is down gets its queue later; the caller goes on regardless).
+func (m *Memberships) waitDelivered(ctx context.Context, server spec.ServerName, pos int64) {
+	ctx, cancel := context.WithTimeout(ctx, deliveryWait)
+	defer cancel()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var last int64 = -1 // the newest item queued for server once pos was queued
+	for {
+		if last < 0 {
+			queued, ok, err := storage.FederationSenderPosition(ctx, m.s.db, storage.FederationSenderEvents)
+			if err != nil || !ok {
+				return
+			}
+			if queued >= pos {
+				if last, err = storage.LastFederationQueued(ctx, m.s.db, string(server)); err != nil {
+					return
+				}
+			}
+		}
+		if last >= 0 {
+			items, err := storage.PeekFederationQueue(ctx, m.s.db, string(server), 1)
+			if err != nil || len(items) == 0 || items[0].ID > last {
+				return
+			}
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			logrus.WithFields(logrus.Fields{"server": server, "stream_pos": pos}).Info("join: the federation queue to the server did not drain in time")
+			return
+		}
+	}
 }
 
 // remoteJoin joins through the first of servers that lets us (make_join, send_join).

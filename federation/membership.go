@@ -25,6 +25,8 @@ type MembershipRooms interface {
 	Rooms
 	ServerInRoom(ctx context.Context, roomID string, server spec.ServerName) (bool, error)
 	JoinedServers(ctx context.Context, roomID string) ([]spec.ServerName, error)
+	// StreamPosition is the position below which every event has committed.
+	StreamPosition() int64
 	MembershipTemplate(ctx context.Context, roomID, userID, membership string) (*gomatrixserverlib.ProtoEvent, gomatrixserverlib.RoomVersion, error)
 	BuildInvite(ctx context.Context, req roomserver.MembershipRequest) (gomatrixserverlib.PDU, error)
 	JoinFromState(ctx context.Context, join gomatrixserverlib.PDU, state, authChain []gomatrixserverlib.PDU) (*roomserver.Event, error)

@@ -15,6 +15,10 @@ const (
 	QueueEDU = "edu"
 )
 
+// FederationSenderEvents names the federation sender's stored position in the room
+// event stream: the events up to it are queued for their destinations.
+const FederationSenderEvents = "room_events"
+
 // QueuedItem is one row of a destination's outgoing federation queue: a PDU (EventID)
 // or an EDU (EDUType and Content).
 type QueuedItem struct {
@@ -79,6 +83,17 @@ func DeleteFederationQueued(ctx context.Context, db *DB, ids []int64) error {
 		}
 	}
 	return nil
+}
+
+// LastFederationQueued returns the ID of the newest item queued for destination, 0 when
+// its queue is empty.
+func LastFederationQueued(ctx context.Context, q Querier, destination string) (int64, error) {
+	var id int64
+	if err := q.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) FROM federation_queue WHERE destination = $1`,
+		destination).Scan(&id); err != nil {
+		return 0, fmt.Errorf("newest federation queue item of %s: %w", destination, err)
+	}
+	return id, nil
 }
 
 // FederationQueueDestinations returns the destinations with queued items.

@@ -12,7 +12,7 @@ import (
 )
 
 // posRoomEvents names the sender's position in the room event stream.
-const posRoomEvents = "room_events"
+const posRoomEvents = storage.FederationSenderEvents
 
 // eventBatch is how many events the events worker reads at once.
 const eventBatch = 100

@@ -143,11 +143,15 @@ type noteSet struct {
 	entries  []noteEntry
 }
 
-// notificationSetsOf reads a user's rows, newest first, with first_pos below before
-// (0: no bound), at most limit (0: all).
-func notificationSetsOf(ctx context.Context, q Querier, userID string, before int64, limit int) ([]noteSet, error) {
+// notificationSetsOf reads a user's rows, newest first, with first_pos at or after from
+// and below before (0: no bound), at most limit (0: all).
+func notificationSetsOf(ctx context.Context, q Querier, userID string, from, before int64, limit int) ([]noteSet, error) {
 	query := `SELECT id, first_pos, entries FROM push_notification_sets WHERE user_id = $1`
 	args := []any{userID}
+	if from > 0 {
+		args = append(args, from)
+		query += fmt.Sprintf(` AND first_pos >= $%d`, len(args))
+	}
 	if before > 0 {
 		args = append(args, before)
 		query += fmt.Sprintf(` AND first_pos < $%d`, len(args))
@@ -334,9 +338,18 @@ type UnreadNotification struct {
 }
 
 // UnreadNotificationsOf returns a user's unread notifications in stream order: what the
-// push service's in-memory counts of the user start from.
+// push service's in-memory counts of the user start from. It reads the user's sets from
+// their read mark on (push_unread_from: every set starting before it holds only read
+// notifications) and moves the mark up to the first set it finds with an unread
+// notification, past all of them when none is, so that the next load skips what is read
+// now. Sets must be written in stream order per user (ForgetUnreadFrom otherwise).
 func UnreadNotificationsOf(ctx context.Context, q Querier, userID string) ([]UnreadNotification, error) {
-	sets, err := notificationSetsOf(ctx, q, userID, 0, 0)
+	var from int64
+	if err := q.QueryRowContext(ctx, `SELECT first_pos FROM push_unread_from WHERE user_id = $1`, userID).Scan(&from); err != nil &&
+		!errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("read mark of %s: %w", userID, err)
+	}
+	sets, err := notificationSetsOf(ctx, q, userID, from, 0, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -346,21 +359,81 @@ func UnreadNotificationsOf(ctx context.Context, q Querier, userID string) ([]Unr
 	}
 	seen := map[int64]bool{}
 	var out []UnreadNotification
+	// The new mark: the first set (by first_pos) with an unread notification, or past
+	// the last set when all are read.
+	mark, firstUnread := from, int64(-1)
 	// In the order written, so that of a replayed notification the first one counts.
 	slices.SortFunc(sets, func(a, b noteSet) int { return cmp.Compare(a.id, b.id) })
 	for _, set := range sets {
+		mark = max(mark, set.firstPos+1)
 		for _, e := range set.entries {
+			read := receiptsRead(receipts, e.Room, e.Thread, e.Pos)
+			if !read && (firstUnread < 0 || set.firstPos < firstUnread) {
+				firstUnread = set.firstPos
+			}
 			if seen[e.Pos] {
 				continue
 			}
 			seen[e.Pos] = true
-			if !receiptsRead(receipts, e.Room, e.Thread, e.Pos) {
+			if !read {
 				out = append(out, UnreadNotification{RoomID: e.Room, ThreadID: e.Thread, StreamPos: e.Pos, Highlight: e.Highlight})
 			}
 		}
 	}
+	if firstUnread >= 0 {
+		mark = firstUnread
+	}
+	if mark > from {
+		if _, err := q.ExecContext(ctx, `INSERT INTO push_unread_from (user_id, first_pos) VALUES ($1, $2)
+			ON CONFLICT (user_id) DO UPDATE SET first_pos = excluded.first_pos
+			WHERE excluded.first_pos > push_unread_from.first_pos`, userID, mark); err != nil {
+			return nil, fmt.Errorf("move the read mark of %s: %w", userID, err)
+		}
+	}
 	slices.SortFunc(out, func(a, b UnreadNotification) int { return cmp.Compare(a.StreamPos, b.StreamPos) })
 	return out, nil
+}
+
+// SetUnreadFrom moves the read marks (UnreadNotificationsOf) of users who have read
+// every notification to pos, a position no set written later starts below (it never
+// moves a mark back).
+func SetUnreadFrom(ctx context.Context, tx *Tx, userIDs []string, pos int64) error {
+	const upsert = ` ON CONFLICT (user_id) DO UPDATE SET first_pos = excluded.first_pos
+		WHERE excluded.first_pos > push_unread_from.first_pos`
+	if len(userIDs) == 0 {
+		return nil
+	}
+	if tx.Dialect() == Postgres {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO push_unread_from (user_id, first_pos)
+			SELECT u, $2 FROM unnest($1::text[]) AS u`+upsert, userIDs, pos); err != nil {
+			return fmt.Errorf("move read marks: %w", err)
+		}
+		return nil
+	}
+	stmt, err := tx.PrepareContext(ctx, `INSERT INTO push_unread_from (user_id, first_pos) VALUES ($1, $2)`+upsert)
+	if err != nil {
+		return fmt.Errorf("move read marks: %w", err)
+	}
+	defer stmt.Close()
+	for _, u := range userIDs {
+		if _, err := stmt.ExecContext(ctx, u, pos); err != nil {
+			return fmt.Errorf("move read marks: %w", err)
+		}
+	}
+	return nil
+}
+
+// ForgetUnreadFrom drops the read marks of users (UnreadNotificationsOf): call it in the
+// transaction that writes a set for them out of stream order, which may start below
+// their mark.
+func ForgetUnreadFrom(ctx context.Context, q Querier, userIDs []string) error {
+	return chunks(userIDs, func(part []string) error {
+		if _, err := q.ExecContext(ctx, `DELETE FROM push_unread_from WHERE user_id IN (`+placeholders(1, len(part))+`)`,
+			stringArgs(nil, part)...); err != nil {
+			return fmt.Errorf("forget read marks: %w", err)
+		}
+		return nil
+	})
 }
 
 // TotalUnreadNotifications counts a user's unread notifications over all rooms.
@@ -384,7 +457,7 @@ func NotificationsPage(ctx context.Context, q Querier, userID string, before int
 	seen := map[int64]bool{}
 	setsBefore := before
 	for len(out) < limit {
-		sets, err := notificationSetsOf(ctx, q, userID, setsBefore, notificationSetsPage)
+		sets, err := notificationSetsOf(ctx, q, userID, 0, setsBefore, notificationSetsPage)
 		if err != nil {
 			return nil, err
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/myelin-chat/myelin/storage"
@@ -256,5 +257,75 @@ func TestPushPosition(t *testing.T) {
 		if pos, ok, err := storage.PushPosition(ctx, db); err != nil || !ok || pos != 25 {
 			t.Fatalf("after 10, 25, 20: %d %v %v, want 25", pos, ok, err)
 		}
+	})
+}
+
+// TestUnreadMark: loading a user's unread notifications moves their read mark to the
+// first set with an unread one (past every set when all are read), later loads read
+// from it and still see every unread notification, also of sets written later; a set
+// written out of stream order is found once the users' marks are forgotten.
+func TestUnreadMark(t *testing.T) {
+	storagetest.ForEachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		const alice, room, other = "@alice:test", "!r:test", "!o:test"
+		insert := func(room string, positions ...int64) {
+			t.Helper()
+			var ns []storage.Notification
+			for _, p := range positions {
+				ns = append(ns, storage.Notification{UserID: alice, RoomID: room, EventID: fmt.Sprintf("$%d", p), StreamPos: p,
+					Actions: json.RawMessage(`["notify"]`), TS: p})
+			}
+			if err := db.WithTx(ctx, func(tx *storage.Tx) error { return storage.InsertNotifications(ctx, tx, ns) }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		unread := func(wantMark int64, want ...int64) {
+			t.Helper()
+			us, err := storage.UnreadNotificationsOf(ctx, db, alice)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []int64
+			for _, u := range us {
+				got = append(got, u.StreamPos)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("unread %v, want %v", got, want)
+			}
+			var mark int64
+			if err := db.QueryRowContext(ctx, `SELECT first_pos FROM push_unread_from WHERE user_id = $1`, alice).Scan(&mark); err != nil || mark != wantMark {
+				t.Fatalf("read mark %d (%v), want %d", mark, err, wantMark)
+			}
+		}
+		read := func(room string, pos int64) {
+			t.Helper()
+			if err := storage.StoreReadReceipt(ctx, db, alice, room, "", pos); err != nil {
+				t.Fatal(err)
+			}
+		}
+		insert(room, 1, 2, 3)
+		insert(room, 4, 5)
+		insert(other, 6)
+		read(room, 3)
+		unread(4, 4, 5, 6)
+		read(room, 4) // the set 4-5 still holds an unread one
+		unread(4, 5, 6)
+		read(room, 5)
+		read(other, 6)
+		unread(7)
+		insert(other, 7)
+		insert(room, 9)
+		unread(7, 7, 9)
+		read(other, 7)
+		read(room, 9)
+		unread(10)
+		// Out of stream order (an out-of-band invite evaluated late): its set starts
+		// below the mark, unseen until the user's mark is forgotten.
+		insert("!x:test", 8)
+		unread(10)
+		if err := storage.ForgetUnreadFrom(ctx, db, []string{alice}); err != nil {
+			t.Fatal(err)
+		}
+		unread(8, 8)
 	})
 }

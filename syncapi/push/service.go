@@ -145,6 +145,9 @@ func (s *Service) prune(ctx context.Context) {
 			} else if n > 0 {
 				s.log.WithField("deleted", n).Info("pruned old read notifications")
 			}
+			if err := s.saveReadMarks(ctx); err != nil {
+				s.log.WithError(err).Warn("storing the read marks of the loaded users")
+			}
 		}
 	}
 }
@@ -166,6 +169,11 @@ func (s *Service) Close() {
 	case <-s.stopped:
 		select {
 		case <-s.wstopped:
+			// Everything evaluated is written: the next start loads its users' counts
+			// from their marks.
+			if err := s.saveReadMarks(context.Background()); err != nil {
+				s.log.WithError(err).Warn("storing the read marks of the loaded users")
+			}
 		case <-timeout:
 			s.log.Warn("push notification writes not drained at shutdown")
 		}
@@ -539,6 +547,19 @@ func (s *Service) writeEvaluations(ctx context.Context, evals []*evaluation, upT
 				}
 				if err := storage.InsertNotifications(ctx, tx, all); err != nil {
 					return err
+				}
+				// An out-of-band membership may be evaluated after later events (run):
+				// its set may start below its users' read marks.
+				for _, e := range evals {
+					if e.out.OutOfBand {
+						users := make([]string, len(e.notes))
+						for i, n := range e.notes {
+							users[i] = n.UserID
+						}
+						if err := storage.ForgetUnreadFrom(ctx, tx, users); err != nil {
+							return err
+						}
+					}
 				}
 			}
 			for _, p := range pushes {

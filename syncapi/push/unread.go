@@ -219,9 +219,60 @@ func (s *Service) totalUnread(ctx context.Context, userID string) (int, error) {
 	}
 	s.unread.mu.Lock()
 	defer s.unread.mu.Unlock()
+	return s.unread.users[userID].unread(), nil
+}
+
+// readMarksChunk is how many users' read marks one transaction of saveReadMarks moves
+// (the store lock is held for each, holding back notification writes and receipts).
+const readMarksChunk = 500
+
+// saveReadMarks moves the stored read marks (storage.UnreadNotificationsOf) of the users
+// whose counts are in memory and who have read every notification to just past the
+// evaluated position, so that their next load (after a restart) skips everything
+// written so far. Called at shutdown and with the periodic pruning; a load moves the
+// mark of its user too.
+func (s *Service) saveReadMarks(ctx context.Context) error {
+	m := s.unread
+	m.mu.Lock()
+	users := make([]string, 0, len(m.users))
+	for u := range m.users {
+		users = append(users, u)
+	}
+	m.mu.Unlock()
+	for len(users) > 0 {
+		part := users[:min(readMarksChunk, len(users))]
+		users = users[len(part):]
+		// Under the store lock no set is committed meanwhile, and an out-of-band
+		// evaluation that would start below the mark forgets it in a later commit. Every
+		// event up to the evaluated position is in memory: a user without unread
+		// notifications has read all the sets written and pending, and later ones start
+		// after the position.
+		m.store.Lock()
+		s.doneMu.Lock()
+		mark := s.evalPos + 1
+		s.doneMu.Unlock()
+		var done []string
+		m.mu.Lock()
+		for _, userID := range part {
+			if u := m.users[userID]; u != nil && u.unread() == 0 {
+				done = append(done, userID)
+			}
+		}
+		m.mu.Unlock()
+		err := s.db.WithTx(ctx, func(tx *storage.Tx) error { return storage.SetUnreadFrom(ctx, tx, done, mark) })
+		m.store.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// unread is the user's number of unread notifications over all rooms.
+func (u userUnread) unread() int {
 	n := 0
-	for _, r := range s.unread.users[userID] {
+	for _, r := range u {
 		n += r.counts.Notifications
 	}
-	return n, nil
+	return n
 }

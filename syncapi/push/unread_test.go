@@ -2,6 +2,8 @@ package push
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"testing"
 
 	"github.com/myelin-chat/myelin/roomserver"
@@ -140,6 +142,68 @@ func TestWaitEvaluated(t *testing.T) {
 		}
 		if n, err := storage.TotalUnreadNotifications(ctx, db, alice); err != nil || n != 3 {
 			t.Fatalf("written: %d %v", n, err)
+		}
+	})
+}
+
+// TestReadMarksAtClose: at shutdown a loaded user who read everything gets a read mark
+// past the evaluated events (the next load skips them), one with unread notifications
+// keeps reading them; counts after the restart are right for both.
+func TestReadMarksAtClose(t *testing.T) {
+	storagetest.ForEachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		carol := "@carol:test"
+		rooms := newFakeRoomsOf(t, bob, alice, carol)
+		pos := int64(0)
+		send := func(s *Service) {
+			t.Helper()
+			pos++
+			ev := &roomserver.Event{PDU: buildPDU(t, bob, "m.room.message", nil, msg("hello"))}
+			ev.StreamPos = pos
+			rooms.add(ev)
+			s.OnNewEvent(roomserver.OutputEvent{Event: ev, StreamPos: pos})
+			if err := s.WaitFor(ctx, pos); err != nil {
+				t.Fatal(err)
+			}
+		}
+		counts := func(s *Service, user string) int {
+			t.Helper()
+			m, err := s.UnreadCounts(ctx, user, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return m[testRoom].Notifications
+		}
+		mark := func(user string) int64 {
+			t.Helper()
+			var p int64
+			if err := db.QueryRowContext(ctx, `SELECT first_pos FROM push_unread_from WHERE user_id = $1`, user).Scan(&p); err != nil && !errors.Is(err, sql.ErrNoRows) {
+				t.Fatal(err)
+			}
+			return p
+		}
+		s := newTestService(t, db, rooms)
+		s.Start(ctx)
+		for range 3 {
+			send(s)
+		}
+		if a, c := counts(s, alice), counts(s, carol); a != 3 || c != 3 {
+			t.Fatalf("counts: alice %d, carol %d", a, c)
+		}
+		if err := s.MarkRead(ctx, alice, testRoom, "", 3); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		// Loads moved both marks to the first set (1); the close moved alice's past 3.
+		if a, c := mark(alice), mark(carol); a != 4 || c != 1 {
+			t.Fatalf("read marks after the close: alice %d, carol %d; want 4, 1", a, c)
+		}
+		s2 := newTestService(t, db, rooms)
+		s2.Start(ctx)
+		defer s2.Close()
+		send(s2)
+		if a, c := counts(s2, alice), counts(s2, carol); a != 1 || c != 4 {
+			t.Fatalf("counts after the restart: alice %d, carol %d; want 1, 4", a, c)
 		}
 	})
 }

@@ -341,13 +341,13 @@ func (s *Server) storeOutliers(ctx context.Context, evs []gomatrixserverlib.PDU,
 func (s *Server) inputWithState(ctx context.Context, server spec.ServerName, ver gomatrixserverlib.RoomVersion, kind roomserver.InputKind, ev gomatrixserverlib.PDU) (roomserver.InputResult, error) {
 	in := roomserver.InputEvent{Kind: kind, Event: ev}
 	// An event stored already needs nothing fetched: the roomserver answers for it
-	// (but an outlier reached by backfill joins the timeline, and needs its state).
+	// (but an outlier joins the timeline, and needs its state).
 	known, err := s.rooms.Events(ctx, []string{ev.EventID()})
 	if err != nil {
 		return roomserver.InputResult{}, err
 	}
 	k := known[ev.EventID()]
-	have := k != nil && (!k.Outlier || kind != roomserver.InputBackfill)
+	have := k != nil && !k.Outlier
 	ok := have
 	if !have {
 		if ok, err = s.knownInTimeline(ctx, ev.PrevEventIDs()); err != nil {
@@ -475,4 +475,37 @@ func (s *Server) fillGap(ctx context.Context, origin spec.ServerName, ver gomatr
 			log.WithField("missing_event", m.EventID()).WithError(res.Err).Info("gap: event not stored")
 		}
 	}
+}
+
+// promoteOutlierPrevs brings the prev events of ev that are stored as outliers into
+// the timeline (oldest first), each with the state before it from server when its own
+// prev events are not in our timeline: a new event of the origin may refer to an event
+// we only know from the state of our join (sent while we were joining), which
+// /get_missing_events does not return (our timeline descends from it).
+func (s *Server) promoteOutlierPrevs(ctx context.Context, server spec.ServerName, ver gomatrixserverlib.RoomVersion, ev gomatrixserverlib.PDU) error {
+	known, err := s.rooms.Events(ctx, ev.PrevEventIDs())
+	if err != nil {
+		return err
+	}
+	var outliers []gomatrixserverlib.PDU
+	for _, id := range ev.PrevEventIDs() {
+		if k := known[id]; k != nil && k.Outlier && !k.Rejected {
+			outliers = append(outliers, k.PDU)
+		}
+	}
+	sort.SliceStable(outliers, func(i, j int) bool { return outliers[i].Depth() < outliers[j].Depth() })
+	for _, o := range outliers {
+		res, err := s.inputWithState(ctx, server, ver, roomserver.InputNew, o)
+		if err != nil {
+			return fmt.Errorf("promote outlier %s: %w", o.EventID(), err)
+		}
+		switch {
+		case res.Err != nil:
+			logrus.WithField("event_id", o.EventID()).WithError(res.Err).Info("outlier prev event not brought into the timeline")
+		case res.Rejected || res.SoftFailed:
+			logrus.WithFields(logrus.Fields{"event_id": o.EventID(), "rejected": res.Rejected, "soft_failed": res.SoftFailed}).
+				Info("outlier prev event brought into the timeline failed the auth rules")
+		}
+	}
+	return nil
 }

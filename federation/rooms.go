@@ -365,13 +365,25 @@ func (s *Server) receivePDU(ctx context.Context, origin spec.ServerName, raw jso
 	// power level change just before) join the timeline, where fetched as auth events
 	// first they would be outliers that the gap could not bring into the timeline.
 	// (Nothing to fetch for an event we already have, e.g. a retransmission.)
+	// An event stored as an outlier (part of the state of our join, a fetched auth
+	// event) was accepted into a state already: when it comes as a timeline event, a
+	// gap before it is no reason to refuse it; it takes the state before it from the
+	// origin. Prev events stored as outliers join the timeline first, the same way.
+	stored, err := s.rooms.Events(ctx, []string{id})
+	if err != nil {
+		return id, pduResult{Error: "could not process event"}
+	}
+	outlier := stored[id] != nil && stored[id].Outlier
 	if have, err := s.knownInTimeline(ctx, []string{id}); err != nil {
 		return id, pduResult{Error: "could not process event"}
 	} else if !have {
 		if ok, err := s.knownInTimeline(ctx, ev.PrevEventIDs()); err != nil {
 			return id, pduResult{Error: "could not process event"}
-		} else if !ok {
+		} else if !ok && !outlier {
 			s.fillGap(ctx, origin, ver, ev)
+			if err := s.promoteOutlierPrevs(ctx, origin, ver, ev); err != nil {
+				return id, pduResult{Error: "could not process event"}
+			}
 			if ok, err := s.knownInTimeline(ctx, ev.PrevEventIDs()); err != nil {
 				return id, pduResult{Error: "could not process event"}
 			} else if !ok {

@@ -88,9 +88,6 @@ func TestInputStateBeforeAndBackfill(t *testing.T) {
 		if res, err := rs.InputEvents(ctx, []InputEvent{{Kind: InputOutlier, Event: o1}}); err != nil || res[0].Err != nil || !res[0].Event.Outlier {
 			t.Fatalf("outlier: %+v %v", res, err)
 		}
-		if res, err := rs.InputEvents(ctx, []InputEvent{{Kind: InputNew, Event: o1}}); err != nil || res[0].Err == nil {
-			t.Fatalf("an outlier given as new: %+v %v", res, err)
-		}
 		res, err = rs.InputEvents(ctx, []InputEvent{{Kind: InputBackfill, Event: o1}, {Kind: InputBackfill, Event: o2}})
 		if err != nil || res[0].Err != nil || res[0].Event.Outlier || res[0].Event.StreamPos >= 0 || res[1].Err != nil || res[1].Rejected {
 			t.Fatalf("promoted outlier: %+v %v", res, err)
@@ -111,6 +108,30 @@ func TestInputStateBeforeAndBackfill(t *testing.T) {
 		}
 		if !seen {
 			t.Fatal("the promoted outlier is not in alice's /messages")
+		}
+
+		// An outlier given as a new event joins the live timeline under its NID, with a
+		// new stream position that /sync reads; a new leaf, it moves the head.
+		o3 := b.build(t, rs, roomID, "11", alice, "m.room.topic", strp(""), map[string]any{"topic": "live"})
+		res, err = rs.InputEvents(ctx, []InputEvent{{Kind: InputOutlier, Event: o3}})
+		if err != nil || res[0].Err != nil || !res[0].Event.Outlier || res[0].Event.StreamPos != 0 {
+			t.Fatalf("outlier o3: %+v %v", res, err)
+		}
+		nid := res[0].Event.NID
+		pos = rs.StreamPosition()
+		res, err = rs.InputEvents(ctx, []InputEvent{{Kind: InputNew, Event: o3}})
+		if err != nil || res[0].Err != nil || res[0].Rejected || res[0].SoftFailed || res[0].Event.Outlier ||
+			res[0].Event.NID != nid || res[0].Event.StreamPos <= pos {
+			t.Fatalf("an outlier given as new: %+v %v (NID %d, position %d)", res, err, nid, pos)
+		}
+		if evs, err := rs.StreamEvents(ctx, roomID, pos, rs.StreamPosition(), 10, false); err != nil || len(evs) != 1 || evs[0].EventID() != o3.EventID() {
+			t.Fatalf("the promoted outlier in the stream: %d %v", len(evs), err)
+		}
+		if cur, err := rs.CurrentStateEvent(ctx, roomID, "m.room.topic", ""); err != nil || cur.EventID() != o3.EventID() {
+			t.Fatalf("current topic after the promotion: %v", err)
+		}
+		if res, err := rs.InputEvents(ctx, []InputEvent{{Kind: InputNew, Event: o3}}); err != nil || !res[0].AlreadyKnown {
+			t.Fatalf("the promoted outlier again: %+v %v", res, err)
 		}
 
 		// The token of a backfilled event (negative stream) parses back.

@@ -17,7 +17,10 @@ type InputKind int
 
 const (
 	// InputNew is a new event of the room's DAG: its prev events must be known (and
-	// not outliers); its state is computed from them.
+	// not outliers); its state is computed from them. An event stored as an outlier
+	// joins the live timeline under its NID, with a new stream position; when the
+	// timeline already descends from it (the state of a join) it changes neither the
+	// forward extremities nor the current state.
 	InputNew InputKind = iota
 	// InputOutlier is an event known out of context (auth chains, state of a join):
 	// only checked against its own auth events, no state, not in the timeline.
@@ -130,19 +133,17 @@ func (rs *Roomserver) inputEvent(ctx context.Context, in InputEvent) (InputResul
 	if known, err := rs.eventByID(ctx, pdu.EventID()); err != nil {
 		return res, err
 	} else if known != nil {
-		promote := known.Outlier && in.Kind == InputBackfill && known.RoomNID == r.nid
-		if known.Outlier && in.Kind != InputOutlier && !promote {
-			// TODO: promote an outlier into the live timeline (a new positive stream
-			// position under an old NID); backfill promotes (below), /send does not yet.
-			res.Err = fmt.Errorf("event %s is stored as an outlier and cannot join the timeline yet", pdu.EventID())
-			return res, nil
-		}
-		if !promote {
+		if !known.Outlier || in.Kind == InputOutlier {
 			res.AlreadyKnown, res.Event, res.Rejected, res.SoftFailed = true, known, known.Rejected, known.SoftFailed
 			return res, nil
 		}
-		// Backfill reached an event stored as an outlier (part of the state of a join):
-		// it takes its place in the timeline, under its existing NID.
+		if known.RoomNID != r.nid {
+			res.Err = fmt.Errorf("event %s is stored for another room", pdu.EventID())
+			return res, nil
+		}
+		// An event stored as an outlier (state of a join, a fetched auth event) that
+		// comes again as a timeline event takes its place in the DAG under its NID:
+		// in history (backfill), or in the live timeline with a new stream position.
 		promoteNID = known.NID
 	}
 
@@ -294,8 +295,18 @@ func (rs *Roomserver) inputEvent(ctx context.Context, in InputEvent) (InputResul
 		ne.rejected = !ok
 	}
 
+	// A promoted outlier that our timeline already descends from (the state of a join
+	// is before the join) is history: no soft failure, no forward extremity, the
+	// current state stays; it still gets a stream position and reaches /sync.
+	past := false
+	if promoteNID != 0 && !ne.backfill {
+		if past, err = rs.behindHead(ctx, r, head, pdu); err != nil {
+			return res, err
+		}
+	}
+
 	// 4. Against the current state (soft failure); history is not.
-	if !ne.rejected && !newRoom && !ne.backfill {
+	if !ne.rejected && !newRoom && !ne.backfill && !past {
 		ok, err := rs.allowedAt(ctx, pdu, head.state, nil)
 		if err != nil {
 			return res, err
@@ -310,7 +321,7 @@ func (rs *Roomserver) inputEvent(ctx context.Context, in InputEvent) (InputResul
 	}
 
 	// 5. Forward extremities and current state.
-	if ne.rejected || ne.softFailed || ne.backfill {
+	if ne.rejected || ne.softFailed || ne.backfill || past {
 		return rs.finishInput(w, ne, res)
 	}
 	w.moveHead = true
@@ -330,6 +341,50 @@ func (rs *Roomserver) inputEvent(ctx context.Context, in InputEvent) (InputResul
 		return res, err
 	}
 	return rs.finishInput(w, ne, res)
+}
+
+// maxPastWalk bounds the events behindHead reads.
+const maxPastWalk = 1000
+
+// behindHead reports whether pdu is an ancestor of the room's forward extremities:
+// it walks back from them through prev events, over stored events deeper than pdu
+// (a descendant is deeper than its ancestors). An event more than maxPastWalk events
+// behind the head counts as behind it.
+func (rs *Roomserver) behindHead(ctx context.Context, r *room, head *roomHead, pdu gomatrixserverlib.PDU) (bool, error) {
+	target, depth := pdu.EventID(), pdu.Depth()
+	seen := map[string]bool{}
+	var front []string
+	for _, x := range head.extremities {
+		seen[x.ID] = true
+		front = append(front, x.ID)
+	}
+	for read := 0; len(front) > 0; read += len(front) {
+		if read > maxPastWalk {
+			return true, nil
+		}
+		evs, err := rs.eventsByID(ctx, front)
+		if err != nil {
+			return false, fmt.Errorf("walk back to %s: %w", target, err)
+		}
+		var next []string
+		for _, id := range front {
+			ev := evs[id]
+			if ev == nil || ev.RoomNID != r.nid || ev.Depth() <= depth {
+				continue
+			}
+			for _, p := range ev.PrevEventIDs() {
+				if p == target {
+					return true, nil
+				}
+				if !seen[p] {
+					seen[p] = true
+					next = append(next, p)
+				}
+			}
+		}
+		front = next
+	}
+	return false, nil
 }
 
 // authSelectionOK checks the auth events of an event as the spec requires on receipt:

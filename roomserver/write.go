@@ -18,8 +18,9 @@ type newEvent struct {
 	pdu      gomatrixserverlib.PDU
 	outlier  bool
 	backfill bool // history: negative stream position, not published
-	// promoteNID is the NID of the outlier row this (backfilled) event turns into a
-	// timeline event; 0 for a new row.
+	// promoteNID is the NID of the outlier row this event turns into a timeline event
+	// (0 for a new row); a live one gets the position allocated for it as its stream
+	// position, as NIDs are stream positions for new rows.
 	promoteNID int64
 	rejected   bool
 	softFailed bool
@@ -138,7 +139,7 @@ func (rs *Roomserver) runWrite(ctx context.Context, tw *txWriter, w *roomWrite) 
 			keyNID:     ne.key.StateKey,
 		}
 		if !ne.outlier && !ne.rejected && !ne.softFailed {
-			ev.StreamPos = ev.NID
+			ev.StreamPos = nids[i]
 			if ne.backfill {
 				ev.StreamPos = -ev.NID
 			}
@@ -248,7 +249,9 @@ func (rs *Roomserver) runWrite(ctx context.Context, tw *txWriter, w *roomWrite) 
 		}
 		ne.ev = ev
 		byNID[ev.NID] = ev
-		lastNID = ev.NID
+		// The head's version (rooms.last_event_nid) must change with every write that
+		// moves it: a promoted event's old NID would not, its new position does.
+		lastNID = nids[i]
 	}
 
 	// The transaction IDs of the write in one go (one statement on PostgreSQL).

@@ -152,13 +152,15 @@ func encodeNIDs(nids []int64) string {
 	return b.String()
 }
 
-// MaxEventNID returns the highest event NID stored (0 when there is none).
+// MaxEventNID returns the highest event NID or stream position stored (0 when there
+// is none): an outlier promoted into the live timeline keeps its NID and takes a newly
+// allocated position, which a restart must not hand out again.
 func MaxEventNID(ctx context.Context, q storage.Querier) (int64, error) {
-	var n sql.NullInt64
-	if err := q.QueryRowContext(ctx, `SELECT MAX(event_nid) FROM room_events`).Scan(&n); err != nil {
+	var n, p sql.NullInt64
+	if err := q.QueryRowContext(ctx, `SELECT MAX(event_nid), MAX(stream_pos) FROM room_events`).Scan(&n, &p); err != nil {
 		return 0, fmt.Errorf("max event nid: %w", err)
 	}
-	return n.Int64, nil
+	return max(n.Int64, p.Int64), nil
 }
 
 // NextEventNIDs takes n values from the PostgreSQL sequence behind room_events.event_nid.

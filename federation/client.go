@@ -3,11 +3,14 @@ package federation
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"time"
 
+	"github.com/matrix-org/gomatrix"
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -22,7 +25,7 @@ type Client struct {
 	fclient.FederationClient
 	origin spec.ServerName
 	key    config.SigningKey
-	plain  *http.Client // unsigned requests over the same transport
+	plain  *http.Client // requests fclient does not make, over the same transport
 }
 
 // ClientOptions adjust NewClient (tests use a fake resolver).
@@ -73,16 +76,7 @@ func (c *Client) Origin() spec.ServerName { return c.origin }
 // destination and decodes a JSON answer into out (when non-nil). Errors from the
 // remote server are gomatrix.HTTPError values carrying the status.
 func (c *Client) DoSigned(ctx context.Context, method string, destination spec.ServerName, requestURI string, content, out any) error {
-	req := fclient.NewFederationRequest(method, c.origin, destination, requestURI)
-	if content != nil {
-		if err := req.SetContent(content); err != nil {
-			return err
-		}
-	}
-	if err := req.Sign(c.origin, c.key.ID, c.key.Private); err != nil {
-		return err
-	}
-	hreq, err := req.HTTPRequest()
+	hreq, err := c.signedRequest(method, destination, requestURI, content)
 	if err != nil {
 		return err
 	}
@@ -96,6 +90,55 @@ func (c *Client) DoSigned(ctx context.Context, method string, destination spec.S
 		}
 	}
 	return nil
+}
+
+// ErrAnswerTooLarge is returned by DoSignedLimit for an answer over its limit.
+var ErrAnswerTooLarge = errors.New("federation: answer too large")
+
+// DoSignedLimit is DoSigned reading at most limit bytes of the answer: more is
+// ErrAnswerTooLarge (for answers whose size the remote server chooses, such as a whole
+// auth chain).
+func (c *Client) DoSignedLimit(ctx context.Context, method string, destination spec.ServerName, requestURI string, content, out any, limit int64) error {
+	hreq, err := c.signedRequest(method, destination, requestURI, content)
+	if err != nil {
+		return err
+	}
+	resp, err := c.plain.Do(hreq.WithContext(ctx))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close() // nolint: errcheck
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return fmt.Errorf("federation: read answer of %s: %w", destination, err)
+	}
+	if int64(len(body)) > limit {
+		return fmt.Errorf("%w: %s answered %s with more than %d bytes", ErrAnswerTooLarge, destination, hreq.URL.Path, limit)
+	}
+	if resp.StatusCode/100 != 2 {
+		return gomatrix.HTTPError{Code: resp.StatusCode, Contents: body,
+			Message: fmt.Sprintf("%s %s answered %d", method, hreq.URL.Path, resp.StatusCode)}
+	}
+	if out != nil {
+		if err := json.Unmarshal(body, out); err != nil {
+			return fmt.Errorf("federation: decode answer of %s: %w", destination, err)
+		}
+	}
+	return nil
+}
+
+// signedRequest builds a request signed as us (content marshalled as JSON when non-nil).
+func (c *Client) signedRequest(method string, destination spec.ServerName, requestURI string, content any) (*http.Request, error) {
+	req := fclient.NewFederationRequest(method, c.origin, destination, requestURI)
+	if content != nil {
+		if err := req.SetContent(content); err != nil {
+			return nil, err
+		}
+	}
+	if err := req.Sign(c.origin, c.key.ID, c.key.Private); err != nil {
+		return nil, err
+	}
+	return req.HTTPRequest()
 }
 
 // keyClient is what the key ring needs of the client (both methods are unsigned).

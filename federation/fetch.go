@@ -25,8 +25,13 @@ const (
 	// maxGapEvents bounds the events asked with /get_missing_events for one PDU.
 	maxGapEvents = 20
 	// maxFetchEvents bounds the events fetched one by one with /event for one state
-	// or one event's auth events; more than that, /state brings them at once.
+	// or one event's auth events; more than that, /state or /event_auth bring them
+	// at once.
 	maxFetchEvents = 50
+	// maxAuthChainEvents and maxAuthChainBytes bound an /event_auth answer (a room's
+	// auth chain grows with its members and their changes of membership).
+	maxAuthChainEvents = 10000
+	maxAuthChainBytes  = 64 << 20
 )
 
 // parseVerified parses events of a room version and checks their signatures; bad ones
@@ -236,11 +241,25 @@ func (s *Server) storeFetched(ctx context.Context, evs []gomatrixserverlib.PDU) 
 	return s.storeOutliers(ctx, evs, known)
 }
 
+// AuthChainError is an /event_auth answer refused as a whole: an event of it is not
+// valid (format, room, signatures), fails the auth rules against its own auth events,
+// refers to an auth event that is neither in it nor stored here, or the chain is over
+// the bounds. Nothing of it is stored.
+type AuthChainError struct{ msg string }
+
+func (e *AuthChainError) Error() string { return e.msg }
+
+func chainErr(format string, args ...any) error {
+	return &AuthChainError{msg: fmt.Sprintf(format, args...)}
+}
+
 // fetchMissingAuth gets, from server, the auth events of ev that are not stored here:
-// its auth chain with /event_auth, else the missing ones (and theirs) one by one with
-// /event. They are stored as outliers, checked against their own auth events (one
-// that refers to a rejected or missing event is rejected or dropped in turn). What
-// cannot be had makes the roomserver reject ev.
+// its whole auth chain with one /event_auth request (verified before anything of it is
+// stored, see authChainFrom), else, when the server does not answer it, the missing
+// ones (and theirs) one by one with /event, at most maxFetchEvents. They are stored as
+// outliers, auth events first, each checked against its own auth events. What cannot
+// be had makes the roomserver reject ev. An *AuthChainError is returned for a chain
+// refused: ev should be refused too.
 func (s *Server) fetchMissingAuth(ctx context.Context, server spec.ServerName, ver gomatrixserverlib.RoomVersion, ev gomatrixserverlib.PDU) error {
 	unknown := func(ids []string) ([]string, error) {
 		found, err := s.rooms.Events(ctx, ids)
@@ -259,19 +278,22 @@ func (s *Server) fetchMissingAuth(ctx context.Context, server spec.ServerName, v
 	if err != nil || len(missing) == 0 {
 		return err
 	}
-	roomID := ev.RoomID().String()
-	var chain struct {
-		AuthChain []json.RawMessage `json:"auth_chain"`
-	}
-	uri := "/_matrix/federation/v1/event_auth/" + url.PathEscape(roomID) + "/" + url.PathEscape(ev.EventID())
-	if err := s.client.DoSigned(ctx, "GET", server, uri, nil, &chain); err == nil {
-		if err := s.storeFetched(ctx, s.parseVerified(ctx, ver, roomID, chain.AuthChain)); err != nil {
-			return err
+	chain, known, err := s.authChainFrom(ctx, server, ver, ev)
+	var refused *AuthChainError
+	switch {
+	case err == nil:
+		return s.storeOutliers(ctx, chain, known)
+	case errors.As(err, &refused) || errors.Is(err, ErrAnswerTooLarge):
+		logrus.WithFields(logrus.Fields{"server": server, "event_id": ev.EventID()}).WithError(err).Info("auth chain refused")
+		if !errors.As(err, &refused) {
+			err = chainErr("auth chain of %s from %s: %v", ev.EventID(), server, err)
 		}
-		if missing, err = unknown(ev.AuthEventIDs()); err != nil || len(missing) == 0 {
-			return err
-		}
+		return err
+	case ctx.Err() != nil:
+		return ctx.Err()
 	}
+	logrus.WithFields(logrus.Fields{"server": server, "event_id": ev.EventID()}).WithError(err).
+		Debug("event_auth not answered: missing auth events fetched one by one")
 	// One by one, following the auth events of what comes back.
 	fetched := map[string]gomatrixserverlib.PDU{}
 	queue := missing
@@ -282,7 +304,7 @@ func (s *Server) fetchMissingAuth(ctx context.Context, server spec.ServerName, v
 			continue
 		}
 		fetched[id] = nil
-		got := s.fetchEvents(ctx, server, ver, roomID, []string{id})
+		got := s.fetchEvents(ctx, server, ver, ev.RoomID().String(), []string{id})
 		if len(got) == 0 {
 			continue
 		}
@@ -300,6 +322,103 @@ func (s *Server) fetchMissingAuth(ctx context.Context, server spec.ServerName, v
 		}
 	}
 	return s.storeFetched(ctx, evs)
+}
+
+// authChainFrom fetches the auth chain of ev from server (/event_auth, one request, at
+// most maxAuthChainBytes and maxAuthChainEvents) and verifies all of it before
+// anything is stored: each event well-formed for the room's version and of the room
+// (an event whose content hash fails is taken redacted, as the spec says), signed by
+// its servers, and, in auth order, allowed by the auth rules against its own auth
+// events, which must be in the chain or stored here (not rejected). It returns the
+// events in auth order and those of the chain stored here already. A chain failing
+// any check is an *AuthChainError; a failed request another error.
+func (s *Server) authChainFrom(ctx context.Context, server spec.ServerName, ver gomatrixserverlib.RoomVersion, ev gomatrixserverlib.PDU) ([]gomatrixserverlib.PDU, map[string]*roomserver.Event, error) {
+	roomID := ev.RoomID().String()
+	var answer struct {
+		AuthChain []json.RawMessage `json:"auth_chain"`
+	}
+	uri := "/_matrix/federation/v1/event_auth/" + url.PathEscape(roomID) + "/" + url.PathEscape(ev.EventID())
+	if err := s.client.DoSignedLimit(ctx, "GET", server, uri, nil, &answer, maxAuthChainBytes); err != nil {
+		return nil, nil, err
+	}
+	if len(answer.AuthChain) > maxAuthChainEvents {
+		return nil, nil, chainErr("auth chain of %s from %s has %d events, more than the %d accepted", ev.EventID(), server, len(answer.AuthChain), maxAuthChainEvents)
+	}
+	impl, err := gomatrixserverlib.GetRoomVersion(ver)
+	if err != nil {
+		return nil, nil, err
+	}
+	byID := make(map[string]gomatrixserverlib.PDU, len(answer.AuthChain))
+	chain := make([]gomatrixserverlib.PDU, 0, len(answer.AuthChain))
+	for i, raw := range answer.AuthChain {
+		p, err := parsePDU(impl, raw)
+		if err != nil {
+			return nil, nil, chainErr("auth chain of %s from %s: event %d is not valid: %v", ev.EventID(), server, i, err)
+		}
+		if p.RoomID().String() != roomID {
+			return nil, nil, chainErr("auth chain of %s from %s: event %s is of another room", ev.EventID(), server, p.EventID())
+		}
+		if byID[p.EventID()] != nil {
+			continue
+		}
+		if err := gomatrixserverlib.VerifyEventSignatures(ctx, p, s.keys, userIDForSender); err != nil {
+			return nil, nil, chainErr("auth chain of %s from %s: event %s has a bad signature: %v", ev.EventID(), server, p.EventID(), err)
+		}
+		byID[p.EventID()] = p
+		chain = append(chain, p)
+	}
+	// Auth events neither in the chain nor stored here: the chain is incomplete.
+	var refs []string
+	for _, p := range append([]gomatrixserverlib.PDU{ev}, chain...) {
+		for _, a := range p.AuthEventIDs() {
+			if byID[a] == nil {
+				refs = append(refs, a)
+			}
+		}
+	}
+	ids := make([]string, 0, len(chain)+len(refs))
+	for _, p := range chain {
+		ids = append(ids, p.EventID())
+	}
+	known, err := s.rooms.Events(ctx, append(ids, refs...))
+	if err != nil {
+		return nil, nil, err
+	}
+	for i, p := range append([]gomatrixserverlib.PDU{ev}, chain...) {
+		for _, a := range p.AuthEventIDs() {
+			switch k := known[a]; {
+			case byID[a] != nil:
+			case k == nil:
+				return nil, nil, chainErr("auth chain of %s from %s is incomplete: %s refers to %s, which it lacks", ev.EventID(), server, p.EventID(), a)
+			case k.Rejected && i > 0:
+				// (ev itself may refer to a rejected event: the roomserver rejects it.)
+				return nil, nil, chainErr("auth chain of %s from %s: %s refers to %s, rejected here", ev.EventID(), server, p.EventID(), a)
+			}
+		}
+	}
+	// The auth rules, auth events first; an event stored here already was checked.
+	ordered := authOrder(chain)
+	for _, p := range ordered {
+		if known[p.EventID()] != nil {
+			continue
+		}
+		auth := make([]gomatrixserverlib.PDU, 0, len(p.AuthEventIDs()))
+		for _, a := range p.AuthEventIDs() {
+			if c := byID[a]; c != nil {
+				auth = append(auth, c)
+			} else {
+				auth = append(auth, known[a].PDU)
+			}
+		}
+		provider, err := gomatrixserverlib.NewAuthEvents(auth)
+		if err == nil {
+			err = gomatrixserverlib.Allowed(p, provider, userIDForSender)
+		}
+		if err != nil {
+			return nil, nil, chainErr("auth chain of %s from %s: event %s fails the auth rules: %v", ev.EventID(), server, p.EventID(), err)
+		}
+	}
+	return ordered, known, nil
 }
 
 func uniq(ids []string) map[string]bool {
@@ -429,6 +548,10 @@ func (s *Server) inputPulled(ctx context.Context, server spec.ServerName, ver go
 		in.PrevStates = states
 	}
 	if err := s.fetchMissingAuth(ctx, server, ver, ev); err != nil {
+		var refused *AuthChainError
+		if errors.As(err, &refused) {
+			return roomserver.InputResult{EventID: ev.EventID(), Err: err}, nil
+		}
 		return roomserver.InputResult{}, err
 	}
 	res, err := s.rooms.InputEvents(ctx, []roomserver.InputEvent{in})

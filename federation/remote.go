@@ -184,7 +184,12 @@ func (rm *Remote) backfill(ctx context.Context, roomID string, from []string, li
 		stored := 0
 		for _, ev := range evs {
 			if err := s.fetchMissingAuth(ctx, server, ver, ev); err != nil {
-				return stored, err
+				var refused *AuthChainError
+				if !errors.As(err, &refused) {
+					return stored, err
+				}
+				logrus.WithError(err).WithFields(logrus.Fields{"room_id": roomID, "event_id": ev.EventID()}).Info("backfilled event not stored")
+				continue
 			}
 			res, err := s.inputWithState(ctx, server, ver, roomserver.InputBackfill, ev)
 			if err != nil {
@@ -241,7 +246,11 @@ func (rm *Remote) TimestampToEvent(ctx context.Context, roomID string, ts int64,
 				continue
 			}
 			if err := s.fetchMissingAuth(ctx, server, ver, evs[0]); err != nil {
-				return "", 0, err
+				var refused *AuthChainError
+				if !errors.As(err, &refused) {
+					return "", 0, err
+				}
+				continue
 			}
 			res, err := s.inputWithState(ctx, server, ver, roomserver.InputBackfill, evs[0])
 			if err != nil {

@@ -3,6 +3,7 @@ package federation
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -391,6 +392,11 @@ func (s *Server) receivePDU(ctx context.Context, origin spec.ServerName, raw jso
 			}
 		}
 		if err := s.fetchMissingAuth(ctx, origin, ver, ev); err != nil {
+			var refused *AuthChainError
+			if errors.As(err, &refused) {
+				// Nothing of the chain was stored, nor is ev: it may come again.
+				return id, pduResult{Error: err.Error()}
+			}
 			return id, pduResult{Error: "could not process event"}
 		}
 	}

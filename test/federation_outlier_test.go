@@ -242,3 +242,88 @@ func TestFederationOutlierJoinsTimeline(t *testing.T) {
 		}
 	})
 }
+
+// TestFederationOutlierFromGapJoinsTimeline: B stores bob's display name change O as
+// an outlier (fetched as a missing auth event of a message X; O was never sent). Then
+// the origin sends M after O: /get_missing_events gives O, which joins B's live
+// timeline (its prev event is in it) as a new forward extremity beside X, so bob's new
+// display name becomes B's current state; M follows it. Alice's /sync shows O and M
+// once each, and /messages puts O before M.
+func TestFederationOutlierFromGapJoinsTimeline(t *testing.T) {
+	harness.ForEachEngine(t, func(t *testing.T, engine string) {
+		ctx := context.Background()
+		f := newFedRoom(t, engine, nil)
+		state, err := f.cli.State(ctx, id.RoomID(f.roomID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		createID, plID := state[event.StateCreate][""].ID.String(), state[event.StatePowerLevels][""].ID.String()
+		jrID := state[event.StateJoinRules][""].ID.String()
+		bob := "@bob:" + f.o.name
+		since, err := f.cli.FullSyncRequest(ctx, mautrix.ReqSync{})
+		if err != nil {
+			t.Fatal(err)
+		}
+
+		o := f.o.event(t, f.roomID, "bob", "m.room.member", &bob, map[string]any{"membership": "join", "displayname": "Bob Renamed"},
+			[]string{f.join.EventID()}, []string{createID, jrID, plID, f.join.EventID()}, f.join.Depth()+1)
+		f.mu.Lock()
+		f.events[o.EventID()] = o
+		f.mu.Unlock()
+		x := f.o.event(t, f.roomID, "bob", "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "x needs O"},
+			[]string{f.join.EventID()}, []string{createID, plID, o.EventID()}, f.join.Depth()+1)
+		if res := f.send(t, f.o, x); res[x.EventID()] != "" {
+			t.Fatalf("x: %v", res)
+		}
+		if _, err := f.cli.GetEvent(ctx, id.RoomID(f.roomID), id.EventID(o.EventID())); err == nil {
+			t.Fatal("O is shown before it joined the timeline")
+		}
+
+		m := f.msg(t, "m after O", o)
+		if res := f.send(t, f.o, m); res[m.EventID()] != "" {
+			t.Fatalf("m after the outlier O: %v", res)
+		}
+
+		var profile struct {
+			DisplayName string `json:"displayname"`
+		}
+		if err := f.cli.StateEvent(ctx, id.RoomID(f.roomID), event.StateMember, bob, &profile); err != nil || profile.DisplayName != "Bob Renamed" {
+			t.Fatalf("bob's display name on B: %q %v", profile.DisplayName, err)
+		}
+		seen := map[string]int{}
+		next := since.NextBatch
+		for i := 0; i < 20 && seen[m.EventID()] == 0; i++ {
+			r, err := f.cli.FullSyncRequest(ctx, mautrix.ReqSync{Since: next, Timeout: 1000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if jr := r.Rooms.Join[id.RoomID(f.roomID)]; jr != nil {
+				for _, ev := range jr.Timeline.Events {
+					seen[ev.ID.String()]++
+				}
+			}
+			next = r.NextBatch
+		}
+		for _, ev := range []string{x.EventID(), o.EventID(), m.EventID()} {
+			if seen[ev] != 1 {
+				t.Fatalf("alice's /sync showed %s %d times (seen %v; x, O, m: %s %s %s)", ev, seen[ev], seen, x.EventID(), o.EventID(), m.EventID())
+			}
+		}
+		msgs, err := f.cli.Messages(ctx, id.RoomID(f.roomID), "", "", mautrix.DirectionBackward, nil, 50)
+		if err != nil {
+			t.Fatal(err)
+		}
+		iO, iM, n := -1, -1, 0
+		for i, ev := range msgs.Chunk {
+			switch ev.ID.String() {
+			case o.EventID():
+				iO, n = i, n+1
+			case m.EventID():
+				iM = i
+			}
+		}
+		if n != 1 || iM < 0 || iO <= iM {
+			t.Fatalf("/messages (newest first): O at %d (%d times), m at %d", iO, n, iM)
+		}
+	})
+}

@@ -154,6 +154,34 @@ func testJoinFromState(t *testing.T, engine string) {
 		t.Fatalf("bob's message prev events: %v", m.PrevEventIDs())
 	}
 	mustInput(t, rsA, m.PDU)
+	// The room name, an outlier on B (state of the join), given again as a new event
+	// with its state from A: it joins B's timeline with a new stream position, under
+	// its NID; B's timeline descends from it, so the extremities stay.
+	name, err := b.rs.CurrentStateEvent(ctx, room, spec.MRoomName, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if name.Outlier {
+		before, err := rsA.StateAtEvent(ctx, name.EventID(), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, e := range before {
+			ids = append(ids, e.EventID())
+		}
+		pos := b.rs.StreamPosition()
+		res, err := b.rs.InputEvents(ctx, []InputEvent{{Kind: InputNew, Event: name.PDU, StateBefore: ids}})
+		if err != nil || res[0].Err != nil || res[0].Rejected || res[0].SoftFailed || res[0].Event.Outlier ||
+			res[0].Event.NID != name.NID || res[0].Event.StreamPos <= pos {
+			t.Fatalf("the join's state event given as new: %+v %v", res, err)
+		}
+		if info, err := b.rs.RoomInfo(ctx, room); err != nil || !slices.Equal(info.Extremities, []string{m.EventID()}) {
+			t.Fatalf("extremities after the promotion: %+v %v", info, err)
+		}
+	} else {
+		t.Fatal("the room name of the join's state is not an outlier on B")
+	}
 	// Importing again changes nothing.
 	if again, err := b.rs.JoinFromState(ctx, join, state, chain); err != nil || again.NID != ev.NID {
 		t.Fatalf("second import: %v %v", again, err)
@@ -176,6 +204,13 @@ func testJoinFromState(t *testing.T, engine string) {
 	}
 	if _, err := b.rs.SendEvent(ctx, SendRequest{RoomID: private, Sender: carol, Type: "m.room.message", Content: msg("x")}); err == nil {
 		t.Fatal("sent to a room only known from an invite")
+	}
+	// The invite pushed as a room event: B is not in the room, it stays out of band.
+	if res, err := b.rs.InputEvents(ctx, []InputEvent{{Kind: InputNew, Event: inv}}); err != nil || res[0].Err == nil {
+		t.Fatalf("out-of-band invite given as new: %+v %v", res, err)
+	}
+	if ev, err := b.rs.Event(ctx, inv.EventID()); err != nil || !ev.Outlier || ev.Rejected {
+		t.Fatalf("out-of-band invite after: %+v %v", ev, err)
 	}
 	// In a room B is in, memberships must come through the DAG.
 	if _, err := b.rs.StoreOutOfBandMembership(ctx, m.PDU); err == nil {

@@ -141,6 +141,12 @@ func (rs *Roomserver) inputEvent(ctx context.Context, in InputEvent) (InputResul
 			res.Err = fmt.Errorf("event %s is stored for another room", pdu.EventID())
 			return res, nil
 		}
+		if h := r.head.Load(); h == nil || h.create == nil {
+			// A stub room (memberships of local users received out of band, no state
+			// of its own): nothing to check the event against; it stays as it is.
+			res.Err = fmt.Errorf("event %s is stored out of band for a room this server is not in", pdu.EventID())
+			return res, nil
+		}
 		// An event stored as an outlier (state of a join, a fetched auth event) that
 		// comes again as a timeline event takes its place in the DAG under its NID:
 		// in history (backfill), or in the live timeline with a new stream position.
@@ -348,8 +354,12 @@ const maxPastWalk = 1000
 
 // behindHead reports whether pdu is an ancestor of the room's forward extremities:
 // it walks back from them through prev events, over stored events deeper than pdu
-// (a descendant is deeper than its ancestors). An event more than maxPastWalk events
-// behind the head counts as behind it.
+// (a descendant is deeper than its ancestors). When that cannot be known, pdu counts
+// as behind the head: more than maxPastWalk events to read, or a prev event not stored
+// here (a gap, such as the events before our join) on the way. An outlier was part of
+// a state we accepted already; as history it changes nothing until an event on top of
+// it arrives, where as a forward extremity an old event would be checked against the
+// current state and kept as a fork for ever.
 func (rs *Roomserver) behindHead(ctx context.Context, r *room, head *roomHead, pdu gomatrixserverlib.PDU) (bool, error) {
 	target, depth := pdu.EventID(), pdu.Depth()
 	seen := map[string]bool{}
@@ -369,7 +379,10 @@ func (rs *Roomserver) behindHead(ctx context.Context, r *room, head *roomHead, p
 		var next []string
 		for _, id := range front {
 			ev := evs[id]
-			if ev == nil || ev.RoomNID != r.nid || ev.Depth() <= depth {
+			if ev == nil {
+				return true, nil
+			}
+			if ev.RoomNID != r.nid || ev.Depth() <= depth {
 				continue
 			}
 			for _, p := range ev.PrevEventIDs() {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"sort"
 	"strings"
 	"time"
 
@@ -138,6 +139,12 @@ func (m *Memberships) Join(ctx context.Context, req roomserver.MembershipRequest
 		// The user may have joined the allowed room here a moment ago: the server asked
 		// must have that join to authorise this one, so ours go out first.
 		m.waitDelivered(ctx, others[0], m.s.members.StreamPosition())
+		// Our copy may lag behind (a power-level change that lets one of our members
+		// invite, not delivered yet): caught up, the join is preferably our own.
+		m.catchUp(ctx, req, others[0])
+		if ev, err := m.s.members.Join(ctx, req); err == nil || !errors.As(err, &me) || me.ErrCode != spec.ErrorUnableToAuthoriseJoin {
+			return ev, err
+		}
 		return m.remoteJoin(ctx, req, others, true)
 	}
 	if err := m.enabled(); err != nil {
@@ -148,6 +155,61 @@ func (m *Memberships) Join(ctx context.Context, req roomserver.MembershipRequest
 		return nil, httputil.NotFound("No known server to join room %s through", req.RoomID)
 	}
 	return m.remoteJoin(ctx, req, servers, false)
+}
+
+// catchUp stores the events of the room that server has and we lack, up to the latest
+// ones its make_join template is built on (prev_events): each is fetched (/event) after
+// the gap before it (/get_missing_events). Failures are logged: the join goes on.
+func (m *Memberships) catchUp(ctx context.Context, req roomserver.MembershipRequest, server spec.ServerName) {
+	log := logrus.WithFields(logrus.Fields{"room_id": req.RoomID, "server": server})
+	res, err := m.s.client.FederationClient.MakeJoin(ctx, m.us(), server, req.RoomID, req.Sender)
+	if err != nil {
+		log.WithError(err).Info("join: make_join to catch up failed")
+		return
+	}
+	var missing []string
+	for _, id := range prevEventIDs(res.JoinEvent.PrevEvents) {
+		if have, err := m.s.knownInTimeline(ctx, []string{id}); err != nil {
+			log.WithError(err).Warn("join: reading our copy of the room to catch up")
+			return
+		} else if !have {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	ver := res.RoomVersion
+	evs := m.s.fetchEvents(ctx, server, ver, req.RoomID, missing)
+	sort.SliceStable(evs, func(i, j int) bool { return evs[i].Depth() < evs[j].Depth() })
+	for _, ev := range evs {
+		m.s.fillGap(ctx, server, ver, ev)
+		if r, err := m.s.inputPulled(ctx, server, ver, ev); err != nil || r.Err != nil {
+			log.WithField("event_id", ev.EventID()).WithError(errors.Join(err, r.Err)).Info("join: event not stored while catching up")
+		}
+	}
+	have, _ := m.s.knownInTimeline(ctx, missing)
+	log.WithFields(logrus.Fields{"missing": len(missing), "caught_up": have}).Info("join: caught up with the room before joining")
+}
+
+// prevEventIDs reads the prev_events of an event template: event IDs, or (room
+// versions 1 and 2) [event ID, hashes] pairs.
+func prevEventIDs(prev any) []string {
+	list, _ := prev.([]any)
+	var out []string
+	for _, p := range list {
+		switch v := p.(type) {
+		case string:
+			out = append(out, v)
+		case []any:
+			if len(v) > 0 {
+				if id, ok := v[0].(string); ok {
+					out = append(out, id)
+				}
+			}
+		}
+	}
+	return out
 }
 
 // deliveryWait bounds how long a join waits for the federation sender (waitDelivered).

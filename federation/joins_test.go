@@ -1,12 +1,14 @@
 package federation
 
 import (
+	"encoding/json"
 	"errors"
 	"slices"
 	"testing"
 
 	"github.com/matrix-org/gomatrix"
 	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/myelin-chat/myelin/clientapi/httputil"
@@ -54,6 +56,26 @@ func TestRemoteError(t *testing.T) {
 		var he *httputil.Error
 		if err := remoteError("remote.example", c.err); !errors.As(err, &he) || he.Status != c.status || he.Code != c.code {
 			t.Errorf("%s: %v, want %d %s", c.name, err, c.status, c.code)
+		}
+	}
+}
+
+func TestPrevEventIDs(t *testing.T) {
+	for _, c := range []struct {
+		name, json string
+		want       []string
+	}{
+		{"event IDs", `{"prev_events":["$a","$b"]}`, []string{"$a", "$b"}},
+		{"room versions 1 and 2", `{"prev_events":[["$a:x",{"sha256":"h"}],["$b:x",{"sha256":"h"}]]}`, []string{"$a:x", "$b:x"}},
+		{"garbage", `{"prev_events":[1,[],[2],{}]}`, nil},
+		{"none", `{}`, nil},
+	} {
+		var res fclient.RespMakeJoin
+		if err := json.Unmarshal([]byte(`{"room_version":"11","event":`+c.json+`}`), &res); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if got := prevEventIDs(res.JoinEvent.PrevEvents); !slices.Equal(got, c.want) {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
 	}
 }

@@ -342,8 +342,8 @@ func (s *Service) quietAnswer(ctx context.Context, req Request) (*Response, erro
 	if err != nil {
 		return nil, err
 	}
-	if quiet, err := s.quiet(ctx, req, *req.Since, ur); !quiet || err != nil {
-		return nil, err
+	if quiet, err := s.quiet(ctx, req, *req.Since, ur); !quiet || err != nil || !s.members.current(req.UserID, ur) {
+		return nil, err // news, or memberships changed while they were read
 	}
 	kc, err := s.cachedKeyCounts(ctx, req.UserID, req.DeviceID)
 	if err != nil {

@@ -186,7 +186,7 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 	done := s.presence.syncStarted(ctx, req.UserID, req.SetPresence)
 	defer done()
 	if req.Since == nil || req.FullState {
-		return s.build(ctx, req, nil)
+		return s.build(ctx, req)
 	}
 	if req.Timeout <= 0 {
 		// Clients poll with timeout 0 when they come back to the foreground; with no
@@ -196,13 +196,14 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 				return r, err
 			}
 		}
-		return s.build(ctx, req, nil)
+		return s.build(ctx, req)
 	}
 	timer := time.NewTimer(req.Timeout)
 	defer timer.Stop()
 	fast := s.log != nil && fastEligible(req)
 	base := *req.Since // the user has nothing new before base
 	var resp *Response // the last (empty) answer built from the database
+	stale := 0         // reads of the user's memberships that a member event overtook
 	for {
 		var ur *userRooms
 		var l *Listener
@@ -212,12 +213,19 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 				return nil, err
 			}
 			l = s.notifier.Listen(req.UserID, req.DeviceID, ur.joined)
-			quiet, err := s.quiet(ctx, req, base, ur)
-			if err != nil {
+			if !s.members.current(req.UserID, ur) {
+				// A member event of the user was published between reading ur and
+				// listening: its wake-up came too early for l. Read again (a few times:
+				// under heavy membership churn the database path answers instead).
+				l.Close()
+				l = nil
+				if stale++; stale < 3 {
+					continue
+				}
+			} else if quiet, err := s.quiet(ctx, req, base, ur); err != nil {
 				l.Close()
 				return nil, err
-			}
-			if quiet {
+			} else if quiet {
 				s.counters.quiet.Add(1)
 			} else if r, nextBase, ok, err := s.catchUp(ctx, req, base, ur); err != nil || (ok && r != nil) {
 				l.Close()
@@ -247,7 +255,7 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 			// Listen before reading: whatever is written after the read wakes us.
 			l = s.notifier.Listen(req.UserID, req.DeviceID, roomIDs)
 			s.counters.built.Add(1)
-			if resp, err = s.build(ctx, req, ms); err != nil || !resp.empty() {
+			if resp, err = s.build(ctx, req); err != nil || !resp.empty() {
 				l.Close()
 				return resp, err
 			}
@@ -366,7 +374,7 @@ func (s *Service) timedOut(ctx context.Context, req Request, base Token, resp *R
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	req.Since = &base
-	return s.build(ctx, req, nil)
+	return s.build(ctx, req)
 }
 
 // syncState is the work of one build.
@@ -389,7 +397,7 @@ type syncState struct {
 	newMates map[string]bool
 }
 
-func (s *Service) build(ctx context.Context, req Request, ms []roomserver.RoomMembership) (*Response, error) {
+func (s *Service) build(ctx context.Context, req Request) (*Response, error) {
 	st := &syncState{req: req, initial: req.Since == nil, changed: map[string]bool{}, left: map[string]bool{},
 		newMates: map[string]bool{}}
 	if req.Since != nil {
@@ -399,32 +407,34 @@ func (s *Service) build(ctx context.Context, req Request, ms []roomserver.RoomMe
 	if st.initial {
 		s.lazy.reset(req.UserID, req.DeviceID)
 	}
-	var err error
-	if ms == nil {
-		if ms, err = s.rooms.RoomsOfUser(ctx, req.UserID, ""); err != nil {
-			return nil, err
-		}
-	}
+	// The memberships are read after the token's positions: every membership change up
+	// to the token is then in them. (Read before, a join committed in between would be
+	// missing from the answer while its token went past it, and the room would never
+	// come down.)
 	cur, err := s.CurrentToken(ctx)
 	if err != nil {
 		return nil, err
 	}
-	// A membership read from the database may be newer than the stream position that is
-	// safe to read to (its transaction committed, an older one is still in flight): wait
-	// briefly for the position to pass it, so the room's events up to it are consistent.
-	for try := 0; try < 100; try++ {
-		behind := false
-		for _, m := range ms {
-			if m.StreamPos > cur.Events {
-				behind = true
-				break
-			}
+	var ms []roomserver.RoomMembership
+	for try := 0; ; try++ {
+		if ms, err = s.rooms.RoomsOfUser(ctx, req.UserID, ""); err != nil {
+			return nil, err
 		}
-		if !behind {
+		// A membership may be newer than the position that is safe to read to (its
+		// transaction committed, an older one is still in flight): move the token past
+		// it once the position passes it, and read the memberships again, as more may
+		// have changed meanwhile.
+		newest := int64(0)
+		for _, m := range ms {
+			newest = max(newest, m.StreamPos)
+		}
+		if newest <= cur.Events || try >= 100 {
 			break
 		}
-		time.Sleep(2 * time.Millisecond)
-		cur.Events = s.rooms.StreamPosition()
+		if cur.Events = s.rooms.StreamPosition(); cur.Events < newest {
+			time.Sleep(time.Millisecond)
+			cur.Events = s.rooms.StreamPosition()
+		}
 	}
 	st.to = cur.atLeast(st.since)
 	st.resp = &Response{Rooms: &Rooms{Join: map[string]*JoinedRoom{}, Invite: map[string]*InvitedRoom{},

@@ -1,6 +1,6 @@
 // Helpers shared by the end-to-end encryption scenarios (e2ee.mjs, e2ee_fed.mjs): users,
 // clients with the Rust crypto running their normal sync loop, and waiting for what a
-// client decrypts.
+// client decrypts. sync.mjs uses waitFor too.
 import { createClient, ClientEvent, RoomEvent, MatrixEventEvent } from "matrix-js-sdk";
 
 const stamp = Date.now();

@@ -6,6 +6,7 @@
 import "./polyfill.mjs";
 import { createClient, ClientEvent, RoomEvent, RoomMemberEvent } from "matrix-js-sdk";
 import assert from "node:assert/strict";
+import { waitFor } from "./e2ee_lib.mjs";
 
 const baseUrl = process.argv[2];
 const stamp = Date.now();
@@ -39,17 +40,6 @@ async function started(c, opts = {}) {
   await c.startClient({ initialSyncLimit: 10, ...opts });
   await ready;
   return c;
-}
-
-// waitFor resolves when check() is true, re-checking on the given emitter events.
-function waitFor(what, emitter, events, check, ms = 10000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => { cleanup(); reject(new Error("timed out waiting for " + what)); }, ms);
-    const handler = (...args) => { if (check(...args)) { cleanup(); resolve(); } };
-    const cleanup = () => { clearTimeout(timer); for (const e of events) emitter.removeListener(e, handler); };
-    for (const e of events) emitter.on(e, handler);
-    if (check()) { cleanup(); resolve(); }
-  });
 }
 
 const aliceReg = await register("alice");

@@ -242,9 +242,9 @@ func (s *Server) storeFetched(ctx context.Context, evs []gomatrixserverlib.PDU) 
 }
 
 // AuthChainError is an /event_auth answer refused as a whole: an event of it is not
-// valid (format, room, signatures), fails the auth rules against its own auth events,
-// refers to an auth event that is neither in it nor stored here, or the chain is over
-// the bounds. Nothing of it is stored.
+// valid (format, room, signatures), fails the auth rules against its own auth events
+// (none of them rejected here), refers to an auth event that is neither in it nor
+// stored here, or the chain is over the bounds. Nothing of it is stored.
 type AuthChainError struct{ msg string }
 
 func (e *AuthChainError) Error() string { return e.msg }
@@ -329,7 +329,8 @@ func (s *Server) fetchMissingAuth(ctx context.Context, server spec.ServerName, v
 // anything is stored: each event well-formed for the room's version and of the room
 // (an event whose content hash fails is taken redacted, as the spec says), signed by
 // its servers, and, in auth order, allowed by the auth rules against its own auth
-// events, which must be in the chain or stored here (not rejected). It returns the
+// events, which must be in the chain or stored here (one referring to an event
+// rejected here is left for the roomserver to reject). It returns the
 // events in auth order and those of the chain stored here already. A chain failing
 // any check is an *AuthChainError; a failed request another error.
 func (s *Server) authChainFrom(ctx context.Context, server spec.ServerName, ver gomatrixserverlib.RoomVersion, ev gomatrixserverlib.PDU) ([]gomatrixserverlib.PDU, map[string]*roomserver.Event, error) {
@@ -384,22 +385,31 @@ func (s *Server) authChainFrom(ctx context.Context, server spec.ServerName, ver 
 	if err != nil {
 		return nil, nil, err
 	}
-	for i, p := range append([]gomatrixserverlib.PDU{ev}, chain...) {
+	for _, p := range append([]gomatrixserverlib.PDU{ev}, chain...) {
 		for _, a := range p.AuthEventIDs() {
 			switch k := known[a]; {
 			case byID[a] != nil:
 			case k == nil:
 				return nil, nil, chainErr("auth chain of %s from %s is incomplete: %s refers to %s, which it lacks", ev.EventID(), server, p.EventID(), a)
-			case k.Rejected && i > 0:
-				// (ev itself may refer to a rejected event: the roomserver rejects it.)
-				return nil, nil, chainErr("auth chain of %s from %s: %s refers to %s, rejected here", ev.EventID(), server, p.EventID(), a)
 			}
 		}
 	}
-	// The auth rules, auth events first; an event stored here already was checked.
+	// The auth rules, auth events first; an event stored here already was checked. An
+	// event referring to one rejected here (or to such an event of the chain) is not
+	// checked: the roomserver stores it rejected, as the auth rules have it, so that
+	// what refers to it is rejected in turn rather than left without its auth events.
 	ordered := authOrder(chain)
+	tainted := map[string]bool{}
 	for _, p := range ordered {
 		if known[p.EventID()] != nil {
+			continue
+		}
+		for _, a := range p.AuthEventIDs() {
+			if k := known[a]; tainted[a] || (k != nil && k.Rejected) {
+				tainted[p.EventID()] = true
+			}
+		}
+		if tainted[p.EventID()] {
 			continue
 		}
 		auth := make([]gomatrixserverlib.PDU, 0, len(p.AuthEventIDs()))

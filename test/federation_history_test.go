@@ -871,59 +871,75 @@ func testFederationBackfillAfterJoin(t *testing.T, engine string) {
 }
 
 // TestFederationMissingAuthEvents: a PDU whose auth events include one B lacks makes B
-// fetch it from the origin (/event_auth, then /event); that event refers to a rejected
-// one, so it is rejected, and so is the PDU (no error in the transaction's answer: it
-// was processed). A later event on top of the rejected one is accepted and shown; the
-// rejected ones never are.
+// fetch it from the origin (/event_auth, or /event when the origin does not answer
+// that); that event refers to a rejected one, so it is rejected, and so is the PDU (no
+// error in the transaction's answer: it was processed). A later event on top of the
+// rejected one is accepted and shown; the rejected ones never are (Complement's
+// TestInboundFederationRejectsEventsWithRejectedAuthEvents).
 func TestFederationMissingAuthEvents(t *testing.T) {
 	harness.ForEachEngine(t, func(t *testing.T, engine string) {
-		ctx := context.Background()
-		f := newFedRoom(t, engine, nil)
-		state, err := f.cli.State(ctx, id.RoomID(f.roomID))
-		if err != nil {
-			t.Fatal(err)
-		}
-		createID, plID := state[event.StateCreate][""].ID.String(), state[event.StatePowerLevels][""].ID.String()
-		jrID := state[event.StateJoinRules][""].ID.String()
-		bob := "@bob:" + f.o.name
-		// R: bob (power 0) changes the power levels: rejected on arrival.
-		empty := ""
-		rejected := f.o.event(t, f.roomID, "bob", "m.room.power_levels", &empty, map[string]any{"users": map[string]any{bob: 100}},
-			[]string{f.join.EventID()}, []string{createID, plID, f.join.EventID()}, f.join.Depth()+1)
-		if res := f.send(t, f.o, rejected); res[rejected.EventID()] != "" {
-			t.Fatalf("rejected PL: %v", res)
-		}
-		// O: bob's member event authorised by R; never sent, only served.
-		outlier := f.o.event(t, f.roomID, "bob", "m.room.member", &bob, map[string]any{"membership": "join", "displayname": "O"},
-			[]string{f.join.EventID()}, []string{createID, jrID, rejected.EventID(), f.join.EventID()}, f.join.Depth()+1)
-		f.mu.Lock()
-		f.events[outlier.EventID()] = outlier
-		f.mu.Unlock()
-		// X: a message with O among its auth events.
-		x := f.o.event(t, f.roomID, "bob", "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "x needs O"},
-			[]string{f.join.EventID()}, []string{createID, plID, outlier.EventID()}, f.join.Depth()+1)
-		f.mu.Lock()
-		f.events[x.EventID()] = x
-		f.mu.Unlock()
-		sentinel := f.msg(t, "sentinel after x", x)
-		if res := f.send(t, f.o, x, sentinel); res[x.EventID()] != "" || res[sentinel.EventID()] != "" {
-			t.Fatalf("x and the sentinel: %v", res)
-		}
-		f.mu.Lock()
-		n := f.fetched[outlier.EventID()]
-		f.mu.Unlock()
-		if n == 0 {
-			t.Fatal("B never fetched the missing auth event")
-		}
-		waitHistory(t, f.cli, f.roomID, []string{"before bob joined", "sentinel after x"})
-		for _, ev := range []gomatrixserverlib.PDU{rejected, outlier, x} {
-			if _, err := f.cli.GetEvent(ctx, id.RoomID(f.roomID), id.EventID(ev.EventID())); err == nil {
-				t.Fatalf("%s (%s) is shown", ev.EventID(), ev.Type())
-			}
-		}
-		var member map[string]any
-		if err := f.cli.StateEvent(ctx, id.RoomID(f.roomID), event.StateMember, bob, &member); err != nil || member["displayname"] == "O" {
-			t.Fatalf("bob's member event: %v %v", member, err)
-		}
+		t.Run("event_auth not answered", func(t *testing.T) { testFederationMissingAuthEvents(t, engine, false) })
+		t.Run("event_auth answered", func(t *testing.T) { testFederationMissingAuthEvents(t, engine, true) })
 	})
+}
+
+func testFederationMissingAuthEvents(t *testing.T, engine string, answerEventAuth bool) {
+	ctx := context.Background()
+	f := newFedRoom(t, engine, nil)
+	state, err := f.cli.State(ctx, id.RoomID(f.roomID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	createID, plID := state[event.StateCreate][""].ID.String(), state[event.StatePowerLevels][""].ID.String()
+	jrID := state[event.StateJoinRules][""].ID.String()
+	bob := "@bob:" + f.o.name
+	// R: bob (power 0) changes the power levels: rejected on arrival.
+	empty := ""
+	rejected := f.o.event(t, f.roomID, "bob", "m.room.power_levels", &empty, map[string]any{"users": map[string]any{bob: 100}},
+		[]string{f.join.EventID()}, []string{createID, plID, f.join.EventID()}, f.join.Depth()+1)
+	if res := f.send(t, f.o, rejected); res[rejected.EventID()] != "" {
+		t.Fatalf("rejected PL: %v", res)
+	}
+	// O: bob's member event authorised by R; never sent, only served.
+	outlier := f.o.event(t, f.roomID, "bob", "m.room.member", &bob, map[string]any{"membership": "join", "displayname": "O"},
+		[]string{f.join.EventID()}, []string{createID, jrID, rejected.EventID(), f.join.EventID()}, f.join.Depth()+1)
+	f.mu.Lock()
+	f.events[outlier.EventID()] = outlier
+	f.mu.Unlock()
+	// X: a message with O among its auth events.
+	x := f.o.event(t, f.roomID, "bob", "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "x needs O"},
+		[]string{f.join.EventID()}, []string{createID, plID, outlier.EventID()}, f.join.Depth()+1)
+	f.mu.Lock()
+	f.events[x.EventID()] = x
+	f.mu.Unlock()
+	if answerEventAuth {
+		// The chain of x as the origin has it: O (whose own auth events B has, R rejected).
+		f.o.mux.HandleFunc("/_matrix/federation/v1/event_auth/", func(w http.ResponseWriter, r *http.Request) {
+			if !strings.HasSuffix(r.URL.Path, "/"+url.PathEscape(x.EventID())) && !strings.HasSuffix(r.URL.Path, "/"+x.EventID()) {
+				writeJSON(w, 404, map[string]string{"errcode": "M_NOT_FOUND", "error": "unknown event"})
+				return
+			}
+			writeJSON(w, 200, map[string]any{"auth_chain": pduJSON([]gomatrixserverlib.PDU{outlier})})
+		})
+	}
+	sentinel := f.msg(t, "sentinel after x", x)
+	if res := f.send(t, f.o, x, sentinel); res[x.EventID()] != "" || res[sentinel.EventID()] != "" {
+		t.Fatalf("x and the sentinel: %v", res)
+	}
+	f.mu.Lock()
+	n := f.fetched[outlier.EventID()]
+	f.mu.Unlock()
+	if n == 0 && !answerEventAuth {
+		t.Fatal("B never fetched the missing auth event")
+	}
+	waitHistory(t, f.cli, f.roomID, []string{"before bob joined", "sentinel after x"})
+	for _, ev := range []gomatrixserverlib.PDU{rejected, outlier, x} {
+		if _, err := f.cli.GetEvent(ctx, id.RoomID(f.roomID), id.EventID(ev.EventID())); err == nil {
+			t.Fatalf("%s (%s) is shown", ev.EventID(), ev.Type())
+		}
+	}
+	var member map[string]any
+	if err := f.cli.StateEvent(ctx, id.RoomID(f.roomID), event.StateMember, bob, &member); err != nil || member["displayname"] == "O" {
+		t.Fatalf("bob's member event: %v %v", member, err)
+	}
 }

@@ -25,12 +25,7 @@ import (
 func TestFederationLongAuthChain(t *testing.T) {
 	harness.ForEachEngine(t, func(t *testing.T, engine string) {
 		f := newFedRoom(t, engine, nil)
-		state, err := f.cli.State(t.Context(), id.RoomID(f.roomID))
-		if err != nil {
-			t.Fatal(err)
-		}
-		createID, plID := state[event.StateCreate][""].ID.String(), state[event.StatePowerLevels][""].ID.String()
-		jrID := state[event.StateJoinRules][""].ID.String()
+		createID, plID, jrID := f.stateIDs(t)
 		bob := "@bob:" + f.o.name
 
 		// The auth chain of bob's join, as B serves it, and bob's join.

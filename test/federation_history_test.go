@@ -46,6 +46,18 @@ type fedRoom struct {
 	backfills       int
 }
 
+// stateIDs returns the IDs of the room's create, power levels and join rules events,
+// as B's client API shows them (the auth events of bob's hand-made events).
+func (f *fedRoom) stateIDs(t testing.TB) (createID, plID, jrID string) {
+	t.Helper()
+	state, err := f.cli.State(context.Background(), id.RoomID(f.roomID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return state[event.StateCreate][""].ID.String(), state[event.StatePowerLevels][""].ID.String(),
+		state[event.StateJoinRules][""].ID.String()
+}
+
 func newFedRoom(t testing.TB, engine string, setup func(ctx context.Context, cli *mautrix.Client, roomID id.RoomID)) *fedRoom {
 	t.Helper()
 	ctx := context.Background()
@@ -886,12 +898,7 @@ func TestFederationMissingAuthEvents(t *testing.T) {
 func testFederationMissingAuthEvents(t *testing.T, engine string, answerEventAuth bool) {
 	ctx := context.Background()
 	f := newFedRoom(t, engine, nil)
-	state, err := f.cli.State(ctx, id.RoomID(f.roomID))
-	if err != nil {
-		t.Fatal(err)
-	}
-	createID, plID := state[event.StateCreate][""].ID.String(), state[event.StatePowerLevels][""].ID.String()
-	jrID := state[event.StateJoinRules][""].ID.String()
+	createID, plID, jrID := f.stateIDs(t)
 	bob := "@bob:" + f.o.name
 	// R: bob (power 0) changes the power levels: rejected on arrival.
 	empty := ""

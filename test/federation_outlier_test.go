@@ -253,12 +253,7 @@ func TestFederationOutlierFromGapJoinsTimeline(t *testing.T) {
 	harness.ForEachEngine(t, func(t *testing.T, engine string) {
 		ctx := context.Background()
 		f := newFedRoom(t, engine, nil)
-		state, err := f.cli.State(ctx, id.RoomID(f.roomID))
-		if err != nil {
-			t.Fatal(err)
-		}
-		createID, plID := state[event.StateCreate][""].ID.String(), state[event.StatePowerLevels][""].ID.String()
-		jrID := state[event.StateJoinRules][""].ID.String()
+		createID, plID, jrID := f.stateIDs(t)
 		bob := "@bob:" + f.o.name
 		since, err := f.cli.FullSyncRequest(ctx, mautrix.ReqSync{})
 		if err != nil {

@@ -99,7 +99,9 @@ const cs = await aliceCrypto.getCrossSigningStatus();
 assert.ok(cs.publicKeysOnDevice && cs.privateKeysCachedLocally.masterKey, "cross-signing set up: " + JSON.stringify(cs));
 await until("alice's device is cross-signed", async () => (await aliceCrypto.getDeviceVerificationStatus(aliceReg.user_id, aliceReg.device_id))?.crossSigningVerified,
   async () => JSON.stringify(await queryKeys(aliceReg, aliceReg.user_id)));
-assert.ok(await bob.getCrypto().userHasCrossSigningKeys(aliceReg.user_id, true), "bob sees alice's cross-signing keys");
+// Bob's client tracks alice's devices: it learns of her new keys from device_lists.changed
+// in its next /sync, not at once.
+await until("bob sees alice's cross-signing keys", () => bob.getCrypto().userHasCrossSigningKeys(aliceReg.user_id, true));
 
 step("alice: secret storage and key backup");
 const recovery = await aliceCrypto.createRecoveryKeyFromPassphrase();

@@ -1,6 +1,6 @@
 // Helpers shared by the end-to-end encryption scenarios (e2ee.mjs, e2ee_fed.mjs): users,
 // clients with the Rust crypto running their normal sync loop, and waiting for what a
-// client decrypts. sync.mjs uses waitFor too.
+// client decrypts. sync.mjs uses register, startSyncing and waitFor too.
 import { createClient, ClientEvent, RoomEvent, MatrixEventEvent } from "matrix-js-sdk";
 
 const stamp = Date.now();
@@ -20,11 +20,8 @@ export async function register(baseUrl, name) {
   return { ...reg, password, baseUrl };
 }
 
-// started returns a client for a logged-in device (reg: baseUrl, user_id, access_token,
-// device_id) with its crypto initialised and its first sync done.
-export async function started(reg, cryptoCallbacks) {
-  const c = createClient({ baseUrl: reg.baseUrl, userId: reg.user_id, accessToken: reg.access_token, deviceId: reg.device_id, cryptoCallbacks });
-  await c.initRustCrypto({ useIndexedDB: false });
+// startSyncing starts c's sync loop and resolves with c once its first sync is done.
+export async function startSyncing(c, initialSyncLimit) {
   const ready = new Promise((resolve) => {
     const onSync = (state) => {
       if (state === "PREPARED" || state === "SYNCING") {
@@ -34,9 +31,17 @@ export async function started(reg, cryptoCallbacks) {
     };
     c.on(ClientEvent.Sync, onSync);
   });
-  await c.startClient({ initialSyncLimit: 30 });
+  await c.startClient({ initialSyncLimit });
   await ready;
   return c;
+}
+
+// started returns a client for a logged-in device (reg: baseUrl, user_id, access_token,
+// device_id) with its crypto initialised and its first sync done.
+export async function started(reg, cryptoCallbacks) {
+  const c = createClient({ baseUrl: reg.baseUrl, userId: reg.user_id, accessToken: reg.access_token, deviceId: reg.device_id, cryptoCallbacks });
+  await c.initRustCrypto({ useIndexedDB: false });
+  return startSyncing(c, 30);
 }
 
 // waitFor resolves once check() is true, re-checked on the emitter's events and every

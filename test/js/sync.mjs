@@ -6,41 +6,17 @@
 import "./polyfill.mjs";
 import { createClient, ClientEvent, RoomEvent, RoomMemberEvent } from "matrix-js-sdk";
 import assert from "node:assert/strict";
-import { waitFor } from "./e2ee_lib.mjs";
+import { register as registerAt, startSyncing, waitFor } from "./e2ee_lib.mjs";
 
 const baseUrl = process.argv[2];
-const stamp = Date.now();
 
-async function register(name) {
-  const anon = createClient({ baseUrl });
-  const username = `${name}-${stamp}`;
-  let reg;
-  try {
-    reg = await anon.registerRequest({ username, password: "pw-" + username });
-  } catch (e) {
-    reg = await anon.registerRequest({ username, password: "pw-" + username, auth: { type: "m.login.dummy", session: e.data.session } });
-  }
-  return reg;
-}
+const register = (name) => registerAt(baseUrl, name);
 
 function client(reg) {
   return createClient({ baseUrl, userId: reg.user_id, accessToken: reg.access_token, deviceId: reg.device_id });
 }
 
-async function started(c, opts = {}) {
-  const ready = new Promise((resolve) => {
-    const onSync = (state) => {
-      if (state === "PREPARED" || state === "SYNCING") {
-        c.removeListener(ClientEvent.Sync, onSync);
-        resolve();
-      }
-    };
-    c.on(ClientEvent.Sync, onSync);
-  });
-  await c.startClient({ initialSyncLimit: 10, ...opts });
-  await ready;
-  return c;
-}
+const started = (c) => startSyncing(c, 10);
 
 const aliceReg = await register("alice");
 const bobReg = await register("bob");

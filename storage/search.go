@@ -17,15 +17,8 @@ type SearchEntry struct {
 	Value string
 }
 
-// SearchHit is one event matching a search.
-type SearchHit struct {
-	EventNID  int64
-	EventID   string
-	RoomID    string
-	StreamPos int64
-	Key       string
-	Value     string
-}
+// SearchHit is one indexed entry that matched a search.
+type SearchHit = SearchEntry
 
 // SearchQuery selects indexed events. Terms are lowercased words of letters and
 // digits; an event matches when it holds every term, each as a word prefix.

@@ -100,8 +100,8 @@ func newFedRoom(t testing.TB, engine string, setup func(ctx context.Context, cli
 	}
 	f.o.mux.HandleFunc("/_matrix/federation/v1/get_missing_events/", f.serveMissing)
 	f.o.mux.HandleFunc("/_matrix/federation/v1/backfill/", f.serveBackfill)
-	f.o.mux.HandleFunc("/_matrix/federation/v1/state_ids/", f.serveStateIDs)
-	f.o.mux.HandleFunc("/_matrix/federation/v1/state/", f.serveState)
+	f.o.mux.HandleFunc("/_matrix/federation/v1/state_ids/", f.serveStateAt(f.stateBefore))
+	f.o.mux.HandleFunc("/_matrix/federation/v1/state/", f.serveStateAt(f.fullStateBefore))
 	f.o.mux.HandleFunc("/_matrix/federation/v1/event/", f.serveEvent)
 	return f
 }
@@ -249,28 +249,20 @@ func (f *fedRoom) serveEvent(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, map[string]any{"origin": f.o.name, "origin_server_ts": time.Now().UnixMilli(), "pdus": pduJSON([]gomatrixserverlib.PDU{ev})})
 }
 
-func (f *fedRoom) serveStateIDs(w http.ResponseWriter, r *http.Request) {
-	f.mu.Lock()
-	st, ok := f.stateBefore[r.URL.Query().Get("event_id")]
-	f.mu.Unlock()
-	if !ok {
-		writeJSON(w, 404, map[string]string{"errcode": "M_NOT_FOUND", "error": "unknown event"})
-		return
+// serveStateAt answers /state_ids (from stateBefore) or /state (fullStateBefore) for
+// the event_id asked.
+func (f *fedRoom) serveStateAt(answers map[string]json.RawMessage) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		st, ok := answers[r.URL.Query().Get("event_id")]
+		f.mu.Unlock()
+		if !ok {
+			writeJSON(w, 404, map[string]string{"errcode": "M_NOT_FOUND", "error": "unknown event"})
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(st)
 	}
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(st)
-}
-
-func (f *fedRoom) serveState(w http.ResponseWriter, r *http.Request) {
-	f.mu.Lock()
-	st, ok := f.fullStateBefore[r.URL.Query().Get("event_id")]
-	f.mu.Unlock()
-	if !ok {
-		writeJSON(w, 404, map[string]string{"errcode": "M_NOT_FOUND", "error": "unknown event"})
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(st)
 }
 
 // bodies returns the bodies of the timeline of B's room as alice sees it, newest first.

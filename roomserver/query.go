@@ -431,13 +431,28 @@ func (rs *Roomserver) StreamEvents(ctx context.Context, roomID string, from, to 
 }
 
 // EventsInStream returns up to limit timeline events of every room with from < stream
-// position <= to, oldest first. Call it with to at most StreamPosition().
-func (rs *Roomserver) EventsInStream(ctx context.Context, from, to int64, limit int) ([]*Event, error) {
+// position <= to, oldest first, and the position a reader following the stream has
+// reached with them: to, unless the batch is full (more may follow its last event).
+// Call it with to at most StreamPosition().
+func (rs *Roomserver) EventsInStream(ctx context.Context, from, to int64, limit int) ([]*Event, int64, error) {
 	rows, err := roomstore.EventsInStream(ctx, rs.db, from, to, limit)
 	if err != nil {
-		return nil, err
+		return nil, from, err
 	}
-	return rs.rowsToEvents(ctx, rows)
+	evs, err := rs.rowsToEvents(ctx, rows)
+	if err != nil {
+		return nil, from, err
+	}
+	return evs, StreamReached(evs, to, limit), nil
+}
+
+// StreamReached is the position a reader of the stream up to to has reached with a
+// batch of at most limit events: to, unless the batch is full (then its last event's).
+func StreamReached(evs []*Event, to int64, limit int) int64 {
+	if len(evs) == limit && limit > 0 {
+		return evs[len(evs)-1].StreamPos
+	}
+	return to
 }
 
 // PositionAtStream returns the topological position just after the room's last event

@@ -113,13 +113,9 @@ func (s *Service) CatchUp(ctx context.Context) error {
 	}
 	target := s.rooms.StreamPosition()
 	for s.pos < target {
-		evs, err := s.rooms.EventsInStream(ctx, s.pos, target, batchSize)
+		evs, next, err := s.rooms.EventsInStream(ctx, s.pos, target, batchSize)
 		if err != nil {
 			return fmt.Errorf("read events to index: %w", err)
-		}
-		next := target
-		if len(evs) == batchSize {
-			next = evs[len(evs)-1].StreamPos
 		}
 		entries, redacted := entriesOf(evs)
 		if err := s.db.WithTx(ctx, func(tx *storage.Tx) error {

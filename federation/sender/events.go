@@ -36,13 +36,9 @@ func (s *Sender) queueEvents(ctx context.Context, pos int64) (int64, error) {
 	if to <= pos {
 		return pos, nil
 	}
-	evs, err := s.rooms.EventsInStream(ctx, pos, to, eventBatch)
+	evs, next, err := s.rooms.EventsInStream(ctx, pos, to, eventBatch)
 	if err != nil {
 		return pos, err
-	}
-	next := to
-	if len(evs) == eventBatch {
-		next = evs[len(evs)-1].StreamPos
 	}
 	var items []storage.QueuedItem
 	var onBehalf []string

@@ -48,7 +48,7 @@ var (
 // Rooms is what the sender needs of the roomserver.
 type Rooms interface {
 	StreamPosition() int64
-	EventsInStream(ctx context.Context, from, to int64, limit int) ([]*roomserver.Event, error)
+	EventsInStream(ctx context.Context, from, to int64, limit int) ([]*roomserver.Event, int64, error)
 	Events(ctx context.Context, eventIDs []string) (map[string]*roomserver.Event, error)
 	StateAtEvent(ctx context.Context, eventID string, after bool) ([]*roomserver.Event, error)
 	JoinedRooms(ctx context.Context, userID string) ([]string, error)

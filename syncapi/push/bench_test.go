@@ -51,7 +51,7 @@ func (f *fakeRooms) StreamPosition() int64 {
 	return f.streamPos
 }
 
-func (f *fakeRooms) EventsInStream(_ context.Context, from, to int64, limit int) ([]*roomserver.Event, error) {
+func (f *fakeRooms) EventsInStream(_ context.Context, from, to int64, limit int) ([]*roomserver.Event, int64, error) {
 	f.streamMu.Lock()
 	defer f.streamMu.Unlock()
 	var out []*roomserver.Event
@@ -60,7 +60,7 @@ func (f *fakeRooms) EventsInStream(_ context.Context, from, to int64, limit int)
 			out = append(out, ev)
 		}
 	}
-	return out, nil
+	return out, roomserver.StreamReached(out, to, limit), nil
 }
 
 func newFakeRooms(tb testing.TB, n int) *fakeRooms {

@@ -31,7 +31,7 @@ type Rooms interface {
 	// StreamPosition and EventsInStream read the room event stream: the service catches
 	// up from them at start (what was committed but not evaluated before a crash).
 	StreamPosition() int64
-	EventsInStream(ctx context.Context, from, to int64, limit int) ([]*roomserver.Event, error)
+	EventsInStream(ctx context.Context, from, to int64, limit int) ([]*roomserver.Event, int64, error)
 }
 
 // Service evaluates push rules for new events, keeps the notification records and
@@ -344,17 +344,13 @@ func (s *Service) catchUp(ctx context.Context, start int64) (pos int64, ok bool)
 		if pos >= target {
 			break
 		}
-		evs, err := s.rooms.EventsInStream(ctx, pos, target, maxEvalBatch)
+		evs, next, err := s.rooms.EventsInStream(ctx, pos, target, maxEvalBatch)
 		if err != nil {
 			s.log.WithError(err).Error("cannot read the events to evaluate after a restart; retrying")
 			if !s.sleepUnlessClosed(time.Second) {
 				return pos, false
 			}
 			continue
-		}
-		next := target
-		if len(evs) == maxEvalBatch {
-			next = evs[len(evs)-1].StreamPos
 		}
 		batch := make([]roomserver.OutputEvent, 0, len(evs))
 		for _, ev := range evs {

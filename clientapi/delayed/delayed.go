@@ -4,7 +4,9 @@
 //
 // Schedules live in the database (table delayed_events) and survive a restart: on start
 // every pending one gets a timer again, and one that came due while the server was down
-// fires at once. A firing sends the event through the roomserver with a transaction ID
+// fires at once. A firing first claims its schedule (status sending), so a client never
+// sees, cancels or restarts a schedule whose event is already on its way; one claimed
+// when the server stopped is sent again at start. A firing sends the event through the roomserver with a transaction ID
 // derived from the delay ID, so a crash between sending and recording it cannot send the
 // event twice.
 package delayed
@@ -16,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -31,6 +34,7 @@ const MaxDelay = 7 * 24 * time.Hour
 // Statuses of a schedule.
 const (
 	statusPending   = "pending"
+	statusSending   = "sending" // claimed by a firing: no longer listed, cancelled or restarted
 	statusSent      = "sent"
 	statusCancelled = "cancelled"
 	statusFailed    = "failed"
@@ -93,22 +97,25 @@ func New(db *storage.DB, rooms Sender) *Service {
 	return &Service{db: db, rooms: rooms, log: logrus.WithField("component", "delayed_events"), now: time.Now, timers: map[string]*time.Timer{}}
 }
 
-// Start arms a timer for every pending schedule.
+// Start arms a timer for every pending schedule and finishes the firings that a stop
+// interrupted.
 func (s *Service) Start(ctx context.Context) error {
-	rows, err := s.db.QueryContext(ctx, `SELECT delay_id, delay_ms, running_since FROM delayed_events WHERE status = $1`, statusPending)
+	rows, err := s.db.QueryContext(ctx, `SELECT delay_id, delay_ms, running_since, status FROM delayed_events WHERE status IN ($1, $2)`,
+		statusPending, statusSending)
 	if err != nil {
 		return fmt.Errorf("load delayed events: %w", err)
 	}
 	defer rows.Close()
 	type due struct {
-		id    string
-		delay int64
-		since int64
+		id     string
+		delay  int64
+		since  int64
+		status string
 	}
 	var all []due
 	for rows.Next() {
 		var d due
-		if err := rows.Scan(&d.id, &d.delay, &d.since); err != nil {
+		if err := rows.Scan(&d.id, &d.delay, &d.since, &d.status); err != nil {
 			return fmt.Errorf("load delayed events: %w", err)
 		}
 		all = append(all, d)
@@ -117,6 +124,10 @@ func (s *Service) Start(ctx context.Context) error {
 		return fmt.Errorf("load delayed events: %w", err)
 	}
 	for _, d := range all {
+		if d.status == statusSending {
+			s.arm(d.id, time.Time{})
+			continue
+		}
 		s.arm(d.id, time.UnixMilli(d.since+d.delay))
 	}
 	return nil
@@ -234,7 +245,12 @@ func (s *Service) StateSent(ctx context.Context, roomID, eventType, stateKey str
 
 // finish moves a pending schedule to a final status and stops its timer.
 func (s *Service) finish(ctx context.Context, delayID, status string) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE delayed_events SET status = $1 WHERE delay_id = $2 AND status = $3`, status, delayID, statusPending)
+	return s.finishFrom(ctx, delayID, statusPending, status)
+}
+
+// finishFrom moves a schedule from one status to a final one and stops its timer.
+func (s *Service) finishFrom(ctx context.Context, delayID, from, status string) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE delayed_events SET status = $1 WHERE delay_id = $2 AND status = $3`, status, delayID, from)
 	if err != nil {
 		return fmt.Errorf("mark delayed event %s %s: %w", delayID, status, err)
 	}
@@ -245,23 +261,28 @@ func (s *Service) finish(ctx context.Context, delayID, status string) error {
 	return nil
 }
 
-// fire sends a pending schedule's event now; with onlyIfDue (a timer firing) only when
-// it is due, since a restart may have moved it on after the timer started.
+// fire sends a schedule's event now; with onlyIfDue (a timer firing) only when it is
+// due, since a restart may have moved it on after the timer started. It claims a
+// pending schedule before sending, or takes over one a stop left claimed.
 func (s *Service) fire(ctx context.Context, delayID string, onlyIfDue bool) error {
 	var e Event
 	var sk sql.NullString
 	var content string
-	err := s.db.QueryRowContext(ctx, `SELECT user_id, device_id, room_id, event_type, state_key, content, delay_ms, running_since
-		FROM delayed_events WHERE delay_id = $1 AND status = $2`, delayID, statusPending).
+	dueBy := int64(math.MaxInt64)
+	if onlyIfDue {
+		dueBy = s.now().UnixMilli()
+	}
+	err := s.db.QueryRowContext(ctx, `UPDATE delayed_events SET status = $1
+		WHERE delay_id = $2 AND (status = $1 OR (status = $3 AND running_since + delay_ms <= $4))
+		RETURNING user_id, device_id, room_id, event_type, state_key, content, delay_ms, running_since`,
+		statusSending, delayID, statusPending, dueBy).
 		Scan(&e.userID, &e.deviceID, &e.RoomID, &e.Type, &sk, &content, &e.Delay, &e.RunningSince)
 	if errors.Is(err, sql.ErrNoRows) {
+		// Gone, finished, or (for a timer) restarted so that its new timer fires it.
 		return ErrNotFound
 	}
 	if err != nil {
-		return fmt.Errorf("load delayed event %s: %w", delayID, err)
-	}
-	if onlyIfDue && time.UnixMilli(e.RunningSince+e.Delay).After(s.now()) {
-		return nil // restarted: its new timer fires it
+		return fmt.Errorf("claim delayed event %s: %w", delayID, err)
 	}
 	req := roomserver.SendRequest{
 		RoomID: e.RoomID, Sender: e.userID, Type: e.Type, Content: json.RawMessage(content),
@@ -278,7 +299,7 @@ func (s *Service) fire(ctx context.Context, delayID string, onlyIfDue bool) erro
 		status = statusFailed
 		s.log.WithError(sendErr).WithFields(logrus.Fields{"delay_id": delayID, "room_id": e.RoomID, "type": e.Type}).Warn("delayed event not sent")
 	}
-	if err := s.finish(ctx, delayID, status); err != nil && !errors.Is(err, ErrNotFound) {
+	if err := s.finishFrom(ctx, delayID, statusSending, status); err != nil && !errors.Is(err, ErrNotFound) {
 		return err
 	}
 	if sendErr == nil && sk.Valid {

@@ -174,3 +174,19 @@ func TestAllowCacheFollowsState(t *testing.T) {
 		wantErrCode(t, send(bob, "m.room.message"), spec.ErrorForbidden)
 	})
 }
+
+func TestNegativeFraction(t *testing.T) {
+	for in, want := range map[string]string{
+		`{"n":-0.5}`:                 "-0.5",
+		`[1,{"a":[-0.25e1]}]`:        "-0.25e1",
+		`{"n":-0e-3,"m":-0.001}`:     "-0.001",
+		`{"n":-0,"m":-0.0,"k":-0e5}`: "",
+		`{"s":"-0.5","t":"\"-0.5"}`:  "",
+		`{"n":-1.5,"m":0.5}`:         "",
+		`{"s":"a\\","n":-0.1}`:       "-0.1",
+	} {
+		if got := negativeFraction([]byte(in)); got != want {
+			t.Errorf("negativeFraction(%s) = %q, want %q", in, got, want)
+		}
+	}
+}

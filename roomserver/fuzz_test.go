@@ -83,6 +83,12 @@ func FuzzCanonicalJSON(f *testing.F) {
 			// decodes it as U+FFFD: the one known difference, left to the library.
 			return
 		}
+		if negativeFraction(in) != "" {
+			// gomatrixserverlib drops the sign of a negative number with a leading zero
+			// ("-0.1" -> "0.1"), found by this target; events refuse such numbers
+			// (negativeFraction), and the input stays in the corpus.
+			return
+		}
 		if err := json.Unmarshal(out, &b); err != nil {
 			t.Fatalf("%q: %v", out, err)
 		}

@@ -465,6 +465,9 @@ func remainingExtremities(exts []extremity, prevs []string) []extRef {
 // already. It returns the auth event IDs it used.
 func (rs *Roomserver) build(r *room, prevs []extremity, p protoEvent, auth *gomatrixserverlib.AuthEvents,
 	authIDs []string) (gomatrixserverlib.PDU, []string, error) {
+	if n := negativeFraction(p.content); n != "" {
+		return nil, nil, spec.BadJSON(fmt.Sprintf("Content holds the number %s: a negative number written with a leading zero cannot be signed faithfully here (room versions 6 and later allow only integers)", n))
+	}
 	var depth int64
 	prevIDs := make([]string, 0, len(prevs))
 	for _, x := range prevs {

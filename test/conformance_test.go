@@ -99,3 +99,61 @@ func TestConformanceRoomEdgeCases(t *testing.T) {
 		}
 	})
 }
+
+// Numbers in event content: room versions 6 and later take only integers (M_BAD_JSON
+// otherwise); older ones take fractions and keep them exactly, except negative ones
+// written with a leading zero (-0.5), which are refused rather than stored without their
+// sign. Negative zero is
+// refused in 6 and later (canonical JSON has no -0) and stored as 0 before.
+func TestEventContentNumbers(t *testing.T) {
+	harness.ForEachEngine(t, func(t *testing.T, engine string) {
+		s := harness.Start(t, harness.Options{Engine: engine})
+		alice := acctRegister(t, s, &acctSecrets{}, "alice", "secret")
+		const v3 = "/_matrix/client/v3"
+		for _, version := range []string{"5", "11"} {
+			room := v3 + "/rooms/" + url.PathEscape(dirCreate(t, s, alice, map[string]any{"room_version": version}))
+			send := func(txn, content string) (int, map[string]any) {
+				return s.Do(t, "PUT", room+"/send/org.example.numbers/"+txn, alice, content)
+			}
+			readBack := func(body map[string]any) map[string]any {
+				st, ev := s.Do(t, "GET", room+"/event/"+url.PathEscape(body["event_id"].(string)), alice, nil)
+				if st != 200 {
+					t.Fatalf("v%s: read back: %d %v", version, st, ev)
+				}
+				return ev["content"].(map[string]any)
+			}
+			for i, c := range []string{`{"n":-0.5}`, `{"a":[1,{"n":-0.25e1}]}`, `{"n":-0e-3,"m":-0.001}`} {
+				if st, body := send("neg"+string(rune('a'+i)), c); st != 400 || body["errcode"] != "M_BAD_JSON" {
+					t.Errorf("v%s: %s: %d %v, want 400 M_BAD_JSON", version, c, st, body)
+				}
+			}
+			// Integers and "-0.5" inside a string go through unchanged.
+			st, body := send("ints", `{"body":"x = -0.5","n":-1,"big":9007199254740991}`)
+			if st != 200 {
+				t.Fatalf("v%s: integers: %d %v", version, st, body)
+			}
+			if got := readBack(body); got["body"] != "x = -0.5" || got["n"] != -1.0 || got["big"] != 9007199254740991.0 {
+				t.Errorf("v%s: integers came back as %v", version, got)
+			}
+			st, body = send("frac", `{"n":0.5,"m":-1.5}`)
+			if version == "11" {
+				if st != 400 || body["errcode"] != "M_BAD_JSON" {
+					t.Errorf("v11: fraction: %d %v, want 400 M_BAD_JSON", st, body)
+				}
+				if st, body := send("negzero", `{"z":-0}`); st != 400 || body["errcode"] != "M_BAD_JSON" {
+					t.Errorf("v11: negative zero: %d %v, want 400 M_BAD_JSON", st, body)
+				}
+				continue
+			}
+			if st, body := send("negzero", `{"z":-0}`); st != 200 || readBack(body)["z"] != 0.0 {
+				t.Errorf("v5: negative zero: %d %v", st, body)
+			}
+			if st != 200 {
+				t.Fatalf("v5: fraction: %d %v", st, body)
+			}
+			if got := readBack(body); got["n"] != 0.5 || got["m"] != -1.5 {
+				t.Errorf("v5: fractions came back as %v", got)
+			}
+		}
+	})
+}

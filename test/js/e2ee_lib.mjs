@@ -38,10 +38,25 @@ export async function startSyncing(c, initialSyncLimit) {
 
 // started returns a client for a logged-in device (reg: baseUrl, user_id, access_token,
 // device_id) with its crypto initialised and its first sync done.
+// It also waits until the server holds the device's keys: the client uploads them after
+// its first sync, and a message another client encrypts before then never becomes
+// readable here (the Rust crypto shares a session with a new device only from its
+// current index), which on a loaded machine made the first message of a test flaky.
 export async function started(reg, cryptoCallbacks) {
   const c = createClient({ baseUrl: reg.baseUrl, userId: reg.user_id, accessToken: reg.access_token, deviceId: reg.device_id, cryptoCallbacks });
   await c.initRustCrypto({ useIndexedDB: false });
-  return startSyncing(c, 30);
+  await startSyncing(c, 30);
+  const deadline = Date.now() + 30000;
+  for (;;) {
+    const res = await fetch(`${reg.baseUrl}/_matrix/client/v3/keys/query`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${reg.access_token}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ device_keys: { [reg.user_id]: [reg.device_id] } }),
+    });
+    if (res.ok && (await res.json()).device_keys?.[reg.user_id]?.[reg.device_id]) return c;
+    if (Date.now() > deadline) throw new Error(`device ${reg.device_id} of ${reg.user_id} never uploaded its keys`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 // waitFor resolves once check() is true, re-checked on the emitter's events and every

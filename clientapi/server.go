@@ -139,11 +139,21 @@ func (s *Server) Handler() http.Handler {
 	})
 }
 
+// The CORS headers of every answer. Their value slices are shared by all responses
+// (net/http only reads them; Set replaces a slice and Add copies a full one), which
+// saves four allocations per request.
+var (
+	corsAllowOrigin   = []string{"*"}
+	corsAllowMethods  = []string{"GET, HEAD, POST, PUT, DELETE, OPTIONS"}
+	corsAllowHeaders  = []string{"Origin, X-Requested-With, Content-Type, Accept, Authorization"}
+	corsExposeHeaders = []string{"ETag, Retry-After"}
+)
+
 func setCORS(h http.Header) {
-	h.Set("Access-Control-Allow-Origin", "*")
-	h.Set("Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, DELETE, OPTIONS")
-	h.Set("Access-Control-Allow-Headers", "Origin, X-Requested-With, Content-Type, Accept, Authorization")
-	h.Set("Access-Control-Expose-Headers", "ETag, Retry-After")
+	h["Access-Control-Allow-Origin"] = corsAllowOrigin
+	h["Access-Control-Allow-Methods"] = corsAllowMethods
+	h["Access-Control-Allow-Headers"] = corsAllowHeaders
+	h["Access-Control-Expose-Headers"] = corsExposeHeaders
 }
 
 // authMode says whether a route needs an access token.

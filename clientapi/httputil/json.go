@@ -19,6 +19,10 @@ type Response struct {
 	Headers map[string]string
 }
 
+// jsonContentType is the Content-Type of JSON answers, one shared slice (see setCORS
+// in clientapi: net/http only reads header values).
+var jsonContentType = []string{"application/json"}
+
 // WriteJSON writes v as a JSON response with the given status.
 func WriteJSON(w http.ResponseWriter, status int, v any) {
 	body, err := json.Marshal(v)
@@ -26,7 +30,7 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 		status = http.StatusInternalServerError
 		body = []byte(`{"errcode":"M_UNKNOWN","error":"Internal server error"}`)
 	}
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
 }
@@ -46,7 +50,7 @@ func WriteResult(w http.ResponseWriter, v any) {
 	case *Response:
 		WriteResult(w, *r)
 	case json.RawMessage:
-		w.Header().Set("Content-Type", "application/json")
+		w.Header()["Content-Type"] = jsonContentType
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(r)
 	case nil:

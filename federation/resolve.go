@@ -38,6 +38,13 @@ const (
 	wellKnownMaxTTL     = 48 * time.Hour
 	wellKnownErrorTTL   = time.Hour
 	wellKnownMaxSize    = 50 * 1024
+
+	// srvTTL is how long an SRV answer (records, or none) is kept: net.LookupSRV does
+	// not give the record's own TTL. Without a cache every federation request made two
+	// DNS queries, and one lost UDP packet stalled it for the resolver's 5 s retry.
+	srvTTL = 10 * time.Minute
+	// srvStaleTTL is how much longer an expired answer serves when DNS fails.
+	srvStaleTTL = time.Minute
 )
 
 // Resolver implements server name resolution (spec "Resolving server names"): IP
@@ -50,6 +57,12 @@ type Resolver struct {
 
 	mu    sync.Mutex
 	cache map[string]wellKnownEntry
+	srvs  map[string]srvEntry
+}
+
+type srvEntry struct {
+	recs    []*net.SRV // of the first service that has any; nil when neither has
+	expires time.Time
 }
 
 type wellKnownEntry struct {
@@ -108,34 +121,81 @@ func (r *Resolver) resolve(ctx context.Context, serverName string, wellKnown boo
 // are hostHeader (the name being resolved), falling back to host:8448.
 func (r *Resolver) srv(ctx context.Context, host, hostHeader string) []Destination {
 	tlsName := host
-	if r.DNS != nil {
-		for _, service := range []string{"matrix-fed", "matrix"} {
-			_, recs, err := r.DNS.LookupSRV(ctx, service, "tcp", host)
-			if err != nil || len(recs) == 0 {
-				continue
-			}
-			var out []Destination
-			for _, rec := range recs {
-				target := strings.TrimSuffix(rec.Target, ".")
-				if target == "" {
-					continue
-				}
-				out = append(out, Destination{Addr: net.JoinHostPort(target, strconv.Itoa(int(rec.Port))), Host: hostHeader, TLSServerName: tlsName})
-			}
-			if len(out) > 0 {
-				return out
-			}
+	var out []Destination
+	for _, rec := range r.srvRecords(ctx, host) {
+		target := strings.TrimSuffix(rec.Target, ".")
+		if target == "" {
+			continue
 		}
+		out = append(out, Destination{Addr: net.JoinHostPort(target, strconv.Itoa(int(rec.Port))), Host: hostHeader, TLSServerName: tlsName})
+	}
+	if len(out) > 0 {
+		return out
 	}
 	return []Destination{{Addr: net.JoinHostPort(host, "8448"), Host: hostHeader, TLSServerName: tlsName}}
 }
 
+// srvRecords returns host's SRV records (_matrix-fed first, then _matrix), cached for
+// srvTTL. "No such record" is an answer and is cached too; when DNS fails otherwise an
+// expired answer serves a little longer, and with none the lookup is tried again next
+// time (the caller falls back to port 8448 meanwhile).
+func (r *Resolver) srvRecords(ctx context.Context, host string) []*net.SRV {
+	if r.DNS == nil {
+		return nil
+	}
+	now := r.now()
+	r.mu.Lock()
+	e, cached := r.srvs[host]
+	r.mu.Unlock()
+	if cached && now.Before(e.expires) {
+		return e.recs
+	}
+	var recs []*net.SRV
+	definitive := true // every lookup made got an answer (records or "none")
+	for _, service := range []string{"matrix-fed", "matrix"} {
+		_, rs, err := r.DNS.LookupSRV(ctx, service, "tcp", host)
+		if err != nil {
+			var dnsErr *net.DNSError
+			if !errors.As(err, &dnsErr) || !dnsErr.IsNotFound {
+				definitive = false
+			}
+			continue
+		}
+		if len(rs) > 0 {
+			recs = rs
+			break
+		}
+	}
+	switch {
+	case definitive:
+		e = srvEntry{recs: recs, expires: now.Add(srvTTL)}
+	case recs != nil:
+		// _matrix records after _matrix-fed failed: used, but asked again soon.
+		e = srvEntry{recs: recs, expires: now.Add(srvStaleTTL)}
+	case cached:
+		e.expires = now.Add(srvStaleTTL)
+	default:
+		return nil
+	}
+	r.mu.Lock()
+	if r.srvs == nil {
+		r.srvs = map[string]srvEntry{}
+	}
+	r.srvs[host] = e
+	r.mu.Unlock()
+	return e.recs
+}
+
+func (r *Resolver) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
 // wellKnown returns the delegated server name for host, from the cache when fresh.
 func (r *Resolver) wellKnown(ctx context.Context, host string) string {
-	now := time.Now()
-	if r.Now != nil {
-		now = r.Now()
-	}
+	now := r.now()
 	r.mu.Lock()
 	e, ok := r.cache[host]
 	r.mu.Unlock()

@@ -137,3 +137,71 @@ func TestCacheMaxAge(t *testing.T) {
 		}
 	}
 }
+
+// countingDNS answers from a fakeDNS, counts the lookups and fails while down.
+type countingDNS struct {
+	fakeDNS
+	calls int
+	down  bool
+}
+
+func (c *countingDNS) LookupSRV(ctx context.Context, service, proto, name string) (string, []*net.SRV, error) {
+	c.calls++
+	if c.down {
+		return "", nil, &net.DNSError{Err: "i/o timeout", Name: name, IsTimeout: true}
+	}
+	return c.fakeDNS.LookupSRV(ctx, service, proto, name)
+}
+
+// SRV answers are cached, "no such record" included, so a federation request does not
+// wait for DNS each time; when DNS fails an expired answer still serves.
+func TestSRVIsCached(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	dns := &countingDNS{fakeDNS: fakeDNS{"_matrix-fed._tcp.srv.test": {{Target: "host.test.", Port: 8000}}}}
+	r := &Resolver{DNS: dns, Now: func() time.Time { return now }}
+	resolve := func(name string) string {
+		t.Helper()
+		d, err := r.Resolve(context.Background(), name)
+		if err != nil || len(d) != 1 {
+			t.Fatalf("%s: %+v %v", name, d, err)
+		}
+		return d[0].Addr
+	}
+	for i := 0; i < 3; i++ {
+		if got := resolve("srv.test"); got != "host.test:8000" {
+			t.Fatalf("srv.test -> %s", got)
+		}
+		if got := resolve("none.test"); got != "none.test:8448" {
+			t.Fatalf("none.test -> %s", got)
+		}
+	}
+	// One lookup for srv.test (_matrix-fed answered), two for none.test (both services).
+	if dns.calls != 3 {
+		t.Fatalf("%d lookups for 6 resolutions, want 3", dns.calls)
+	}
+
+	// Expired and DNS down: the old answer serves, and DNS is asked again only after
+	// srvStaleTTL.
+	now = now.Add(srvTTL + time.Second)
+	dns.down, dns.calls = true, 0
+	if got := resolve("srv.test"); got != "host.test:8000" {
+		t.Fatalf("stale answer while DNS is down: %s", got)
+	}
+	if got := resolve("srv.test"); got != "host.test:8000" || dns.calls != 2 {
+		t.Fatalf("second resolution while down: %s after %d lookups, want 2", got, dns.calls)
+	}
+	// A name never answered falls back to 8448 and is asked again every time.
+	resolve("new.test")
+	resolve("new.test")
+	if dns.calls != 6 {
+		t.Fatalf("%d lookups, want 6 (2 + 2 per unanswered resolution)", dns.calls)
+	}
+
+	// DNS back after the stale period: the new answer replaces the old.
+	now = now.Add(srvStaleTTL + time.Second)
+	dns.down = false
+	dns.fakeDNS["_matrix-fed._tcp.srv.test"] = []*net.SRV{{Target: "moved.test.", Port: 9000}}
+	if got := resolve("srv.test"); got != "moved.test:9000" {
+		t.Fatalf("after DNS came back: %s", got)
+	}
+}

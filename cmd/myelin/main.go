@@ -91,7 +91,17 @@ func setupLogging(cfg *config.Config) {
 	}
 }
 
+// defaultGCPercent is the garbage collector's target when GOGC is not set: twice Go's
+// default. A homeserver's heap is mostly short-lived request garbage; at 200 the 500
+// long-poll answers of a busy room's message cost about 10% less CPU and reach the
+// last listener sooner (fanout p99 median 43.6 -> 38.9 ms) for about 20 MiB more
+// memory (docs/benchmarks.md). GOGC and GOMEMLIMIT work as usual.
+const defaultGCPercent = 200
+
 func serve(args []string) error {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(defaultGCPercent)
+	}
 	fs := flag.NewFlagSet("myelin serve", flag.ExitOnError)
 	var f app.Flags
 	f.Register(fs)

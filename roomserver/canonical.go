@@ -2,7 +2,9 @@ package roomserver
 
 import (
 	"bytes"
+	"encoding/json"
 	"strconv"
+	"strings"
 )
 
 // negativeFraction returns the first non-zero number in the JSON text written with a
@@ -41,6 +43,49 @@ func negativeFraction(content []byte) string {
 				return string(content[i:end])
 			}
 			i = end - 1
+		}
+	}
+	return ""
+}
+
+// escapedKey returns the first object key in the JSON text whose value holds a quote, a
+// backslash or a control character, or "" when there is none.
+//
+// gomatrixserverlib's canonical JSON writes object keys without escaping them again:
+// such a key comes out as invalid JSON ({"a\"b":1} -> {"a"b":1}) or, worse, as another
+// key ({"a\\b":1} -> {"a\b":1}, a backspace). Events refuse them. Only escapes can put
+// these characters in a key, so text without a backslash is skipped at once.
+func escapedKey(content []byte) string {
+	if bytes.IndexByte(content, '\\') < 0 {
+		return ""
+	}
+	for i := 0; i < len(content); i++ {
+		if content[i] != '"' {
+			continue
+		}
+		start, escaped := i, false
+		for i++; i < len(content) && content[i] != '"'; i++ {
+			if content[i] == '\\' {
+				escaped = true
+				i++
+			}
+		}
+		if !escaped || i >= len(content) {
+			continue
+		}
+		j := i + 1
+		for j < len(content) && (content[j] == ' ' || content[j] == '\t' || content[j] == '\n' || content[j] == '\r') {
+			j++
+		}
+		if j >= len(content) || content[j] != ':' {
+			continue // a value, not a key
+		}
+		var key string
+		if json.Unmarshal(content[start:i+1], &key) != nil {
+			continue
+		}
+		if strings.IndexFunc(key, func(r rune) bool { return r == '"' || r == '\\' || r < 0x20 }) >= 0 {
+			return key
 		}
 	}
 	return ""

@@ -190,3 +190,19 @@ func TestNegativeFraction(t *testing.T) {
 		}
 	}
 }
+
+func TestEscapedKey(t *testing.T) {
+	for in, want := range map[string]string{
+		`{"a\"b":1}`:                  `a"b`,
+		`{"x":{"a\\b":1}}`:            `a\b`,
+		`{"x":[{"k\n":1}]}`:           "k\n",
+		`{"k\u0001" : 1}`:             "k\x01",
+		`{"body":"a\"b","s":"\\"}`:    "",
+		`{"\u00e9\/":1,"a":"\"x\":"}`: "",
+		`{"plain":1}`:                 "",
+	} {
+		if got := escapedKey([]byte(in)); got != want {
+			t.Errorf("escapedKey(%s) = %q, want %q", in, got, want)
+		}
+	}
+}

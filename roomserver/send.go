@@ -468,6 +468,9 @@ func (rs *Roomserver) build(r *room, prevs []extremity, p protoEvent, auth *goma
 	if n := negativeFraction(p.content); n != "" {
 		return nil, nil, spec.BadJSON(fmt.Sprintf("Content holds the number %s: a negative number written with a leading zero cannot be signed faithfully here (room versions 6 and later allow only integers)", n))
 	}
+	if k := escapedKey(p.content); k != "" {
+		return nil, nil, spec.BadJSON(fmt.Sprintf("Content holds the key %q: keys with quotes, backslashes or control characters cannot be signed faithfully here", k))
+	}
 	var depth int64
 	prevIDs := make([]string, 0, len(prevs))
 	for _, x := range prevs {

@@ -104,8 +104,9 @@ func TestConformanceRoomEdgeCases(t *testing.T) {
 // otherwise); older ones take fractions and keep them exactly, except negative ones
 // written with a leading zero (-0.5), which are refused rather than stored without their
 // sign. Negative zero is
-// refused in 6 and later (canonical JSON has no -0) and stored as 0 before.
-func TestEventContentNumbers(t *testing.T) {
+// refused in 6 and later (canonical JSON has no -0) and stored as 0 before. Object keys
+// that hold a quote, a backslash or a control character are refused in every version.
+func TestEventContentCanonicalJSON(t *testing.T) {
 	harness.ForEachEngine(t, func(t *testing.T, engine string) {
 		s := harness.Start(t, harness.Options{Engine: engine})
 		alice := acctRegister(t, s, &acctSecrets{}, "alice", "secret")
@@ -134,6 +135,20 @@ func TestEventContentNumbers(t *testing.T) {
 			}
 			if got := readBack(body); got["body"] != "x = -0.5" || got["n"] != -1.0 || got["big"] != 9007199254740991.0 {
 				t.Errorf("v%s: integers came back as %v", version, got)
+			}
+			// Keys that would need escaping again: the library writes keys raw, so
+			// they are refused instead of stored broken or as another key.
+			for i, c := range []string{`{"a\\b":1}`, `{"x":{"q\"":1}}`, `{"k\n":1}`} {
+				if st, body := send("key"+string(rune('a'+i)), c); st != 400 || body["errcode"] != "M_BAD_JSON" {
+					t.Errorf("v%s: %s: %d %v, want 400 M_BAD_JSON", version, c, st, body)
+				}
+			}
+			st, body = send("keyok", `{"\u00e9\/":1,"s":"a\\b \"q\""}`)
+			if st != 200 {
+				t.Fatalf("v%s: escaped key that needs no escaping: %d %v", version, st, body)
+			}
+			if got := readBack(body); got["é/"] != 1.0 || got["s"] != `a\b "q"` {
+				t.Errorf("v%s: escapes came back as %v", version, got)
 			}
 			st, body = send("frac", `{"n":0.5,"m":-1.5}`)
 			if version == "11" {

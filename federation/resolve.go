@@ -55,19 +55,36 @@ type Resolver struct {
 	WellKnown WellKnownFetcher
 	Now       func() time.Time
 
-	mu    sync.Mutex
-	cache map[string]wellKnownEntry
-	srvs  map[string]srvEntry
+	wellKnowns expiring[string]     // host -> delegated server name ("" when none)
+	srvs       expiring[[]*net.SRV] // host -> records of the first service that has any
 }
 
-type srvEntry struct {
-	recs    []*net.SRV // of the first service that has any; nil when neither has
+// expiring is a map of answers that are fresh until their own expiry time.
+type expiring[V any] struct {
+	mu sync.Mutex
+	m  map[string]expiringEntry[V]
+}
+
+type expiringEntry[V any] struct {
+	v       V
 	expires time.Time
 }
 
-type wellKnownEntry struct {
-	delegated string // "" when there is none
-	expires   time.Time
+// get returns key's answer, whether there is one, and whether it is fresh at now.
+func (c *expiring[V]) get(key string, now time.Time) (v V, present, fresh bool) {
+	c.mu.Lock()
+	e, ok := c.m[key]
+	c.mu.Unlock()
+	return e.v, ok, ok && now.Before(e.expires)
+}
+
+func (c *expiring[V]) put(key string, v V, expires time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]expiringEntry[V]{}
+	}
+	c.m[key] = expiringEntry[V]{v: v, expires: expires}
 }
 
 // Resolve returns the places to try, best first.
@@ -144,11 +161,9 @@ func (r *Resolver) srvRecords(ctx context.Context, host string) []*net.SRV {
 		return nil
 	}
 	now := r.now()
-	r.mu.Lock()
-	e, cached := r.srvs[host]
-	r.mu.Unlock()
-	if cached && now.Before(e.expires) {
-		return e.recs
+	old, cached, fresh := r.srvs.get(host, now)
+	if fresh {
+		return old
 	}
 	var recs []*net.SRV
 	definitive := true // every lookup made got an answer (records or "none")
@@ -168,22 +183,15 @@ func (r *Resolver) srvRecords(ctx context.Context, host string) []*net.SRV {
 	}
 	switch {
 	case definitive:
-		e = srvEntry{recs: recs, expires: now.Add(srvTTL)}
+		r.srvs.put(host, recs, now.Add(srvTTL))
 	case recs != nil:
 		// _matrix records after _matrix-fed failed: used, but asked again soon.
-		e = srvEntry{recs: recs, expires: now.Add(srvStaleTTL)}
+		r.srvs.put(host, recs, now.Add(srvStaleTTL))
 	case cached:
-		e.expires = now.Add(srvStaleTTL)
-	default:
-		return nil
+		r.srvs.put(host, old, now.Add(srvStaleTTL))
+		return old
 	}
-	r.mu.Lock()
-	if r.srvs == nil {
-		r.srvs = map[string]srvEntry{}
-	}
-	r.srvs[host] = e
-	r.mu.Unlock()
-	return e.recs
+	return recs
 }
 
 func (r *Resolver) now() time.Time {
@@ -196,11 +204,8 @@ func (r *Resolver) now() time.Time {
 // wellKnown returns the delegated server name for host, from the cache when fresh.
 func (r *Resolver) wellKnown(ctx context.Context, host string) string {
 	now := r.now()
-	r.mu.Lock()
-	e, ok := r.cache[host]
-	r.mu.Unlock()
-	if ok && now.Before(e.expires) {
-		return e.delegated
+	if delegated, _, fresh := r.wellKnowns.get(host, now); fresh {
+		return delegated
 	}
 	delegated, ttl, err := r.WellKnown(ctx, host)
 	if err != nil {
@@ -213,12 +218,7 @@ func (r *Resolver) wellKnown(ctx context.Context, host string) string {
 			ttl = wellKnownMaxTTL
 		}
 	}
-	r.mu.Lock()
-	if r.cache == nil {
-		r.cache = map[string]wellKnownEntry{}
-	}
-	r.cache[host] = wellKnownEntry{delegated: delegated, expires: now.Add(ttl)}
-	r.mu.Unlock()
+	r.wellKnowns.put(host, delegated, now.Add(ttl))
 	return delegated
 }
 

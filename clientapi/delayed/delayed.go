@@ -6,9 +6,9 @@
 // every pending one gets a timer again, and one that came due while the server was down
 // fires at once. A firing first claims its schedule (status sending), so a client never
 // sees, cancels or restarts a schedule whose event is already on its way; one claimed
-// when the server stopped is sent again at start. A firing sends the event through the roomserver with a transaction ID
-// derived from the delay ID, so a crash between sending and recording it cannot send the
-// event twice.
+// when the server stopped is sent again at start. A firing sends the event through the
+// roomserver with a transaction ID derived from the delay ID, so a crash between sending
+// and recording it cannot send the event twice.
 package delayed
 
 import (
@@ -125,10 +125,10 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	for _, d := range all {
 		if d.status == statusSending {
-			s.arm(d.id, time.Time{})
+			s.arm(d.id, time.Time{}, true)
 			continue
 		}
-		s.arm(d.id, time.UnixMilli(d.since+d.delay))
+		s.arm(d.id, time.UnixMilli(d.since+d.delay), false)
 	}
 	return nil
 }
@@ -173,7 +173,7 @@ func (s *Service) Schedule(ctx context.Context, req Request) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("store delayed event: %w", err)
 	}
-	s.arm(id, since.Add(req.Delay))
+	s.arm(id, since.Add(req.Delay), false)
 	return id, nil
 }
 
@@ -219,10 +219,10 @@ func (s *Service) Act(ctx context.Context, delayID, action string) error {
 		if err != nil {
 			return fmt.Errorf("restart delayed event %s: %w", delayID, err)
 		}
-		s.arm(delayID, since.Add(time.Duration(delay)*time.Millisecond))
+		s.arm(delayID, since.Add(time.Duration(delay)*time.Millisecond), false)
 		return nil
 	case ActionSend:
-		return s.fire(ctx, delayID, false)
+		return s.fire(ctx, delayID, false, false)
 	}
 	return fmt.Errorf("unknown action %q", action)
 }
@@ -261,10 +261,10 @@ func (s *Service) finishFrom(ctx context.Context, delayID, from, status string) 
 	return nil
 }
 
-// fire sends a schedule's event now; with onlyIfDue (a timer firing) only when it is
-// due, since a restart may have moved it on after the timer started. It claims a
-// pending schedule before sending, or takes over one a stop left claimed.
-func (s *Service) fire(ctx context.Context, delayID string, onlyIfDue bool) error {
+// fire claims a pending schedule and sends its event; with onlyIfDue (a timer firing)
+// only when it is due, since a restart may have moved it on after the timer started.
+// With resume it takes over a schedule a stop left claimed instead.
+func (s *Service) fire(ctx context.Context, delayID string, onlyIfDue, resume bool) error {
 	var e Event
 	var sk sql.NullString
 	var content string
@@ -272,10 +272,14 @@ func (s *Service) fire(ctx context.Context, delayID string, onlyIfDue bool) erro
 	if onlyIfDue {
 		dueBy = s.now().UnixMilli()
 	}
+	from := statusPending
+	if resume {
+		from = statusSending
+	}
 	err := s.db.QueryRowContext(ctx, `UPDATE delayed_events SET status = $1
-		WHERE delay_id = $2 AND (status = $1 OR (status = $3 AND running_since + delay_ms <= $4))
+		WHERE delay_id = $2 AND status = $3 AND running_since + delay_ms <= $4
 		RETURNING user_id, device_id, room_id, event_type, state_key, content, delay_ms, running_since`,
-		statusSending, delayID, statusPending, dueBy).
+		statusSending, delayID, from, dueBy).
 		Scan(&e.userID, &e.deviceID, &e.RoomID, &e.Type, &sk, &content, &e.Delay, &e.RunningSince)
 	if errors.Is(err, sql.ErrNoRows) {
 		// Gone, finished, or (for a timer) restarted so that its new timer fires it.
@@ -308,8 +312,9 @@ func (s *Service) fire(ctx context.Context, delayID string, onlyIfDue bool) erro
 	return sendErr
 }
 
-// arm (re)sets the timer of a schedule to fire at a time (at once when it is past).
-func (s *Service) arm(delayID string, at time.Time) {
+// arm (re)sets the timer of a schedule to fire at a time (at once when it is past);
+// resume is for a schedule a stop left claimed.
+func (s *Service) arm(delayID string, at time.Time, resume bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -329,7 +334,7 @@ func (s *Service) arm(delayID string, at time.Time) {
 		defer s.wg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if err := s.fire(ctx, delayID, true); err != nil && !errors.Is(err, ErrNotFound) {
+		if err := s.fire(ctx, delayID, !resume, resume); err != nil && !errors.Is(err, ErrNotFound) {
 			s.log.WithError(err).WithField("delay_id", delayID).Warn("delayed event")
 		}
 	})

@@ -49,8 +49,8 @@ func schedule(t *testing.T, s *Service, delay time.Duration) string {
 	return id
 }
 
-// A schedule whose event is being sent is no longer the client's to list, cancel or
-// restart: otherwise a cancel could "succeed" for an event that goes out anyway.
+// A schedule whose event is being sent is no longer the client's to list, cancel,
+// restart or send: otherwise a cancel could "succeed" for an event that goes out anyway.
 func TestFiringScheduleLeavesPending(t *testing.T) {
 	storagetest.ForEachDB(t, func(t *testing.T, db *storage.DB) {
 		ctx := context.Background()
@@ -59,11 +59,13 @@ func TestFiringScheduleLeavesPending(t *testing.T) {
 		defer s.Close()
 		id := schedule(t, s, time.Hour)
 		var listed []Event
-		var cancelErr, restartErr error
+		var cancelErr, restartErr, sendErr error
 		f.during = func(roomserver.SendRequest) {
+			f.during = nil
 			listed, _ = s.List(ctx, "@alice:hs.test")
 			cancelErr = s.Act(ctx, id, ActionCancel)
 			restartErr = s.Act(ctx, id, ActionRestart)
+			sendErr = s.Act(ctx, id, ActionSend)
 		}
 		if err := s.Act(ctx, id, ActionSend); err != nil {
 			t.Fatal(err)
@@ -71,8 +73,8 @@ func TestFiringScheduleLeavesPending(t *testing.T) {
 		if len(listed) != 0 {
 			t.Errorf("listed while being sent: %v", listed)
 		}
-		if !errors.Is(cancelErr, ErrNotFound) || !errors.Is(restartErr, ErrNotFound) {
-			t.Errorf("cancel / restart while being sent: %v / %v, want ErrNotFound", cancelErr, restartErr)
+		if !errors.Is(cancelErr, ErrNotFound) || !errors.Is(restartErr, ErrNotFound) || !errors.Is(sendErr, ErrNotFound) {
+			t.Errorf("cancel / restart / send while being sent: %v / %v / %v, want ErrNotFound", cancelErr, restartErr, sendErr)
 		}
 		if err := s.Act(ctx, id, ActionSend); !errors.Is(err, ErrNotFound) {
 			t.Errorf("second send: %v, want ErrNotFound", err)

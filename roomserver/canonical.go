@@ -48,8 +48,8 @@ func negativeFraction(content []byte) string {
 	return ""
 }
 
-// escapedKey returns the first object key in the JSON text whose value holds a quote, a
-// backslash or a control character, or "" when there is none.
+// escapedKey returns the first object key in the JSON text that holds (once decoded) a
+// quote, a backslash or a control character, or "" when there is none.
 //
 // gomatrixserverlib's canonical JSON writes object keys without escaping them again:
 // such a key comes out as invalid JSON ({"a\"b":1} -> {"a"b":1}) or, worse, as another

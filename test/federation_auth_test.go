@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -223,6 +224,31 @@ func (o *fakeOrigin) send(t testing.TB, target *harness.Server, origin, destinat
 	}
 	_ = json.Unmarshal(raw, &e)
 	return resp.StatusCode, e.Errcode, raw
+}
+
+// sendTxn puts pdus to target in one /send transaction from origin, signed with key;
+// it returns the error per event ID.
+func sendTxn(t testing.TB, target *harness.Server, origin string, key config.SigningKey, pdus []json.RawMessage) map[string]string {
+	t.Helper()
+	txn := map[string]any{"origin": origin, "origin_server_ts": time.Now().UnixMilli(), "pdus": pdus}
+	code, ecode, raw := (&fakeOrigin{}).send(t, target, origin, target.ServerName, key, "PUT",
+		fmt.Sprintf("/_matrix/federation/v1/send/t%d", time.Now().UnixNano()), txn, nil)
+	if code != 200 {
+		t.Fatalf("send: %d %s %s", code, ecode, raw)
+	}
+	var res struct {
+		PDUs map[string]struct {
+			Error string `json:"error"`
+		} `json:"pdus"`
+	}
+	if err := json.Unmarshal(raw, &res); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for id, r := range res.PDUs {
+		out[id] = r.Error
+	}
+	return out
 }
 
 // TestFederationRequestAuth: B accepts a request signed by an origin whose key it

@@ -124,22 +124,7 @@ func (f *fedRoom) send(t testing.TB, o *fakeOrigin, pdus ...gomatrixserverlib.PD
 	for i, p := range pdus {
 		raws[i] = p.JSON()
 	}
-	txn := map[string]any{"origin": o.name, "origin_server_ts": time.Now().UnixMilli(), "pdus": raws}
-	code, ecode, raw := o.send(t, f.b, o.name, f.b.ServerName, o.key, "PUT", fmt.Sprintf("/_matrix/federation/v1/send/t%d", time.Now().UnixNano()), txn, nil)
-	if code != 200 {
-		t.Fatalf("send: %d %s %s", code, ecode, raw)
-	}
-	var res struct {
-		PDUs map[string]struct {
-			Error string `json:"error"`
-		} `json:"pdus"`
-	}
-	_ = json.Unmarshal(raw, &res)
-	out := map[string]string{}
-	for id, r := range res.PDUs {
-		out[id] = r.Error
-	}
-	return out
+	return sendTxn(t, f.b, o.name, o.key, raws)
 }
 
 // call sends a signed request from o to B and decodes the answer.

@@ -3,7 +3,6 @@ package test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/url"
 	"path/filepath"
 	"slices"
@@ -27,25 +26,7 @@ func pushAs(t *testing.T, s *fedServer, target *fedServer, pdus ...json.RawMessa
 	if err != nil {
 		t.Fatal(err)
 	}
-	txn := map[string]any{"origin": s.ServerName, "origin_server_ts": time.Now().UnixMilli(), "pdus": pdus}
-	code, ecode, raw := (&fakeOrigin{}).send(t, target.Server, s.ServerName, target.ServerName, key, "PUT",
-		fmt.Sprintf("/_matrix/federation/v1/send/o%d", time.Now().UnixNano()), txn, nil)
-	if code != 200 {
-		t.Fatalf("send: %d %s %s", code, ecode, raw)
-	}
-	var res struct {
-		PDUs map[string]struct {
-			Error string `json:"error"`
-		} `json:"pdus"`
-	}
-	if err := json.Unmarshal(raw, &res); err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]string{}
-	for id, r := range res.PDUs {
-		out[id] = r.Error
-	}
-	return out
+	return sendTxn(t, target.Server, s.ServerName, key, pdus)
 }
 
 // fedEventJSON fetches an event's PDU from s over federation, asking as the server as.

@@ -387,9 +387,7 @@ func (s *Server) authChainFrom(ctx context.Context, server spec.ServerName, ver 
 	}
 	for _, p := range append([]gomatrixserverlib.PDU{ev}, chain...) {
 		for _, a := range p.AuthEventIDs() {
-			switch k := known[a]; {
-			case byID[a] != nil:
-			case k == nil:
+			if byID[a] == nil && known[a] == nil {
 				return nil, nil, chainErr("auth chain of %s from %s is incomplete: %s refers to %s, which it lacks", ev.EventID(), server, p.EventID(), a)
 			}
 		}
